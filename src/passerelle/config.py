@@ -73,8 +73,13 @@ class Section:
             raise ConfigError(self._key(name), f"must be one of {', '.join(choices)}; got {v!r}")
         return v
 
-    def int(self, name: str, default: int | None = None, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+    def int(
+        self,
+        name: str,
+        default: int | None = None,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int:
         v = self._get(name, default)
         if v is None:
             raise ConfigError(self._key(name), "is required")

@@ -36,9 +36,7 @@ def parse_duration(text: str | int) -> int:
         total += int(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or not s:
-        raise DurationError(
-            f"not a duration: {text!r} (write e.g. 90s, 40m, 15h, 15d, 1h30m)"
-        )
+        raise DurationError(f"not a duration: {text!r} (write e.g. 90s, 40m, 15h, 15d, 1h30m)")
     return total
 
 

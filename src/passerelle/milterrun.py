@@ -43,8 +43,9 @@ def prepare_socket(spec: str) -> None:
             path.unlink()
 
 
-def run_milter(name: str, factory: Callable[[], Any], socket: str, timeout: int = 600,
-               flags: int = 0) -> None:
+def run_milter(
+    name: str, factory: Callable[[], Any], socket: str, timeout: int = 600, flags: int = 0
+) -> None:
     """Register ``factory`` with libmilter and serve until stopped."""
     import Milter  # the C binding is only needed by the daemon
 
