@@ -1,0 +1,248 @@
+"""What to do with one message: rules, clamd, outbreak mode, quarantine (no milter here).
+
+The milter collects the envelope, headers and body, then asks :class:`Engine` for a
+:class:`Verdict` at end of DATA; the benchmark and the tests use the engine directly too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from passerelle.antivirus import clamd as cl
+from passerelle.antivirus.config import AntivirusConfig
+from passerelle.antivirus.mime import walk
+from passerelle.antivirus.outbreak import OUTBREAK, AutoTrigger, OutbreakStore, signature_key
+from passerelle.antivirus.quarantine import Quarantine
+from passerelle.antivirus.rules import evaluate
+from passerelle.antivirus.strip import strip_parts
+
+log = logging.getLogger("passerelle.antivirus")
+
+ACCEPT = "accept"
+REJECT = "reject"
+TEMPFAIL = "tempfail"
+DISCARD = "discard"
+
+
+@dataclass
+class Envelope:
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    client_ip: str = ""
+    client_host: str = ""
+    queue_id: str = ""
+
+
+@dataclass
+class Verdict:
+    action: str
+    code: str = ""
+    xcode: str = ""
+    text: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None  # replacement body (strip)
+    quarantine_id: str = ""
+    log: str = ""
+    scan: cl.ScanResult | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        cfg: AntivirusConfig,
+        scanner: cl.ClamdClient | None = None,
+        quarantine: Quarantine | None = None,
+        outbreak: OutbreakStore | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.scanner = scanner or cl.ClamdClient(cfg.clamd, cfg.connect_timeout, cfg.timeout)
+        self.quarantine = quarantine or Quarantine(
+            cfg.quarantine_dir, clock=clock, release_command=cfg.release_command
+        )
+        self.outbreak = outbreak or OutbreakStore(cfg.outbreak_state, clock=clock)
+        self.trigger = (
+            AutoTrigger(
+                cfg.outbreak.window,
+                cfg.outbreak.threshold,
+                cfg.outbreak.min_messages,
+                clock=monotonic,
+            )
+            if cfg.outbreak.auto
+            else None
+        )
+        self.monotonic = monotonic
+        self._sigver: tuple[float, str] = (-1e18, "")
+        self._lock = threading.Lock()
+
+    def signature_version(self) -> str:
+        """clamd's signature version, cached for a minute ("" if clamd does not answer)."""
+        now = self.monotonic()
+        with self._lock:
+            if now - self._sigver[0] < 60:
+                return self._sigver[1]
+        try:
+            key = signature_key(self.scanner, self.cfg.signature_dir)
+        except OSError:
+            key = ""
+        with self._lock:
+            self._sigver = (now, key)
+        return key
+
+    # ------------------------------------------------------------------------------------
+    def _hold(
+        self,
+        env: Envelope,
+        spool: BinaryIO,
+        size: int,
+        reason: str,
+        detail: str,
+        scan: cl.ScanResult | None,
+    ) -> Verdict:
+        sigver = self.signature_version() if reason == OUTBREAK else ""
+        try:
+            item = self.quarantine.store(
+                spool,
+                sender=env.sender,
+                recipients=list(env.recipients),
+                client_ip=env.client_ip,
+                client_host=env.client_host,
+                reason=reason,
+                detail=detail,
+                direction=self.cfg.direction,
+                size=size,
+                signature_version=sigver,
+                queue_id=env.queue_id,
+            )
+        except OSError as exc:
+            log.error("%s: quarantine write failed (%s): tempfail", env.queue_id, exc)
+            return Verdict(
+                TEMPFAIL,
+                "451",
+                "4.3.0",
+                "Temporary failure, try again later",
+                log=f"quarantine write failed: {exc}",
+                scan=scan,
+            )
+        return Verdict(
+            DISCARD,
+            quarantine_id=item.id,
+            scan=scan,
+            log=f"quarantined {item.id} ({reason}: {detail})",
+        )
+
+    def process(
+        self, env: Envelope, headers: Sequence[tuple[str, str]], spool: BinaryIO, size: int
+    ) -> Verdict:
+        cfg = self.cfg
+        spool.seek(0)
+        raw = spool.read()
+        w = walk(raw, max_depth=cfg.mime.max_depth)
+        rules = evaluate(w, headers, cfg.rules, cfg.archives, cfg.mime)
+        if rules.action == REJECT:
+            m = rules.first(REJECT)
+            return Verdict(
+                REJECT,
+                "550",
+                "5.7.1",
+                f"Message refused by content rule {m.rule}",
+                log=f"rule {m.rule}: {m.detail}",
+            )
+        spool.seek(0)
+        if size > cfg.max_size:
+            scan = cl.ScanResult(cl.TOO_LARGE, detail=f"{size} bytes > max_size {cfg.max_size}")
+        else:
+            scan = self.scanner.scan(spool)
+        if self.trigger is not None and scan.status in (cl.CLEAN, cl.INFECTED):
+            self._auto(scan.infected)
+        scanned_header: tuple[str, str] = ("X-Virus-Scanned", f"ClamAV on {cfg.hostname}")
+        if scan.status == cl.INFECTED:
+            if cfg.on_virus == REJECT:
+                return Verdict(
+                    REJECT,
+                    "554",
+                    "5.7.1",
+                    f"Virus found: {scan.signature}",
+                    log=f"virus {scan.signature} (clamd {scan.host})",
+                    scan=scan,
+                )
+            return self._hold(env, spool, size, "signature", scan.signature, scan)
+        if scan.status == cl.TOO_LARGE:
+            if cfg.on_oversize == REJECT:
+                return Verdict(
+                    REJECT,
+                    "552",
+                    "5.3.4",
+                    "Message too big to be scanned",
+                    log=f"too large for clamd: {scan.detail}",
+                    scan=scan,
+                )
+            if cfg.on_oversize == TEMPFAIL:
+                return Verdict(
+                    TEMPFAIL,
+                    "451",
+                    "4.7.1",
+                    "Message could not be scanned",
+                    log=f"too large for clamd: {scan.detail}",
+                    scan=scan,
+                )
+            scanned_header = ("X-Virus-Scanned", "not scanned (too large)")
+        elif scan.status != cl.CLEAN:
+            if cfg.on_error == TEMPFAIL:
+                return Verdict(
+                    TEMPFAIL,
+                    "451",
+                    "4.7.1",
+                    "Virus scanner unavailable, try again later",
+                    log=f"clamd error: {scan.detail}",
+                    scan=scan,
+                )
+            scanned_header = ("X-Virus-Scanned", "not scanned (clamd unavailable)")
+        if rules.action == "quarantine":
+            m = rules.first("quarantine")
+            return self._hold(env, spool, size, "rule", f"{m.rule}: {m.detail}", scan)
+        if w.has_attachment and self.outbreak.read().on:
+            return self._hold(env, spool, size, OUTBREAK, "attachment held in outbreak mode", scan)
+        verdict = Verdict(
+            ACCEPT,
+            headers=[scanned_header],
+            scan=scan,
+            log=f"clean ({scan.status}, clamd {scan.host or '-'})",
+        )
+        if rules.action == "strip":
+            targets = [
+                (m.path, m.rule)
+                for m in rules.matches
+                if m.action == "strip" and m.path is not None
+            ]
+            locatable = len(targets) == len([m for m in rules.matches if m.action == "strip"])
+            body = (
+                strip_parts(w.message, targets, cfg.hostname)
+                if locatable and w.message is not None
+                else None
+            )
+            if body is None:
+                m = rules.first("strip")
+                return self._hold(
+                    env, spool, size, "rule", f"{m.rule}: {m.detail} (not strippable)", scan
+                )
+            names = sorted({m.rule for m in rules.matches if m.action == "strip"})
+            verdict.body = body
+            verdict.headers.append(("X-Passerelle-Stripped", ", ".join(names)))
+            verdict.log = f"stripped attachments ({', '.join(names)})"
+        return verdict
+
+    def _auto(self, infected: bool) -> None:
+        assert self.trigger is not None
+        if self.trigger.record(infected) and not self.outbreak.read().on:
+            bad, total = self.trigger.share()
+            try:
+                self.outbreak.set(True, by="auto", reason=f"{bad}/{total} infected in window")
+            except OSError as exc:
+                log.error("outbreak: cannot write state: %s", exc)

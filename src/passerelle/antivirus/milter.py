@@ -1,0 +1,127 @@
+"""The content milter: one object per SMTP connection, the message spooled to a temp file."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import Milter
+
+from passerelle.antivirus.config import AntivirusConfig
+from passerelle.antivirus.engine import ACCEPT, DISCARD, REJECT, Engine, Envelope
+
+log = logging.getLogger("passerelle.antivirus")
+SPOOL_MEMORY = 1024 * 1024
+FLAGS = Milter.ADDHDRS | Milter.CHGBODY
+REPLBODY_CHUNK = 65535
+
+
+def _addr(a: str) -> str:
+    a = a.strip()
+    return a[1:-1] if a.startswith("<") and a.endswith(">") else a
+
+
+class AntivirusMilter(Milter.Base):
+    engine: Engine  # set by make_factory
+
+    def __init__(self) -> None:
+        self.client_ip = ""
+        self.client_host = ""
+        self._reset()
+
+    def _reset(self) -> None:
+        self.env = Envelope(client_ip=self.client_ip, client_host=self.client_host)
+        self.headers: list[tuple[str, str]] = []
+        self.spool: Any = None
+        self.size = 0
+        self.in_body = False
+
+    def _close_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    # -- callbacks ------------------------------------------------------------------------
+    def connect(self, IPname: str, family: int, hostaddr: Any) -> int:
+        self.client_host = IPname or ""
+        if isinstance(hostaddr, tuple) and hostaddr:
+            self.client_ip = str(hostaddr[0])
+        return Milter.CONTINUE
+
+    def envfrom(self, mailfrom: str, *args: str) -> int:
+        self._close_spool()
+        self._reset()
+        self.env.sender = _addr(mailfrom)
+        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+        return Milter.CONTINUE
+
+    def envrcpt(self, to: str, *args: str) -> int:
+        self.env.recipients.append(_addr(to))
+        return Milter.CONTINUE
+
+    def header(self, name: str, value: str) -> int:
+        self.headers.append((name, value))
+        line = f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+        self.spool.write(line)
+        self.size += len(line)
+        return Milter.CONTINUE
+
+    def eoh(self) -> int:
+        self.spool.write(b"\r\n")
+        self.size += 2
+        return Milter.CONTINUE
+
+    def body(self, chunk: bytes) -> int:
+        self.spool.write(chunk)
+        self.size += len(chunk)
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        self.env.queue_id = self.getsymval("i") or ""
+        v = self.engine.process(self.env, self.headers, self.spool, self.size)
+        log.info(
+            "%s: from=<%s> rcpts=%d size=%d client=%s [%s] %s -> %s",
+            self.env.queue_id or "-",
+            self.env.sender,
+            len(self.env.recipients),
+            self.size,
+            self.client_host,
+            self.client_ip,
+            v.log,
+            v.action,
+        )
+        self._close_spool()
+        if v.action == ACCEPT:
+            for name, value in v.headers:
+                self.addheader(name, value)
+            if v.body is not None:
+                for i in range(0, len(v.body), REPLBODY_CHUNK):
+                    self.replacebody(v.body[i : i + REPLBODY_CHUNK])
+            return Milter.ACCEPT
+        if v.action == DISCARD:
+            return Milter.DISCARD
+        self.setreply(v.code, v.xcode, v.text)
+        return Milter.REJECT if v.action == REJECT else Milter.TEMPFAIL
+
+    def abort(self) -> int:
+        self._close_spool()
+        self._reset()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self._close_spool()
+        return Milter.CONTINUE
+
+
+def make_factory(engine: Engine) -> type[AntivirusMilter]:
+    return type("BoundAntivirusMilter", (AntivirusMilter,), {"engine": engine})
+
+
+def serve(cfg: AntivirusConfig) -> None:
+    from passerelle.milterrun import run_milter
+
+    engine = Engine(cfg)
+    run_milter(
+        "antivirus", make_factory(engine), cfg.socket, timeout=cfg.milter_timeout, flags=FLAGS
+    )

@@ -1,0 +1,177 @@
+"""``passerelle greylist``: milter, check-config, migrate, purge, whitelist, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from passerelle.config import ConfigError
+from passerelle.durations import DurationError, parse_duration
+from passerelle.greylist.config import GreylistConfig, load_config
+from passerelle.greylist.store import SQLStore, open_store
+from passerelle.greylist.whitelist import KINDS, WhitelistError, validate_entry
+
+
+def _load(path: str) -> GreylistConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _store(cfg: GreylistConfig) -> SQLStore:
+    assert cfg.store_url is not None
+    return open_store(cfg.store_url, max(cfg.store_timeout, 10.0))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_milter(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    if args.socket:
+        cfg.socket = args.socket
+    from passerelle.greylist.daemon import serve
+
+    serve(cfg)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    store = _store(cfg)
+    try:
+        before, after = store.migrate()
+    except Exception as exc:
+        print(f"error: {cfg.store_url.redacted() if cfg.store_url else ''}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"schema version {before} -> {after}" if before != after else f"schema version {after}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    store = _store(cfg)
+    now = time.time()
+    try:
+        n = store.purge(now, cfg.purge_batch, stats_before=now - cfg.stats_ttl, pause=args.pause)
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"purged {n['greylist']} triplets, {n['clients']} clients, {n['stats']} counters")
+    return 0
+
+
+def cmd_whitelist(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    store = _store(cfg)
+    try:
+        if args.action == "list":
+            for kind, entry, comment, created in store.whitelist_list():
+                when = time.strftime("%Y-%m-%d", time.localtime(created))
+                print(f"{kind}\t{entry}\t{when}\t{comment}")
+            return 0
+        if not args.entry:
+            print("error: ENTRY is required", file=sys.stderr)
+            return 2
+        if args.action == "add":
+            try:
+                validate_entry(args.kind, args.entry)
+            except WhitelistError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            new = store.whitelist_add(args.kind, args.entry, args.comment or "", time.time())
+            print(f"{'added' if new else 'updated'} {args.kind} {args.entry}")
+            return 0
+        if store.whitelist_remove(args.kind, args.entry):
+            print(f"removed {args.kind} {args.entry}")
+            return 0
+        print(f"not found: {args.kind} {args.entry}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from passerelle.greylist.report import build_report, format_json, format_text
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    try:
+        since = parse_duration(args.since)
+    except DurationError as exc:
+        print(f"error: --since: {exc}", file=sys.stderr)
+        return 2
+    store = _store(cfg)
+    try:
+        rep = build_report(store, time.time(), since, cfg.min_delay)
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    sys.stdout.write(format_json(rep) if args.format == "json" else format_text(rep))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("greylist", help="greylisting milter and its tools")
+    gs = p.add_subparsers(dest="greylist_command", metavar="ACTION")
+    gs.required = True
+
+    m = gs.add_parser("milter", help="run the greylist milter")
+    m.add_argument("--config", required=True)
+    m.add_argument("--socket", help="override greylist.socket (unix:/path, inet:port@host)")
+    m.set_defaults(func=cmd_milter)
+
+    c = gs.add_parser("check-config", help="validate a config file")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    g = gs.add_parser("migrate", help="create or upgrade the store schema")
+    g.add_argument("--config", required=True)
+    g.set_defaults(func=cmd_migrate)
+
+    u = gs.add_parser("purge", help="delete expired records in small batches")
+    u.add_argument("--config", required=True)
+    u.add_argument("--pause", type=float, default=0.05, help="seconds between batches")
+    u.set_defaults(func=cmd_purge)
+
+    w = gs.add_parser("whitelist", help="edit the whitelist table")
+    w.add_argument("action", choices=("add", "remove", "list"))
+    w.add_argument("entry", nargs="?")
+    w.add_argument("--config", required=True)
+    w.add_argument("--kind", choices=KINDS, default="client")
+    w.add_argument("--comment", default="")
+    w.set_defaults(func=cmd_whitelist)
+
+    r = gs.add_parser("report", help="greylisting report")
+    r.add_argument("--config", required=True)
+    r.add_argument("--since", default="24h")
+    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.set_defaults(func=cmd_report)

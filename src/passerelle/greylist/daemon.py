@@ -1,0 +1,125 @@
+"""pymilter glue: one ``GreylistMilter`` per SMTP connection, decisions at RCPT.
+
+Per recipient: a greylisted recipient gets ``451 4.7.1`` while the others of the same message
+go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of message.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import Milter
+
+from passerelle.greylist.config import GreylistConfig
+from passerelle.greylist.engine import Client, Greylister
+from passerelle.greylist.store import open_store
+from passerelle.milterrun import run_milter, setup_logging
+
+log = logging.getLogger("passerelle.greylist")
+
+
+def _macro(m: Milter.Base, name: str) -> str | None:
+    try:
+        v = m.getsymval(name)
+    except Exception:
+        return None
+    return v or None
+
+
+class GreylistMilter(Milter.Base):
+    engine: Greylister  # set by make_factory
+
+    def __init__(self, engine: Greylister) -> None:
+        self.engine = engine
+        self.client: Client | None = None
+        self.auto: bool | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sender = ""
+        self.exemption: str | None = None
+        self.delay: float | None = None
+        self.skipped = False
+
+    @Milter.noreply
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
+            ip = str(hostaddr[0])
+        else:
+            ip = _macro(self, "{client_addr}") or str(hostname)
+        verified = (_macro(self, "{client_resolve}") or "").upper() == "OK"
+        self.client = self.engine.client(ip, hostname, verified)
+        self.auto = None
+        return Milter.CONTINUE
+
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._reset()
+        if self.client is None:  # MTA without connect information
+            self.client = self.engine.client(_macro(self, "{client_addr}") or "unknown")
+        self.sender = mailfrom
+        auth = _macro(self, "{auth_authen}")
+        self.exemption = self.engine.message_exemption(self.client, mailfrom, auth)
+        return Milter.CONTINUE
+
+    def envrcpt(self, to: str, *params: str) -> int:
+        assert self.client is not None
+        v = self.engine.check(self.client, self.sender, to, self.exemption, self.auto)
+        if v.auto is not None:
+            self.auto = v.auto
+        if v.accept:
+            if v.delay is not None:
+                self.delay = max(self.delay or 0.0, v.delay)
+            if v.skipped:
+                self.skipped = True
+            return Milter.CONTINUE
+        code, xcode, text = v.reply or ("451", "4.7.1", "greylisted, retry later")
+        self.setreply(code, xcode, text)
+        return Milter.TEMPFAIL
+
+    def eom(self) -> int:
+        if self.delay is not None:
+            self.addheader(*self.engine.delayed_header(self.delay))
+        elif self.skipped:
+            self.addheader(*self.engine.skipped_header())
+        self._reset()
+        return Milter.ACCEPT
+
+    def abort(self) -> int:
+        self._reset()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        return Milter.CONTINUE
+
+
+def serve(cfg: GreylistConfig) -> None:
+    """Run the milter until stopped (SIGTERM/SIGINT)."""
+    setup_logging("greylist", cfg.log_level)
+    assert cfg.store_url is not None
+    store = open_store(cfg.store_url, cfg.store_timeout)
+    try:
+        before, after = store.migrate()
+        if before != after:
+            log.info("greylist store schema upgraded from %d to %d", before, after)
+    except Exception as exc:
+        log.error("greylist store unavailable at start (%s); policy %s", exc, cfg.on_store_error)
+        store.discard()
+    engine = Greylister(cfg, store)
+    engine.start_background()
+
+    def factory() -> GreylistMilter:
+        return GreylistMilter(engine)
+
+    # libmilter handles SIGTERM/SIGINT/SIGHUP itself and returns from its main loop.
+    try:
+        run_milter(
+            "greylist",
+            factory,
+            cfg.socket,
+            timeout=cfg.milter_timeout,
+            flags=Milter.ADDHDRS,
+        )
+    finally:
+        engine.close()

@@ -1,0 +1,36 @@
+"""Client addresses: parsing and grouping into networks (IPv4 /24, IPv6 /64 by default)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """Parse a client address as sendmail/pymilter give it; IPv4-mapped IPv6 becomes IPv4."""
+    t = text.strip()
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    if t.lower().startswith("ipv6:"):
+        t = t[5:]
+    try:
+        ip = ipaddress.ip_address(t)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_group(addr: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str:
+    """The network a client is grouped in for the triplet: ``192.0.2.0/24``, ``2001:db8::/64``.
+
+    A client that is not an IP address (unix socket, unknown family) is its own group.
+    """
+    ip = parse_ip(addr)
+    if ip is None:
+        return addr.strip().lower()
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+    return str(net)

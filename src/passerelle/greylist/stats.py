@@ -1,0 +1,75 @@
+"""Counters kept in memory and flushed to the store, and the delay distribution of reports."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from passerelle.durations import format_duration
+
+# upper bounds (seconds) of the delay buckets in reports; the last bucket is open
+DELAY_BUCKETS: tuple[int, ...] = (45 * 60, 3600, 2 * 3600, 4 * 3600, 8 * 3600)
+
+
+class Counters:
+    """Thread-safe hit counters per (hour bucket, kind, subject)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[tuple[int, str, str], int] = {}
+
+    def hit(self, now: float, kind: str, subject: str, n: int = 1) -> None:
+        key = (int(now // 3600 * 3600), kind, subject[:255])
+        with self._lock:
+            self._hits[key] = self._hits.get(key, 0) + n
+
+    def drain(self) -> list[tuple[int, str, str, int]]:
+        with self._lock:
+            hits, self._hits = self._hits, {}
+        return [(b, k, s, n) for (b, k, s), n in sorted(hits.items())]
+
+    def restore(self, rows: Sequence[tuple[int, str, str, int]]) -> None:
+        """Put back rows that could not be written (store down)."""
+        with self._lock:
+            for b, k, s, n in rows:
+                self._hits[(b, k, s)] = self._hits.get((b, k, s), 0) + n
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty sequence."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def delay_distribution(
+    delays: Sequence[float], buckets: Sequence[int] = DELAY_BUCKETS
+) -> dict[str, Any]:
+    """min, p50, p90, p99, max (seconds) and counts per bucket of the given delays."""
+    values = sorted(delays)
+    labels = []
+    lower = 0
+    for upper in buckets:
+        labels.append(f"{format_duration(lower)}-{format_duration(upper)}")
+        lower = upper
+    labels.append(f">={format_duration(lower)}")
+    counts = [0] * (len(buckets) + 1)
+    for v in values:
+        i = 0
+        while i < len(buckets) and v >= buckets[i]:
+            i += 1
+        counts[i] += 1
+    out: dict[str, Any] = {"count": len(values)}
+    if values:
+        out.update(
+            min=values[0],
+            p50=percentile(values, 50),
+            p90=percentile(values, 90),
+            p99=percentile(values, 99),
+            max=values[-1],
+        )
+    else:
+        out.update(min=None, p50=None, p90=None, p99=None, max=None)
+    out["buckets"] = [{"range": lbl, "count": c} for lbl, c in zip(labels, counts, strict=True)]
+    return out

@@ -1,0 +1,29 @@
+"""Greylist stores: ``open_store(url, timeout)`` gives a SQLite or MariaDB store."""
+
+from __future__ import annotations
+
+from passerelle.greylist.store.base import SCHEMA_VERSION, SQLStore, StoreError, Triplet
+from passerelle.greylist.store.url import StoreURL, StoreURLError, parse_store_url
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLStore",
+    "StoreError",
+    "StoreURL",
+    "StoreURLError",
+    "Triplet",
+    "open_store",
+    "parse_store_url",
+]
+
+
+def open_store(url: str | StoreURL, timeout: float = 2.0) -> SQLStore:
+    """A store for ``url``; connections are opened lazily (per thread) and migrate once."""
+    u = parse_store_url(url) if isinstance(url, str) else url
+    if u.scheme == "sqlite":
+        from passerelle.greylist.store.sqlite import SQLiteStore
+
+        return SQLiteStore(u.path, timeout)
+    from passerelle.greylist.store.mysql import MySQLStore
+
+    return MySQLStore(u, timeout)

@@ -1,0 +1,1 @@
+"""Operator tools: the connection guard (``passerelle connwatch``)."""

@@ -1,0 +1,216 @@
+"""Pure marking logic: tiers, subject tag, header sanitising, header edits.
+
+Tiers (defaults; every threshold is configurable, comparisons are exactly these):
+
+- ``score > high`` (5.0): subject prefixed with the tag and ``X-status: HIGH``;
+- ``medium < score <= high`` (4.0, 5.0]: ``X-status: MEDIUM``;
+- ``low < score <= medium`` (3.0, 4.0]: ``X-status: LOW``;
+- ``score <= low``: no ``X-status``.
+
+``X-Spam-Status: Yes`` follows spamd's own verdict (``score >= required``), so a message at
+exactly 5.0 with ``required=5.0`` says ``Yes`` but is tier MEDIUM, as in the reference.
+
+Edits are expressed the way libmilter applies them: ``chgheader(name, index, value)`` where
+``index`` is the 1-based occurrence among headers of that name compared case-insensitively,
+and an empty value deletes. Sendmail keeps a deleted header's slot while a message is being
+processed, so deletions are emitted from the last occurrence to the first: the indexes of the
+remaining ones never move, whichever way the MTA counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+
+from passerelle.spam.config import Tiers
+
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What spamd said about a message."""
+
+    score: float
+    threshold: float
+    is_spam: bool
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeaderEdit:
+    """One milter header action: ``change`` (empty value = delete) or ``add``."""
+
+    action: str  # "change" | "add"
+    name: str
+    value: str
+    index: int = 0  # 1-based occurrence for "change"
+
+    @property
+    def is_delete(self) -> bool:
+        return self.action == "change" and self.value == ""
+
+
+def tier(score: float, tiers: Tiers) -> str | None:
+    """``HIGH`` / ``MEDIUM`` / ``LOW`` or None, with the boundaries documented above."""
+    if score > tiers.high:
+        return "HIGH"
+    if score > tiers.medium:
+        return "MEDIUM"
+    if score > tiers.low:
+        return "LOW"
+    return None
+
+
+def format_score(score: float) -> str:
+    """``5.2``, ``5.0``, ``5.01``, ``-0.1``: at least one decimal, no trailing noise."""
+    text = f"{score:.3f}".rstrip("0")
+    if text.endswith("."):
+        text += "0"
+    return "0.0" if text == "-0.0" else text
+
+
+def unfold(value: str) -> str:
+    return re.sub(r"\r?\n[ \t]+", " ", value).strip()
+
+
+def decode_subject(value: str) -> str:
+    """The human text of a Subject value (RFC 2047 decoded when possible)."""
+    raw = unfold(value)
+    try:
+        return str(make_header(decode_header(raw))).strip()
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        return raw
+
+
+def is_tagged(subject_value: str, tag: str) -> bool:
+    raw = unfold(subject_value)
+    return raw.startswith(tag) or decode_subject(raw).startswith(tag)
+
+
+def subject_edit(headers: Sequence[Header], tag: str) -> HeaderEdit | None:
+    """The edit that puts ``tag`` in front of the subject, or None if already there."""
+    for name, value in headers:
+        if name.lower() == "subject":
+            if is_tagged(value, tag):
+                return None
+            raw = value.strip()
+            return HeaderEdit("change", "Subject", f"{tag} {raw}" if raw else tag, 1)
+    return HeaderEdit("add", "Subject", tag)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    low = name.lower()
+    for p in patterns:
+        pl = p.lower()
+        if pl.endswith("*"):
+            if low.startswith(pl[:-1]):
+                return True
+        elif low == pl:
+            return True
+    return False
+
+
+def sanitise(headers: Sequence[Header], patterns: Sequence[str]) -> list[HeaderEdit]:
+    """Deletions for every header matching ``patterns`` (case-insensitive, ``*`` = prefix).
+
+    Emitted last occurrence first, per name, so the indexes stay valid.
+    """
+    seen: dict[str, int] = {}
+    found: list[HeaderEdit] = []
+    for name, _value in headers:
+        low = name.lower()
+        seen[low] = seen.get(low, 0) + 1
+        if _matches(name, patterns):
+            found.append(HeaderEdit("change", name, "", seen[low]))
+    return list(reversed(found))
+
+
+def fold_list(prefix: str, items: Sequence[str], width: int = 76) -> str:
+    """``prefix`` followed by comma-separated ``items``, folded for header lines."""
+    if not items:
+        return prefix + "none"
+    lines: list[str] = []
+    line = prefix
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if len(line) + len(piece) > width and line.strip() and line != prefix:
+            lines.append(line)
+            line = "\t" + piece
+        else:
+            line += piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def spam_status_value(result: ScanResult) -> str:
+    head = (
+        f"{'Yes' if result.is_spam else 'No'}, score={format_score(result.score)} "
+        f"required={format_score(result.threshold)} tests="
+    )
+    return fold_list(head, result.rules)
+
+
+def marking_edits(
+    headers: Sequence[Header], result: ScanResult, tiers: Tiers, checker: str = ""
+) -> list[HeaderEdit]:
+    """All edits for a scanned message: sanitise, tag the subject, add our headers."""
+    edits = sanitise(headers, tiers.strip_headers)
+    level = tier(result.score, tiers)
+    if level == "HIGH":
+        subj = subject_edit(headers, tiers.subject_tag)
+        if subj is not None:
+            edits.append(subj)
+    if tiers.checker_header and checker:
+        edits.append(HeaderEdit("add", tiers.checker_header, checker))
+    edits.append(HeaderEdit("add", tiers.score_header, format_score(result.score)))
+    edits.append(HeaderEdit("add", tiers.spam_status_header, spam_status_value(result)))
+    if level is not None:
+        edits.append(HeaderEdit("add", tiers.status_header, level))
+    return edits
+
+
+def not_scanned_edits(
+    headers: Sequence[Header], reason: str, tiers: Tiers, checker: str = ""
+) -> list[HeaderEdit]:
+    """Edits for a message that was not scanned: outside values removed, reason stated."""
+    edits = sanitise(headers, tiers.strip_headers)
+    if tiers.checker_header and checker:
+        edits.append(HeaderEdit("add", tiers.checker_header, checker))
+    edits.append(HeaderEdit("add", tiers.spam_status_header, f"not scanned ({reason})"))
+    return edits
+
+
+def oversize_reason(size: int, limit: int) -> str:
+    return f"size {size} > max_size {limit}"
+
+
+def apply_edits(headers: Sequence[Header], edits: Sequence[HeaderEdit]) -> list[Header]:
+    """Apply edits the way sendmail does (for tests and tools).
+
+    A deleted header keeps its slot (and still counts for indexes) until the end; a change
+    whose index is past the last occurrence adds the header.
+    """
+    slots: list[list[str | None]] = [[n, v] for n, v in headers]
+    for e in edits:
+        if e.action == "add":
+            slots.append([e.name, e.value])
+            continue
+        count = 0
+        target = None
+        for slot in slots:
+            if str(slot[0]).lower() == e.name.lower():
+                count += 1
+                if count == e.index:
+                    target = slot
+                    break
+        if target is None:
+            if e.value:
+                slots.append([e.name, e.value])
+        elif e.value == "":
+            target[1] = None
+        else:
+            target[1] = e.value
+    return [(str(s[0]), s[1]) for s in slots if s[1] is not None]

@@ -1,0 +1,107 @@
+"""The pymilter milter: collect the message, ask the Scanner at end of message, apply edits.
+
+The only module of the spam area that imports pymilter (``Milter``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import Milter
+
+from passerelle.milterrun import run_milter, setup_logging
+from passerelle.spam.config import SpamConfig
+from passerelle.spam.marking import Header
+from passerelle.spam.scanner import Scanner
+
+log = logging.getLogger("passerelle.spam")
+
+
+def _encodable(value: str) -> str:
+    """Raw 8-bit bytes (surrogate escapes) cannot go back through pymilter: replace them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+class SpamMilter(Milter.Base):
+    """One instance per SMTP connection (libmilter thread)."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+        self.max_size = scanner.config.max_size
+        self.client = "?"
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: list[Header] = []
+        self._body = bytearray()
+        self.size = 0
+        self.queue_id = ""
+
+    def connect(self, hostname: str, family: Any, hostaddr: Any) -> int:
+        ip = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
+        self.client = f"{hostname}[{ip}]"
+        return Milter.CONTINUE
+
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._reset()
+        return Milter.CONTINUE
+
+    def header(self, name: str, value: str) -> int:
+        self.headers.append((name, value))
+        self.size += len(name) + len(value.encode("utf-8", "surrogateescape")) + 4
+        return Milter.CONTINUE
+
+    def body(self, chunk: bytes) -> int:
+        self.size += len(chunk)
+        room = self.max_size + 1 - len(self._body)
+        if room > 0:
+            self._body += chunk[:room]
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        self.queue_id = self.getsymval("i") or "?"
+        outcome = self.scanner.scan(self.headers, bytes(self._body), self.size + 2)
+        log.info("%s: client=%s %s", self.queue_id, self.client, outcome.summary)
+        if outcome.action == "tempfail":
+            self.setreply("451", "4.7.1", "Content scanner unavailable, try again later")
+            self._reset()
+            return Milter.TEMPFAIL
+        for edit in outcome.edits:
+            value = _encodable(edit.value)
+            if edit.action == "add":
+                self.addheader(edit.name, value)
+            else:
+                self.chgheader(edit.name, edit.index, value)
+        self._reset()
+        return Milter.ACCEPT
+
+    def abort(self) -> int:
+        self._reset()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        return Milter.CONTINUE
+
+
+def serve(config: SpamConfig) -> None:
+    setup_logging("spam", config.log_level)
+    scanner = Scanner.from_config(config)
+    log.info(
+        "spamd %s, max_size %d, on_error %s, ocr %s",
+        ",".join(config.spamd),
+        config.max_size,
+        config.on_error,
+        "on" if config.ocr.enabled else "off",
+    )
+    run_milter(
+        "spam",
+        lambda: SpamMilter(scanner),
+        config.socket,
+        timeout=config.milter_timeout,
+        flags=Milter.ADDHDRS | Milter.CHGHDRS,
+    )

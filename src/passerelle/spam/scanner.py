@@ -1,0 +1,105 @@
+"""What to do with one message: scan it (with image text) and decide the header edits.
+
+Kept apart from pymilter so the whole decision can be tested without a milter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from passerelle.spam.config import SpamConfig
+from passerelle.spam.marking import (
+    Header,
+    HeaderEdit,
+    marking_edits,
+    not_scanned_edits,
+    oversize_reason,
+    tier,
+)
+from passerelle.spam.ocr import OcrLimits, OcrRunner, augment, tesseract_runner
+from passerelle.spam.spamc import SpamdClient, SpamdError
+
+log = logging.getLogger("passerelle.spam")
+
+_NL = re.compile(rb"\r?\n")
+
+
+def build_message(headers: Sequence[Header], body: bytes) -> bytes:
+    """The message as sendmail holds it: headers (CRLF, folding kept), blank line, body."""
+    out = bytearray()
+    for name, value in headers:
+        line = f"{name}: {value}".encode("utf-8", "surrogateescape")
+        out += _NL.sub(b"\r\n", line) + b"\r\n"
+    out += b"\r\n"
+    out += body
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # "accept" | "tempfail"
+    edits: list[HeaderEdit]
+    summary: str  # for the log line
+
+
+@dataclass
+class Scanner:
+    config: SpamConfig
+    client: SpamdClient
+    ocr: OcrRunner | None = None
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+    @classmethod
+    def from_config(cls, config: SpamConfig) -> Scanner:
+        client = SpamdClient(
+            hosts=config.spamd,
+            connect_timeout=config.connect_timeout,
+            timeout=config.timeout,
+            user=config.user,
+        )
+        ocr = None
+        if config.ocr.enabled:
+            ocr = tesseract_runner(config.ocr.tesseract, config.ocr.languages)
+        return cls(config, client, ocr)
+
+    def scan(self, headers: Sequence[Header], body: bytes, size: int) -> Outcome:
+        """``size`` is the full message size; ``body`` may be cut when over max_size."""
+        cfg = self.config
+        if size > cfg.max_size:
+            reason = oversize_reason(size, cfg.max_size)
+            return Outcome(
+                "accept", not_scanned_edits(headers, reason, cfg.tiers, cfg.hostname), reason
+            )
+        message = build_message(headers, body)
+        images = 0
+        if self.ocr is not None:
+            o = cfg.ocr
+            limits = OcrLimits(o.max_images, o.max_image_size, o.timeout, o.total_timeout)
+            try:
+                message, images = augment(message, self.ocr, limits, self.clock)
+            except Exception as exc:  # OCR is a bonus: never lose the scan because of it
+                log.warning("ocr failed: %s", exc)
+        start = self.clock()
+        try:
+            result, host = self.client.check(message)
+        except SpamdError as exc:
+            if cfg.on_error == "tempfail":
+                return Outcome("tempfail", [], f"spamd unavailable, tempfail: {exc}")
+            reason = "spamd unavailable"
+            return Outcome(
+                "accept",
+                not_scanned_edits(headers, reason, cfg.tiers, cfg.hostname),
+                f"{reason}, accepted unscanned: {exc}",
+            )
+        took = self.clock() - start
+        level = tier(result.score, cfg.tiers) or "none"
+        summary = (
+            f"score={result.score:g} required={result.threshold:g} tier={level} "
+            f"tests={','.join(result.rules) or 'none'} spamd={host} time={took:.2f}s"
+            + (f" ocr_images={images}" if images else "")
+        )
+        return Outcome("accept", marking_edits(headers, result, cfg.tiers, cfg.hostname), summary)

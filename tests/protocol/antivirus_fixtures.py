@@ -1,0 +1,372 @@
+"""Fixtures for the antivirus milter protocol tests: a real clamd with a throwaway config and
+a signature database written here, the milter as a subprocess, and a milter client.
+
+Import the fixtures into the test module (``from tests.protocol.antivirus_fixtures import *``
+style imports); nothing here is a conftest on purpose.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from miltertest import MilterConnection
+from miltertest import constants as mc
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+EICAR_SIGNATURE = "Eicar-Test-Signature"
+HOSTNAME = "gw-test"
+
+
+def find_clamd() -> str:
+    path = shutil.which("clamd") or (
+        "/usr/sbin/clamd" if os.path.exists("/usr/sbin/clamd") else None
+    )
+    if path is None:
+        pytest.fail(
+            "clamd is not installed: apt-get install --no-install-recommends clamav-daemon "
+            "(protocol tests need a real clamd)",
+            pytrace=False,
+        )
+    return path
+
+
+def write_eicar_db(db_dir: Path) -> None:
+    """An .hdb line ``md5:size:Name`` for the EICAR test string."""
+    db_dir.mkdir(parents=True, exist_ok=True)
+    md5 = hashlib.md5(EICAR, usedforsecurity=False).hexdigest()
+    (db_dir / "passerelle-test.hdb").write_text(f"{md5}:{len(EICAR)}:{EICAR_SIGNATURE}\n")
+
+
+@dataclass
+class Clamd:
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    db_dir: Path
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def reload(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(str(self.socket))
+        s.sendall(b"zRELOAD\0")
+        s.recv(100)
+        s.close()
+        time.sleep(1.0)
+
+
+def start_clamd(base: Path, stream_max: str = "20M") -> Clamd:
+    exe = find_clamd()
+    base.mkdir(parents=True, exist_ok=True)
+    db = base / "db"
+    write_eicar_db(db)
+    sock = base / "clamd.sock"
+    log = base / "clamd.log"
+    conf = base / "clamd.conf"
+    conf.write_text(
+        textwrap.dedent(f"""\
+        LocalSocket {sock}
+        DatabaseDirectory {db}
+        LogFile {log}
+        PidFile {base / "clamd.pid"}
+        TemporaryDirectory {base}
+        StreamMaxLength {stream_max}
+        MaxThreads 4
+        SelfCheck 3600
+        """)
+    )
+    proc = subprocess.Popen(
+        [exe, f"--config-file={conf}", "--foreground"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"clamd exited ({proc.returncode}): {err}\n{_tail(log)}", pytrace=False)
+        if sock.exists():
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(sock))
+                s.sendall(b"zPING\0")
+                if s.recv(10).startswith(b"PONG"):
+                    s.close()
+                    return Clamd(proc, sock, db, log)
+                s.close()
+            except OSError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"clamd did not answer PING within 60s\n{_tail(log)}", pytrace=False)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-20:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory: pytest.TempPathFactory):
+    c = start_clamd(tmp_path_factory.mktemp("clamd"))
+    yield c
+    c.stop()
+
+
+FAKE_SENDMAIL = """\
+#!{python}
+import json, os, sys, time
+out = {out!r}
+data = sys.stdin.buffer.read()
+name = os.path.join(out, "%d-%d" % (time.time_ns(), os.getpid()))
+with open(name + ".msg", "wb") as fh:
+    fh.write(data)
+with open(name + ".json", "w") as fh:
+    json.dump(sys.argv[1:], fh)
+"""
+
+
+@dataclass
+class MilterProc:
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    config: Path
+    base: Path
+    quarantine: Path
+    outbreak: Path
+    sent: Path
+    stderr: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "passerelle.cli", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def released(self) -> list[tuple[list[str], bytes]]:
+        import json
+
+        out = []
+        for meta in sorted(self.sent.glob("*.json")):
+            out.append((json.loads(meta.read_text()), meta.with_suffix(".msg").read_bytes()))
+        return out
+
+
+def write_milter_config(
+    base: Path, clamd_socks: list[str], signature_dir: Path, extra: str = ""
+) -> Path:
+    sent = base / "sent"
+    sent.mkdir(parents=True, exist_ok=True)
+    fake = base / "fake-sendmail"
+    fake.write_text(FAKE_SENDMAIL.format(python=sys.executable, out=str(sent)))
+    fake.chmod(0o755)
+    conf = base / "antivirus.toml"
+    clamd_list = ", ".join(f'"unix:{s}"' for s in clamd_socks)
+    conf.write_text(
+        textwrap.dedent(f"""\
+        [antivirus]
+        socket = "unix:{base / "milter.sock"}"
+        clamd = [{clamd_list}]
+        connect_timeout = "2s"
+        timeout = "10s"
+        hostname = "{HOSTNAME}"
+        quarantine_dir = "{base / "quarantine"}"
+        outbreak_state = "{base / "outbreak.json"}"
+        signature_dir = "{signature_dir}"
+        release_command = ["{fake}", "-oi"]
+        log_level = "debug"
+        """)
+        + extra
+    )
+    return conf
+
+
+RULES = """
+[[antivirus.rules]]
+name = "executables"
+extensions = ["exe", "scr", "com", "pif", "bat", "cmd", "js", "vbs"]
+types = ["pe", "elf"]
+action = "quarantine"
+
+[[antivirus.rules]]
+name = "urgent-invoice"
+header = "Subject"
+pattern = "(?i)invoice.*urgent"
+action = "reject"
+
+[[antivirus.rules]]
+name = "no-scripts"
+extensions = ["hta", "wsf"]
+action = "strip"
+"""
+
+
+def start_milter(base: Path, conf: Path) -> MilterProc:
+    sock = base / "milter.sock"
+    errlog = base / "milter.stderr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "passerelle.cli", "antivirus", "milter", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=errlog.open("wb"),
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"milter exited: {errlog.read_text()}", pytrace=False)
+        if sock.exists():
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(sock))
+                s.close()
+                break
+            except OSError:
+                pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"milter socket never appeared: {errlog.read_text()}", pytrace=False)
+    return MilterProc(
+        proc,
+        sock,
+        conf,
+        base,
+        base / "quarantine",
+        base / "outbreak.json",
+        base / "sent",
+        errlog,
+    )
+
+
+@pytest.fixture
+def milter(clamd: Clamd, tmp_path: Path):
+    base = tmp_path / "milter"
+    base.mkdir()
+    conf = write_milter_config(base, [str(clamd.socket)], clamd.db_dir, RULES)
+    m = start_milter(base, conf)
+    yield m
+    m.stop()
+
+
+# -- the MTA side of the milter protocol ------------------------------------------------
+def send_message(
+    sock: Path,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    sender: str = "alice@example.org",
+    rcpts: tuple[str, ...] = ("bob@example.com",),
+    client: tuple[str, str] = ("mx.example.net", "192.0.2.10"),
+    queue_id: str = "TESTQ1",
+) -> list[tuple[str, dict]]:
+    """One SMTP transaction through the milter; returns the end-of-message replies."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(str(sock))
+    c = MilterConnection(s)
+    try:
+        _act, prot = c.optneg_mta()
+
+        def step(no: int, nr: int, cmd: str, **kw: object) -> None:
+            if prot & no:
+                return
+            if prot & nr:
+                c._send(cmd, **kw)
+                return
+            r = c.send_ar(cmd, **kw)
+            assert r[0] == mc.SMFIR_CONTINUE, r
+
+        step(
+            mc.SMFIP_NOCONNECT,
+            mc.SMFIP_NR_CONN,
+            mc.SMFIC_CONNECT,
+            hostname=client[0],
+            family=mc.SMFIA_INET,
+            port=25000,
+            address=client[1],
+        )
+        step(mc.SMFIP_NOHELO, mc.SMFIP_NR_HELO, mc.SMFIC_HELO, helo="client.example.net")
+        step(mc.SMFIP_NOMAIL, mc.SMFIP_NR_MAIL, mc.SMFIC_MAIL, args=[f"<{sender}>"])
+        for r in rcpts:
+            step(mc.SMFIP_NORCPT, mc.SMFIP_NR_RCPT, mc.SMFIC_RCPT, args=[f"<{r}>"])
+        step(mc.SMFIP_NODATA, mc.SMFIP_NR_DATA, mc.SMFIC_DATA)
+        for name, value in headers:
+            step(mc.SMFIP_NOHDRS, mc.SMFIP_NR_HDR, mc.SMFIC_HEADER, name=name, value=value)
+        step(mc.SMFIP_NOEOH, mc.SMFIP_NR_EOH, mc.SMFIC_EOH)
+        if not prot & mc.SMFIP_NOBODY:
+            for i in range(0, len(body), mc.MILTER_CHUNK_SIZE):
+                step(
+                    0,
+                    mc.SMFIP_NR_BODY,
+                    mc.SMFIC_BODY,
+                    buf=body[i : i + mc.MILTER_CHUNK_SIZE].decode("ascii"),
+                )
+        c.send_macro(mc.SMFIC_BODYEOB, i=queue_id)
+        res = c.send_eom()
+        c._send(mc.SMFIC_QUIT)
+        return res
+    finally:
+        s.close()
+
+
+def final(res: list[tuple[str, dict]]) -> tuple[str, dict]:
+    return res[-1]
+
+
+def mime_message(
+    parts: list[tuple[str, str, bytes]], subject: str = "hello"
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Headers and CRLF body of a multipart message with (filename, content-type, data)."""
+    boundary = "=_passerelle_test_boundary"
+    headers = [
+        ("From", "Alice <alice@example.org>"),
+        ("To", "bob@example.com"),
+        ("Subject", subject),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
+    ]
+    lines = [f"--{boundary}", "Content-Type: text/plain; charset=utf-8", "", "Hello Bob.", ""]
+    for filename, ctype, data in parts:
+        lines += [
+            f"--{boundary}",
+            f'Content-Type: {ctype}; name="{filename}"',
+            f'Content-Disposition: attachment; filename="{filename}"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            base64.encodebytes(data).decode().rstrip("\n").replace("\n", "\r\n"),
+            "",
+        ]
+    lines.append(f"--{boundary}--")
+    return headers, ("\r\n".join(lines) + "\r\n").encode()
+
+
+PE_STUB = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + b"PE\0\0"
+PDF_DOC = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"

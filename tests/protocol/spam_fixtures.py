@@ -1,0 +1,262 @@
+"""Fixtures for the spam milter protocol tests: a real spamd, the milter, a miltertest MTA.
+
+Needs the Debian packages ``spamd`` and ``spamassassin`` (``/usr/sbin/spamd``); the fixture
+fails with that message when spamd is missing. spamd runs with local tests only (``-L``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from miltertest import MilterConnection
+from miltertest import constants as c
+
+SPAMD = os.environ.get("PASSERELLE_SPAMD", "/usr/sbin/spamd")
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spamd_ping(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"PING SPAMC/1.5\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            return b"PONG" in s.recv(100)
+    except OSError:
+        return False
+
+
+@dataclass
+class Spamd:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_spamd(workdir: Path, children: int = 2) -> Spamd:
+    if not (Path(SPAMD).exists() or shutil.which(SPAMD)):
+        pytest.fail(
+            f"spamd not found at {SPAMD}: install the Debian packages spamd and spamassassin "
+            "(or set PASSERELLE_SPAMD) to run the spam protocol tests"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o777)
+    port = free_port()
+    argv = [
+        SPAMD,
+        f"--listen=127.0.0.1:{port}",
+        f"--max-children={children}",
+        f"--min-children={children}",
+        f"--pidfile={workdir / 'spamd.pid'}",
+        "--local",
+        "--nouser-config",
+        "--syslog=stderr",
+        f"--helper-home-dir={workdir}",
+    ]
+    if os.geteuid() == 0:
+        argv.append("--username=nobody")
+    log = workdir / "spamd.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"spamd exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        if spamd_ping(port):
+            return Spamd(port, proc, log)
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"spamd did not answer PING within 90s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spamd]:
+    d = start_spamd(tmp_path_factory.mktemp("spamd"))
+    yield d
+    d.stop()
+
+
+@dataclass
+class MilterProc:
+    socket: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_milter(workdir: Path, spamd: Sequence[str], extra: str = "") -> MilterProc:
+    """Run ``passerelle spam milter`` in a subprocess on a unix socket in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = workdir / "spam.sock"
+    hosts = ", ".join(f'"{h}"' for h in spamd)
+    cfg = workdir / "spam.toml"
+    cfg.write_text(
+        f'[spam]\nsocket = "unix:{sock}"\nspamd = [{hosts}]\nconnect_timeout = "2s"\n'
+        f'timeout = "20s"\nhostname = "gw-test"\nuser = "passerelle"\n{extra}'
+    )
+    log = workdir / "milter.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "passerelle.cli", "spam", "milter", "--config", str(cfg)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"milter exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        if sock.exists():
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(sock))
+                return MilterProc(sock, proc, log)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"milter socket never appeared: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def spam_milter(spamd: Spamd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilterProc]:
+    m = start_milter(tmp_path_factory.mktemp("spam-milter"), [spamd.address])
+    yield m
+    m.stop()
+
+
+@dataclass
+class MilterResult:
+    actions: list[tuple[str, dict]]  # every EOM modification, in order
+    reply: str  # final SMFIR_* code
+    reply_data: dict
+
+    def changes(self) -> list[tuple[int, str, str]]:
+        return [
+            (d["index"], d["name"], d["value"])
+            for cmd, d in self.actions
+            if cmd == c.SMFIR_CHGHEADER
+        ]
+
+    def added(self) -> list[tuple[str, str]]:
+        return [(d["name"], d["value"]) for cmd, d in self.actions if cmd == c.SMFIR_ADDHEADER]
+
+
+def send_message(
+    sock_path: Path,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    sender: str = "<sender@example.org>",
+    rcpt: str = "<user@example.com>",
+    timeout: float = 60.0,
+) -> MilterResult:
+    """Play the MTA side of one SMTP transaction over the milter socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        conn = MilterConnection(s)
+        _act, prot = conn.optneg_mta()
+
+        def step(flag_no: int, flag_nr: int, cmd: str, **kw: object) -> None:
+            if prot & flag_no:
+                return
+            if prot & flag_nr:
+                conn._send(cmd, **kw)
+                return
+            r = conn.send_ar(cmd, **kw)
+            assert r[0] == c.SMFIR_CONTINUE, r
+
+        conn.send_macro(c.SMFIC_CONNECT, j="mx.example.com")
+        step(
+            c.SMFIP_NOCONNECT,
+            c.SMFIP_NR_CONN,
+            c.SMFIC_CONNECT,
+            hostname="mail.sender.example",
+            family="4",
+            port=25000,
+            address="192.0.2.10",
+        )
+        step(c.SMFIP_NOHELO, c.SMFIP_NR_HELO, c.SMFIC_HELO, helo="mail.sender.example")
+        conn.send_macro(c.SMFIC_MAIL, i="4AB12CD")
+        step(c.SMFIP_NOMAIL, c.SMFIP_NR_MAIL, c.SMFIC_MAIL, args=[sender])
+        step(c.SMFIP_NORCPT, c.SMFIP_NR_RCPT, c.SMFIC_RCPT, args=[rcpt])
+        step(c.SMFIP_NODATA, c.SMFIP_NR_DATA, c.SMFIC_DATA)
+        for name, value in headers:
+            step(c.SMFIP_NOHDRS, c.SMFIP_NR_HDR, c.SMFIC_HEADER, name=name, value=value)
+        step(c.SMFIP_NOEOH, c.SMFIP_NR_EOH, c.SMFIC_EOH)
+        if not prot & c.SMFIP_NOBODY:
+            for start in range(0, len(body), c.MILTER_CHUNK_SIZE):
+                # miltertest's codec only takes str bodies: frame raw bytes ourselves
+                chunk = body[start : start + c.MILTER_CHUNK_SIZE]
+                s.sendall(struct.pack("!I", len(chunk) + 1) + c.SMFIC_BODY.encode() + chunk)
+                if not prot & c.SMFIP_NR_BODY:
+                    r = conn.recv()
+                    assert r[0] == c.SMFIR_CONTINUE, r
+        conn.send_macro(c.SMFIC_BODYEOB, i="4AB12CD")
+        res = conn.send_eom()
+        conn._send(c.SMFIC_QUIT)
+    return MilterResult(actions=res[:-1], reply=res[-1][0], reply_data=res[-1][1])
+
+
+def clean_headers(subject: str = "Minutes of the project meeting") -> list[tuple[str, str]]:
+    return [
+        (
+            "Received",
+            "from mail.sender.example (mail.sender.example [192.0.2.10])\n\t"
+            "by mx.example.com with ESMTP id 4AB12CD; Tue, 4 Jun 2024 10:00:00 +0200",
+        ),
+        ("From", "Alice Martin <alice@sender.example>"),
+        ("To", "Bob Durand <bob@example.com>"),
+        ("Subject", subject),
+        ("Date", "Tue, 4 Jun 2024 10:00:00 +0200"),
+        ("Message-ID", "<20240604100000.1234@sender.example>"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ]
+
+
+CLEAN_BODY = (
+    b"Hello Bob,\r\n\r\nPlease find below the minutes of yesterday's meeting about the\r\n"
+    b"migration of the mail gateways. We agreed to move the first domain next week,\r\n"
+    b"after the tests on the staging platform. Claire will send the detailed plan.\r\n\r\n"
+    b"Regards,\r\nAlice\r\n"
+)
+
+
+def gtube_body() -> bytes:
+    return b"This is the GTUBE test message.\r\n\r\n" + GTUBE.encode() + b"\r\n"

@@ -1,0 +1,207 @@
+"""The greylist milter driven over its unix socket with miltertest, SQLite and MariaDB."""
+
+import re
+import socket
+
+import greylist_fixtures
+import pytest
+from miltertest import MilterConnection
+from miltertest import constants as C
+
+from passerelle.greylist.store import open_store
+
+# fixtures shared with tests/unit/greylist (no conftest here: other areas own this folder)
+MilterProcess = greylist_fixtures.MilterProcess
+write_config = greylist_fixtures.write_config
+greylist_mariadb = greylist_fixtures.greylist_mariadb
+greylist_store_url = greylist_fixtures.greylist_store_url
+greylist_milter = greylist_fixtures.greylist_milter
+
+
+class Session:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(str(path))
+        self.conn = MilterConnection(self.sock)
+        self.conn.optneg_mta()
+
+    def _maybe_reply(self, flag, cmd, **kw):
+        if self.conn.protocol_flags & flag:
+            self.conn._send(cmd, **kw)
+            return (C.SMFIR_CONTINUE, {})
+        return self.conn.send_ar(cmd, **kw)
+
+    def connect(self, ip, hostname=None, resolve="OK"):
+        self.conn.send_macro(C.SMFIC_CONNECT, **{"{client_resolve}": resolve})
+        fam = C.SMFIA_INET6 if ":" in ip else C.SMFIA_INET
+        return self._maybe_reply(
+            C.SMFIP_NR_CONN,
+            C.SMFIC_CONNECT,
+            hostname=hostname or f"[{ip}]",
+            family=fam,
+            port=4321,
+            address=ip,
+        )
+
+    def mail(self, sender, auth=None):
+        if auth:
+            self.conn.send_macro(C.SMFIC_MAIL, **{"{auth_authen}": auth})
+        return self.conn.send_ar(C.SMFIC_MAIL, args=[f"<{sender}>"])
+
+    def rcpt(self, rcpt):
+        return self.conn.send_ar(C.SMFIC_RCPT, args=[f"<{rcpt}>"])
+
+    def eom(self):
+        return self.conn.send_eom()
+
+    def close(self):
+        try:
+            self.conn._send(C.SMFIC_QUIT)
+        finally:
+            self.sock.close()
+
+
+def headers(eom_replies):
+    return {r[1]["name"]: r[1]["value"] for r in eom_replies if r[0] == C.SMFIR_ADDHEADER}
+
+
+def is_greylisted(reply):
+    return (
+        reply[0] == C.SMFIR_REPLYCODE
+        and reply[1]["smtpcode"] == "451"
+        and reply[1]["text"] == "4.7.1 greylisted, retry later"
+    )
+
+
+def backdate(url, seconds):
+    s = open_store(url)
+    s.execute(
+        "UPDATE greylist SET first_seen = first_seen - ?, last_seen = last_seen - ?,"
+        " expires = expires - ?",
+        (seconds, seconds, seconds),
+    )
+    s.close()
+
+
+def deliver(path, ip, sender, rcpts, hostname=None, resolve="OK", auth=None):
+    s = Session(path)
+    try:
+        s.connect(ip, hostname, resolve)
+        assert s.mail(sender, auth)[0] == C.SMFIR_CONTINUE
+        replies = [s.rcpt(r) for r in rcpts]
+        eom = s.eom()
+        assert eom[-1][0] == C.SMFIR_ACCEPT
+        return replies, headers(eom)
+    finally:
+        s.close()
+
+
+DELAYED = re.compile(r"^40m1[234]s \(241[234] s\) by gw1\.example\.org$")
+
+
+def test_greylist_then_delayed_then_passed(greylist_milter):
+    m = greylist_milter
+    r, h = deliver(m.sock, "192.0.2.10", "alice@sender.example", ["bob@example.org"])
+    assert is_greylisted(r[0]) and h == {}
+    # retry too early: refused again
+    r, _ = deliver(m.sock, "192.0.2.10", "alice@sender.example", ["bob@example.org"])
+    assert is_greylisted(r[0])
+    backdate(m.store_url, 2412)
+    # the retry from another address of the same /24, with a re-tagged sender, passes
+    r, h = deliver(m.sock, "192.0.2.99", "alice+retry7@sender.example", ["bob@example.org"])
+    assert r[0][0] == C.SMFIR_CONTINUE
+    assert DELAYED.match(h["X-Delayed"]), h
+    r, h = deliver(m.sock, "192.0.2.10", "alice@sender.example", ["bob@example.org"])
+    assert r[0][0] == C.SMFIR_CONTINUE and h == {}
+
+
+def test_per_recipient_tempfail(greylist_milter):
+    m = greylist_milter
+    deliver(m.sock, "203.0.113.5", "a@x.example", ["one@example.org"])
+    backdate(m.store_url, 3000)
+    r, h = deliver(m.sock, "203.0.113.5", "a@x.example", ["one@example.org", "two@example.org"])
+    assert r[0][0] == C.SMFIR_CONTINUE
+    assert is_greylisted(r[1])
+    assert h["X-Delayed"].startswith("50m")
+
+
+@pytest.mark.parametrize(
+    ("ip", "host", "resolve", "auth", "rcpt"),
+    [
+        ("198.51.100.7", None, "OK", None, "u@example.org"),  # whitelisted IP
+        ("10.20.30.40", None, "OK", None, "u@example.org"),  # trusted network
+        ("192.0.2.200", "smtp.mx.friendly.example", "OK", None, "u@example.org"),  # name
+        ("192.0.2.201", None, "OK", "alice", "u@example.org"),  # authenticated
+        ("192.0.2.202", None, "OK", None, "postmaster@example.org"),  # recipient exempt
+    ],
+)
+def test_exemptions(greylist_milter, ip, host, resolve, auth, rcpt):
+    r, h = deliver(greylist_milter.sock, ip, "x@y.example", [rcpt], host, resolve, auth)
+    assert r[0][0] == C.SMFIR_CONTINUE and h == {}
+
+
+def test_unverified_hostname_is_not_whitelisted(greylist_milter):
+    r, _ = deliver(
+        greylist_milter.sock,
+        "192.0.2.203",
+        "x@y.example",
+        ["u@example.org"],
+        "smtp.mx.friendly.example",
+        "FAIL",
+    )
+    assert is_greylisted(r[0])
+
+
+def test_8bit_quotes_and_long_local_parts(greylist_milter):
+    m = greylist_milter
+    senders = [
+        "o'brien\"; DROP TABLE greylist;--@x.example",
+        "caf\u00e9\\x@x.example",
+        "l" * 1000 + "@x.example",
+    ]
+    for s in senders:
+        r, _ = deliver(m.sock, "192.0.2.50", s, ["r@example.org"])
+        assert is_greylisted(r[0]), s
+    backdate(m.store_url, 2500)
+    for s in senders:
+        r, h = deliver(m.sock, "192.0.2.50", s, ["r@example.org"])
+        assert r[0][0] == C.SMFIR_CONTINUE and "X-Delayed" in h, s
+    st = open_store(m.store_url)
+    assert st.count() == 3
+    st.close()
+
+
+def test_ipv6_client(greylist_milter):
+    m = greylist_milter
+    r, _ = deliver(m.sock, "2001:db8:1:2::25", "v6@x.example", ["r@example.org"])
+    assert is_greylisted(r[0])
+    backdate(m.store_url, 2500)
+    r, h = deliver(m.sock, "2001:db8:1:2::26", "v6@x.example", ["r@example.org"])
+    assert r[0][0] == C.SMFIR_CONTINUE and "X-Delayed" in h
+
+
+@pytest.mark.parametrize("policy", ["accept", "tempfail"])
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
+def test_store_down(tmp_path, policy, kind):
+    url = (
+        "sqlite:////proc/no/such/dir/g.sqlite"
+        if kind == "sqlite"
+        else f"mysql://u:p@localhost/db?unix_socket={tmp_path}/nothing.sock"
+    )
+    sock = tmp_path / "gl.sock"
+    cfg = write_config(tmp_path / "g.toml", url, sock, extra=f'on_store_error = "{policy}"')
+    m = MilterProcess(cfg, sock)
+    m.start()
+    try:
+        for _ in range(2):
+            r, h = deliver(sock, "192.0.2.1", "a@b.example", ["r@example.org"])
+            if policy == "accept":
+                assert r[0][0] == C.SMFIR_CONTINUE
+                assert h == {"X-Greylist": "skipped (store unavailable) by gw1.example.org"}
+            else:
+                assert r[0][0] == C.SMFIR_REPLYCODE and r[0][1]["smtpcode"] == "451"
+                assert r[0][1]["text"].startswith("4.3.0 ")
+    finally:
+        m.stop()
+    assert "store" in m.log.read_text()

@@ -1,0 +1,164 @@
+"""The spam milter over its socket (miltertest as the MTA) against a real spamd."""
+
+# ruff: noqa: F811  (pytest fixtures imported from spam_fixtures)
+
+from __future__ import annotations
+
+from miltertest import constants as c
+from spam_fixtures import (  # noqa: F401  (fixtures)
+    CLEAN_BODY,
+    MilterResult,
+    clean_headers,
+    free_port,
+    gtube_body,
+    send_message,
+    spam_milter,
+    spamd,
+    start_milter,
+    start_spamd,
+)
+
+from passerelle.spam.marking import HeaderEdit, apply_edits
+
+TAG = "[MESSAGE MARQUE SPAM]"
+
+
+def final_headers(headers, result: MilterResult) -> list[tuple[str, str]]:
+    edits = []
+    for cmd, d in result.actions:
+        if cmd == c.SMFIR_ADDHEADER:
+            edits.append(HeaderEdit("add", d["name"], d["value"]))
+        elif cmd == c.SMFIR_CHGHEADER:
+            edits.append(HeaderEdit("change", d["name"], d["value"], d["index"]))
+        else:
+            raise AssertionError(f"unexpected action {cmd} {d}")
+    return apply_edits(headers, edits)
+
+
+def get(headers, name):
+    return [v for n, v in headers if n.lower() == name.lower()]
+
+
+def test_gtube_is_tagged_high(spam_milter):
+    headers = clean_headers("Cheap watches")
+    res = send_message(spam_milter.socket, headers, gtube_body())
+    assert res.reply == c.SMFIR_ACCEPT
+    out = final_headers(headers, res)
+    assert get(out, "Subject") == [f"{TAG} Cheap watches"]
+    assert get(out, "X-status") == ["HIGH"]
+    assert float(get(out, "X-Spam-Score")[0]) > 5
+    status = get(out, "X-Spam-Status")[0]
+    assert status.startswith("Yes, score=")
+    assert "required=5.0" in status
+    assert "GTUBE" in status
+    assert get(out, "X-Spam-Checker") == ["gw-test"]
+
+
+def test_clean_message_is_not_marked(spam_milter):
+    headers = clean_headers()
+    res = send_message(spam_milter.socket, headers, CLEAN_BODY)
+    assert res.reply == c.SMFIR_ACCEPT
+    out = final_headers(headers, res)
+    assert get(out, "Subject") == ["Minutes of the project meeting"]
+    assert get(out, "X-status") == []
+    assert get(out, "X-Spam-Status")[0].startswith("No, score=")
+    assert float(get(out, "X-Spam-Score")[0]) <= 3
+    assert not any(cmd == c.SMFIR_CHGHEADER and d["name"] == "Subject" for cmd, d in res.actions)
+
+
+def test_outside_headers_are_removed_before_ours(spam_milter):
+    headers = [
+        *clean_headers(),
+        ("X-Spam-Status", "No, score=-100"),
+        ("X-status", "LOW"),
+        ("x-spam-status", "No, forged again"),
+        ("X-Spam-Flag", "NO"),
+        ("X-STATUS", "none"),
+        ("X-Spam-Score", "-50"),
+    ]
+    res = send_message(spam_milter.socket, headers, gtube_body())
+    out = final_headers(headers, res)
+    assert get(out, "X-status") == ["HIGH"]
+    assert len(get(out, "X-Spam-Status")) == 1
+    assert get(out, "X-Spam-Status")[0].startswith("Yes")
+    assert get(out, "X-Spam-Flag") == []
+    assert len(get(out, "X-Spam-Score")) == 1
+    # deletions of repeated names go from the last occurrence to the first
+    deletions = [(i, n.lower()) for i, n, v in res.changes() if v == ""]
+    assert deletions.index((2, "x-spam-status")) < deletions.index((1, "x-spam-status"))
+    assert deletions.index((2, "x-status")) < deletions.index((1, "x-status"))
+    assert len(deletions) == 6
+
+
+def test_message_passing_twice_is_tagged_once(spam_milter):
+    headers = [*clean_headers(f"{TAG} Cheap watches"), ("X-status", "HIGH")]
+    res = send_message(spam_milter.socket, headers, gtube_body())
+    out = final_headers(headers, res)
+    assert get(out, "Subject") == [f"{TAG} Cheap watches"]
+    assert get(out, "X-status") == ["HIGH"]
+
+
+def test_missing_subject_gets_the_tag(spam_milter):
+    headers = [h for h in clean_headers() if h[0] != "Subject"]
+    res = send_message(spam_milter.socket, headers, gtube_body())
+    out = final_headers(headers, res)
+    assert get(out, "Subject") == [TAG]
+
+
+def test_oversize_message_is_not_scanned(spamd, tmp_path):
+    m = start_milter(tmp_path, [spamd.address], "max_size = 2000\n")
+    try:
+        headers = [*clean_headers(), ("X-Spam-Status", "No, forged")]
+        body = gtube_body() + b"filler line\r\n" * 400
+        res = send_message(m.socket, headers, body)
+    finally:
+        m.stop()
+    assert res.reply == c.SMFIR_ACCEPT
+    out = final_headers(headers, res)
+    status = get(out, "X-Spam-Status")
+    assert len(status) == 1
+    assert status[0].startswith("not scanned (size ")
+    assert "> max_size 2000)" in status[0]
+    assert get(out, "X-status") == []
+
+
+def test_failover_to_second_spamd(spamd, tmp_path):
+    dead = f"127.0.0.1:{free_port()}"
+    m = start_milter(tmp_path, [dead, f"unix:{tmp_path}/nothing.sock", spamd.address])
+    try:
+        headers = clean_headers()
+        res = send_message(m.socket, headers, gtube_body())
+    finally:
+        m.stop()
+    assert get(final_headers(headers, res), "X-status") == ["HIGH"]
+
+
+def test_spamd_killed_accept_policy(tmp_path):
+    own = start_spamd(tmp_path / "spamd")
+    m = start_milter(tmp_path / "milter", [own.address])
+    try:
+        headers = clean_headers()
+        first = send_message(m.socket, headers, gtube_body())
+        assert get(final_headers(headers, first), "X-status") == ["HIGH"]
+        own.stop()
+        second = send_message(m.socket, headers, gtube_body())
+    finally:
+        m.stop()
+        own.stop()
+    assert second.reply == c.SMFIR_ACCEPT
+    out = final_headers(headers, second)
+    assert get(out, "X-Spam-Status") == ["not scanned (spamd unavailable)"]
+    assert get(out, "X-status") == []
+    assert get(out, "Subject") == ["Minutes of the project meeting"]
+    assert "spamd unavailable" in m.log.read_text()
+
+
+def test_spamd_down_tempfail_policy(tmp_path):
+    m = start_milter(tmp_path, [f"127.0.0.1:{free_port()}"], 'on_error = "tempfail"\n')
+    try:
+        res = send_message(m.socket, clean_headers(), gtube_body())
+    finally:
+        m.stop()
+    assert res.reply == c.SMFIR_REPLYCODE
+    assert res.reply_data["smtpcode"] == "451"
+    assert res.actions == []

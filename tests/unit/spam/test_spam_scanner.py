@@ -1,0 +1,108 @@
+from dataclasses import replace
+
+from passerelle.spam.config import OcrConfig, SpamConfig
+from passerelle.spam.marking import ScanResult, apply_edits
+from passerelle.spam.scanner import Scanner, build_message
+from passerelle.spam.spamc import SpamdError
+
+
+class FakeClient:
+    def __init__(self, result=None, error=None):
+        self.result = result
+        self.error = error
+        self.messages = []
+
+    def check(self, message):
+        self.messages.append(message)
+        if self.error:
+            raise SpamdError(self.error)
+        return self.result, "127.0.0.1:783"
+
+
+H = [("Subject", "Hello"), ("X-Spam-Status", "No, forged"), ("X-Folded", "a\n\tb")]
+
+
+def cfg(**kw):
+    return replace(SpamConfig(hostname="gw1"), **kw)
+
+
+def get(h, name):
+    return [v for n, v in h if n.lower() == name.lower()]
+
+
+def test_build_message_crlf_and_folding():
+    assert build_message(H, b"body\r\n") == (
+        b"Subject: Hello\r\nX-Spam-Status: No, forged\r\nX-Folded: a\r\n\tb\r\n\r\nbody\r\n"
+    )
+
+
+def test_scanned_high():
+    client = FakeClient(ScanResult(8.0, 5.0, True, ("GTUBE",)))
+    out = Scanner(cfg(), client).scan(H, b"body\r\n", 100)
+    assert out.action == "accept"
+    final = apply_edits(H, out.edits)
+    assert get(final, "X-status") == ["HIGH"]
+    assert get(final, "X-Spam-Status") == ["Yes, score=8.0 required=5.0 tests=GTUBE"]
+    assert "tier=HIGH" in out.summary
+    assert client.messages[0].endswith(b"\r\n\r\nbody\r\n")
+
+
+def test_oversize_not_sent_to_spamd():
+    client = FakeClient(ScanResult(8.0, 5.0, True, ()))
+    out = Scanner(cfg(max_size=1000), client).scan(H, b"x" * 1001, 1200)
+    assert client.messages == []
+    final = apply_edits(H, out.edits)
+    assert get(final, "X-Spam-Status") == ["not scanned (size 1200 > max_size 1000)"]
+    assert out.action == "accept"
+
+
+def test_spamd_down_accept():
+    out = Scanner(cfg(), FakeClient(error="all down")).scan(H, b"b", 10)
+    assert out.action == "accept"
+    final = apply_edits(H, out.edits)
+    assert get(final, "X-Spam-Status") == ["not scanned (spamd unavailable)"]
+    assert get(final, "Subject") == ["Hello"]
+    assert "all down" in out.summary
+
+
+def test_spamd_down_tempfail():
+    out = Scanner(cfg(on_error="tempfail"), FakeClient(error="all down")).scan(H, b"b", 10)
+    assert out.action == "tempfail"
+    assert out.edits == []
+
+
+def test_ocr_text_goes_to_spamd_only():
+    msg_headers = [
+        ("Subject", "pic"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", 'multipart/mixed; boundary="BB"'),
+    ]
+    body = (
+        b"--BB\r\nContent-Type: text/plain\r\n\r\nsee picture\r\n"
+        b"--BB\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"iVBORw0KGgo=\r\n--BB--\r\n"
+    )
+    client = FakeClient(ScanResult(1.0, 5.0, False, ()))
+    calls = []
+
+    def ocr(image, timeout):
+        calls.append(image)
+        return "BUY CHEAP VIAGRA"
+
+    sc = Scanner(cfg(ocr=OcrConfig(enabled=True)), client, ocr=ocr)
+    out = sc.scan(msg_headers, body, len(body) + 100)
+    assert calls == [b"\x89PNG\r\n\x1a\n"]
+    assert b"BUY CHEAP VIAGRA" in client.messages[0]
+    assert "ocr_images=1" in out.summary
+
+
+def test_ocr_crash_does_not_stop_scan():
+    def ocr(image, timeout):
+        raise RuntimeError("boom")
+
+    client = FakeClient(ScanResult(1.0, 5.0, False, ()))
+    h = [("Content-Type", 'multipart/mixed; boundary="B"')]
+    body = b"--B\r\nContent-Type: image/gif\r\n\r\nGIF89a\r\n--B--\r\n"
+    out = Scanner(cfg(), client, ocr=ocr).scan(h, body, 100)
+    assert out.action == "accept"
+    assert len(client.messages) == 1
