@@ -1,0 +1,136 @@
+"""Helpers for the molecule verify step: run commands and SMTP dialogs in lab containers.
+
+The containers are named ``<PASSERELLE_LAB_PREFIX><host>`` (``mol-gw1``...). SMTP dialogs run
+*inside* a container (``outside`` plays the internet) with Python's smtplib, so what is tested
+is what a real client on that network sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = os.environ.get("PASSERELLE_LAB_PREFIX", "mol-")
+NET = os.environ.get("PASSERELLE_LAB_NET", "10.89.78")
+LAB_DOMAIN = "lab.passerelle.test"
+PROJECT = Path(__file__).resolve().parents[3]
+
+# Runs inside a container: one SMTP dialog, every reply recorded, stops at the first 4xx/5xx.
+DIALOG = r"""
+import json, smtplib, sys
+a = json.loads(sys.argv[1])
+out = {"steps": []}
+def step(name, code, msg):
+    out["steps"].append([name, code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg])
+    return code < 400
+try:
+    s = smtplib.SMTP(timeout=30, source_address=(a["source"], 0) if a.get("source") else None)
+    code, msg = s.connect(a["server"], 25)
+    if step("banner", code, msg):
+        code, msg = s.ehlo(a.get("helo", "client.internet.test"))
+        if step("ehlo", code, msg):
+            code, msg = s.docmd("MAIL FROM:<%s>" % a["mail_from"])
+            if step("mail", code, msg):
+                ok_rcpt = 0
+                for r in a["rcpts"]:
+                    code, msg = s.docmd("RCPT TO:%s" % (r if r.startswith("<") else "<%s>" % r))
+                    ok_rcpt += step("rcpt " + r, code, msg)
+                if ok_rcpt and a.get("data") is not None:
+                    code, msg = s.docmd("DATA")
+                    if step("data", code, msg):
+                        body = a["data"].replace("\r\n", "\n").replace("\n.", "\n..")
+                        s.send(body.replace("\n", "\r\n").encode() + b"\r\n.\r\n")
+                        code, msg = s.getreply()
+                        step("eom", code, msg)
+    try:
+        s.quit()
+    except Exception:
+        pass
+except Exception as exc:
+    out["error"] = repr(exc)
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Dialog:
+    steps: list[list]
+    error: str | None = None
+
+    def reply(self, name: str) -> tuple[int, str] | None:
+        for step, code, msg in self.steps:
+            if step == name or step.startswith(name + " "):
+                return code, msg
+        return None
+
+    @property
+    def last(self) -> tuple[str, int, str]:
+        return tuple(self.steps[-1]) if self.steps else ("none", 0, self.error or "")
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(f"{s}: {c} {m}" for s, c, m in self.steps) + (
+            f"\nerror: {self.error}" if self.error else ""
+        )
+
+
+def podman_exec(host: str, *cmd: str, stdin: str | None = None, check: bool = True) -> str:
+    res = subprocess.run(
+        ["podman", "exec", "-i", PREFIX + host, *cmd],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"{host}: {' '.join(cmd)} failed ({res.returncode}): {res.stderr}")
+    return res.stdout
+
+
+def smtp(
+    client: str,
+    server: str,
+    mail_from: str,
+    rcpts: list[str],
+    data: str | None = None,
+    source: str | None = None,
+) -> Dialog:
+    args = {"server": server, "mail_from": mail_from, "rcpts": rcpts, "data": data}
+    if source:
+        args["source"] = source
+    out = podman_exec(client, "python3", "-c", DIALOG, json.dumps(args))
+    parsed = json.loads(out)
+    return Dialog(parsed["steps"], parsed.get("error"))
+
+
+def message(mail_from: str, to: str, tag: str | None = None, body: str = "Hello.") -> tuple[str, str]:
+    tag = tag or f"molecule-{uuid.uuid4().hex[:12]}"
+    text = (
+        f"From: <{mail_from}>\nTo: <{to}>\nSubject: Passerelle test {tag}\n"
+        f"Message-ID: <{tag}@internet.test>\n\n{body}\n{tag}\n"
+    )
+    return tag, text
+
+
+def mailbox_has(host: str, user: str, tag: str) -> bool:
+    out = podman_exec(host, "sh", "-c", f"cat /var/mail/{user} 2>/dev/null || true")
+    return tag in out
+
+
+def wait_for_mail(host: str, user: str, tag: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = podman_exec(host, "sh", "-c", f"cat /var/mail/{user} 2>/dev/null || true")
+        if tag in out:
+            return out
+        time.sleep(1)
+    raise AssertionError(f"{tag} not delivered to {user} on {host} within {timeout} s")
+
+
+def main_pid(host: str, unit: str = "sendmail") -> int:
+    return int(podman_exec(host, "systemctl", "show", "-p", "MainPID", "--value", unit).strip())

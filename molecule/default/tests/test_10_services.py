@@ -1,0 +1,50 @@
+"""Every mail host runs the sendmail the role built, under systemd, listening on port 25."""
+
+import pytest
+import testinfra
+from labsmtp import PREFIX
+
+MAIL_HOSTS = ["gw1", "gw2", "smtpx1", "mailstore1", "mailstore2", "outside"]
+
+
+@pytest.fixture(params=MAIL_HOSTS)
+def lab_host(request):
+    return testinfra.get_host(f"podman://{PREFIX}{request.param}"), request.param
+
+
+def test_sendmail_running_and_enabled(lab_host):
+    host, _ = lab_host
+    svc = host.service("sendmail")
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+def test_listens_on_smtp(lab_host):
+    host, _ = lab_host
+    assert host.socket("tcp://0.0.0.0:25").is_listening
+
+
+def test_cf_is_built_from_passerelle_mc(lab_host):
+    host, name = lab_host
+    kind = {"gw1": "gateway", "gw2": "gateway", "smtpx1": "smtpx"}.get(name, "mailstore")
+    cf = host.file("/etc/mail/sendmail.cf")
+    assert cf.contains(f"Passerelle {kind}")
+    assert host.run("/usr/local/sbin/passerelle-sendmail-check /etc/mail/sendmail.cf").rc == 0
+
+
+def test_maps_are_built(lab_host):
+    host, name = lab_host
+    assert host.file("/etc/mail/access.db").exists
+    if name in ("gw1", "gw2", "smtpx1"):
+        assert host.file("/etc/mail/mailertable.db").exists
+        assert host.file("/etc/mail/mailertable.db").mtime >= host.file("/etc/mail/mailertable").mtime
+
+
+def test_sizing_from_profile():
+    # The lab uses the small-2024 profile (2 cores, 4 GB): formulas in the README.
+    host = testinfra.get_host(f"podman://{PREFIX}gw1")
+    cf = host.file("/etc/mail/sendmail.cf").content_string
+    assert "O MaxDaemonChildren=100" in cf
+    assert "O QueueLA=12" in cf
+    assert "O RefuseLA=18" in cf
+    assert "O ConnectionRateThrottle=20" in cf

@@ -1,0 +1,58 @@
+"""site.yml against both inventories: syntax, and bad fleet data stopping the run before any
+host is touched (the validate play needs no connection, so no container is involved)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("inventory", ["inventory/production", "inventory/lab"])
+def test_syntax_check(inventory):
+    res = _playbook("-i", inventory, "--syntax-check", "site.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+BAD = [
+    ({"passerelle_domains": [{"name": "ok.test", "server": "m1"}, {"name": "exa mple.org", "server": "m1"}]},
+     "exa mple.org"),
+    ({"passerelle_domains": [{"name": "a.test", "server": "m1"}, {"name": "A.test", "server": "m2"}]},
+     "A.test"),
+    ({"passerelle_domains": [{"name": "a.test", "routing": "carrier-pigeon"}]}, "carrier-pigeon"),
+    ({"passerelle_domains": [{"name": "a.test", "routing": "ldap"}]}, "a.test"),
+    ({"passerelle_blacklist": ["192.0.2.300"]}, "192.0.2.300"),
+    ({"passerelle_blacklist": [{"entry": "10.0.0.1/8"}]}, "10.0.0.1/8"),
+    ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),
+]
+
+
+@pytest.mark.parametrize(("extra", "named"), BAD, ids=[b[1] for b in BAD])
+def test_bad_fleet_data_fails_before_any_host_changes(extra, named):
+    res = _playbook("-i", "inventory/lab", "site.yml", "-e", json.dumps(extra))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert named in out, out
+    # The run stops in the validation play: no play that touches a host has started.
+    assert "PLAY [Validate fleet data]" in out
+    assert "Gathering Facts" not in out
+    assert "PLAY [Install the packages" not in out
