@@ -12,15 +12,13 @@ from typing import Any
 
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.containers.podman.plugins.connection.podman import (
-    Connection as PodmanConnection,
-)
-from ansible_collections.containers.podman.plugins.connection.podman import (
     DOCUMENTATION as _PODMAN_DOCUMENTATION,
 )
+from ansible_collections.containers.podman.plugins.connection.podman import (
+    Connection as PodmanConnection,
+)
 
-DOCUMENTATION = _PODMAN_DOCUMENTATION.replace(
-    "name: podman", "name: podman_lab", 1
-).replace(
+DOCUMENTATION = _PODMAN_DOCUMENTATION.replace("name: podman", "name: podman_lab", 1).replace(
     "short_description: Interact with an existing podman container",
     "short_description: Podman container connection with pipelining (Passerelle lab)",
     1,

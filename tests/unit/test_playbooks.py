@@ -34,10 +34,24 @@ def test_syntax_check(inventory):
 
 
 BAD = [
-    ({"passerelle_domains": [{"name": "ok.test", "server": "m1"}, {"name": "exa mple.org", "server": "m1"}]},
-     "exa mple.org"),
-    ({"passerelle_domains": [{"name": "a.test", "server": "m1"}, {"name": "A.test", "server": "m2"}]},
-     "A.test"),
+    (
+        {
+            "passerelle_domains": [
+                {"name": "ok.test", "server": "m1"},
+                {"name": "exa mple.org", "server": "m1"},
+            ]
+        },
+        "exa mple.org",
+    ),
+    (
+        {
+            "passerelle_domains": [
+                {"name": "a.test", "server": "m1"},
+                {"name": "A.test", "server": "m2"},
+            ]
+        },
+        "A.test",
+    ),
     ({"passerelle_domains": [{"name": "a.test", "routing": "carrier-pigeon"}]}, "carrier-pigeon"),
     ({"passerelle_domains": [{"name": "a.test", "routing": "ldap"}]}, "a.test"),
     ({"passerelle_blacklist": ["192.0.2.300"]}, "192.0.2.300"),

@@ -26,7 +26,9 @@ import json, smtplib, sys
 a = json.loads(sys.argv[1])
 out = {"steps": []}
 def step(name, code, msg):
-    out["steps"].append([name, code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg])
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    out["steps"].append([name, code, msg])
     return code < 400
 try:
     s = smtplib.SMTP(timeout=30, source_address=(a["source"], 0) if a.get("source") else None)
@@ -108,7 +110,9 @@ def smtp(
     return Dialog(parsed["steps"], parsed.get("error"))
 
 
-def message(mail_from: str, to: str, tag: str | None = None, body: str = "Hello.") -> tuple[str, str]:
+def message(
+    mail_from: str, to: str, tag: str | None = None, body: str = "Hello."
+) -> tuple[str, str]:
     tag = tag or f"molecule-{uuid.uuid4().hex[:12]}"
     text = (
         f"From: <{mail_from}>\nTo: <{to}>\nSubject: Passerelle test {tag}\n"

@@ -37,7 +37,9 @@ def test_maps_are_built(lab_host):
     assert host.file("/etc/mail/access.db").exists
     if name in ("gw1", "gw2", "smtpx1"):
         assert host.file("/etc/mail/mailertable.db").exists
-        assert host.file("/etc/mail/mailertable.db").mtime >= host.file("/etc/mail/mailertable").mtime
+        assert (
+            host.file("/etc/mail/mailertable.db").mtime >= host.file("/etc/mail/mailertable").mtime
+        )
 
 
 def test_sizing_from_profile():

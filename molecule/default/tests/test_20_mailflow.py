@@ -80,7 +80,7 @@ def test_blacklist(source, mail_from, expected):
 
 
 def test_smtpx_refuses_a_client_outside_its_networks():
-    tag, text = message("alice@static-a.test", "dave@internet.test")
+    _tag, text = message("alice@static-a.test", "dave@internet.test")
     d = smtp("outside", "smtpx1", "alice@static-a.test", ["dave@internet.test"], data=text)
     assert any(500 <= c < 600 for _, c, _ in d.steps), d.transcript
     assert "not open to your network" in d.transcript, d.transcript
