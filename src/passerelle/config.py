@@ -6,8 +6,9 @@ that every error names the file and the offending key, the way ``check-config`` 
 
 from __future__ import annotations
 
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,18 @@ class Section:
         unknown = sorted(set(self._data) - self._used)
         if unknown:
             raise ConfigError(self._key(unknown[0]), "unknown setting")
+
+
+def check_config_command(path: str, loader: Callable[[str], object]) -> int:
+    """The ``check-config FILE`` subcommand every area has (Ansible's ``validate:``).
+
+    Prints ``FILE: OK`` and returns 0, or prints the error naming the file and key and
+    returns 1.
+    """
+    try:
+        loader(path)
+    except ConfigError as exc:
+        print(str(exc) if exc.source else f"{path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    return 0

@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from passerelle.config import ConfigError
+from passerelle.config import ConfigError, check_config_command
 from passerelle.durations import DurationError, parse_duration
 
 CONFIG_ENV = "PASSERELLE_ANTIVIRUS_CONFIG"
@@ -59,13 +59,7 @@ def _when(ts: float) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from passerelle.antivirus.config import load_config
 
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(f"{args.file}: OK")
-    return 0
+    return check_config_command(args.file, load_config)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from passerelle.config import ConfigError
+from passerelle.config import ConfigError, check_config_command
 from passerelle.durations import DurationError, parse_duration
 from passerelle.greylist.config import GreylistConfig, load_config
 from passerelle.greylist.store import SQLStore, open_store
@@ -27,13 +27,7 @@ def _store(cfg: GreylistConfig) -> SQLStore:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(f"{args.file}: OK")
-    return 0
+    return check_config_command(args.file, load_config)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:

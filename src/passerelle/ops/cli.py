@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import datetime
 
-from passerelle.config import ConfigError
+from passerelle.config import ConfigError, check_config_command
 from passerelle.milterrun import setup_logging
 from passerelle.ops.blocks import BlockError, iso, load_state
 from passerelle.ops.connwatch import DEFAULT_CONFIG, Config, Deps, load_config, run_once, unblock
@@ -58,13 +58,7 @@ def _load(path: str) -> Config | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        print(str(exc) if exc.source else f"{args.file}: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.file}: OK")
-    return 0
+    return check_config_command(args.file, load_config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
