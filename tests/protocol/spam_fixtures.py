@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from miltertest import MilterConnection
 from miltertest import constants as c
+from procutil import stop_process
 
 SPAMD = os.environ.get("PASSERELLE_SPAMD", "/usr/sbin/spamd")
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -52,13 +53,7 @@ class Spamd:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def start_spamd(workdir: Path, children: int = 2) -> Spamd:
@@ -111,13 +106,7 @@ class MilterProc:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def start_milter(workdir: Path, spamd: Sequence[str], extra: str = "") -> MilterProc:
