@@ -178,3 +178,25 @@ def test_concurrent_processes_pass_exactly_once(store, greylist_store_url):
     assert reasons.count("passed") == 39
     assert store.count() == 1
     assert store.get(trip().key).passes == 40
+
+
+def test_least_privilege_user_works_on_a_migrated_schema(greylist_mariadb):
+    """The gateways' users only have SELECT, INSERT, UPDATE, DELETE (roles/mariadb): once the
+    schema exists (migrated by an admin), the store needs no DDL to be used."""
+    url = greylist_mariadb.create_db("gl_leastpriv")
+    admin = open_store(url)
+    admin.migrate()
+    admin.close()
+    greylist_mariadb.sql("DROP USER IF EXISTS 'gl_milter'@'localhost'")
+    greylist_mariadb.sql("CREATE USER 'gl_milter'@'localhost' IDENTIFIED BY 'pw'")
+    greylist_mariadb.sql(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON gl_leastpriv.* TO 'gl_milter'@'localhost'"
+    )
+    s = open_store(
+        f"mysql://gl_milter:pw@localhost/gl_leastpriv?unix_socket={greylist_mariadb.socket}"
+    )
+    try:
+        assert s.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
+        assert s.decide(trip(), T0, T).reason == "new"
+    finally:
+        s.close()

@@ -140,6 +140,12 @@ class SQLStore:
         return self._migrate_on(self._thread_conn())
 
     def _migrate_on(self, c: Any) -> tuple[int, int]:
+        # An up-to-date schema needs no DDL: the milters' least-privilege database users
+        # (SELECT, INSERT, UPDATE, DELETE) may not even run CREATE TABLE IF NOT EXISTS.
+        current = self._version_on(c)
+        if current == SCHEMA_VERSION:
+            self._schema_checked = True
+            return current, current
         cur = c.cursor()
         self._lock_schema(cur)
         try:

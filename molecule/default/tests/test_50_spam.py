@@ -1,0 +1,341 @@
+"""Spam marking on the gateways: spamd and the spam milter in front of sendmail.
+
+GTUBE is tagged HIGH, a clean message goes through unmarked, text that is only in a PNG is
+read (OCR) and scored, forged spam headers from outside are dropped, spamd down still lets
+mail through (accept policy, "not scanned"), and learning a corpus makes Bayes active.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import mailbox
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+from labsmtp import PREFIX, podman_exec, smtp, wait_for_mail
+
+GATEWAYS = ["gw1", "gw2"]
+RCPT = "alice@static-a.test"
+STORE, USER = "mailstore1", "alice"
+SENDER = "dave@internet.test"
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+TAG = "[MESSAGE MARQUE SPAM]"
+OCR_PHRASE = "PASSERELLE OCR TEST PHRASE"  # scored 6 by a lab rule (inventory spam.yml)
+SPAMD_PING = (
+    "import socket,sys\n"
+    "s=socket.create_connection(('127.0.0.1',783),2)\n"
+    "s.sendall(b'PING SPAMC/1.5\\r\\n\\r\\n')\n"
+    "sys.exit(0 if b'PONG' in s.recv(100) else 1)\n"
+)
+
+
+def _present(host: str) -> bool:
+    return subprocess.run(["podman", "container", "exists", PREFIX + host]).returncode == 0
+
+
+@pytest.fixture(params=GATEWAYS)
+def gateway(request):
+    if not _present(request.param):
+        pytest.skip(f"{PREFIX}{request.param} is not in this lab")
+    return request.param
+
+
+@pytest.fixture(params=GATEWAYS)
+def gw_host(request):
+    if not _present(request.param):
+        pytest.skip(f"{PREFIX}{request.param} is not in this lab")
+    return testinfra.get_host(f"podman://{PREFIX}{request.param}")
+
+
+def _text(subject_word: str, body: str, extra_headers: str = "") -> tuple[str, str]:
+    tag = f"spam-{subject_word}-{uuid.uuid4().hex[:10]}"
+    date = email.utils.formatdate(localtime=False)
+    return tag, (
+        f"From: Dave <{SENDER}>\nTo: Alice <{RCPT}>\nSubject: {subject_word} {tag}\n"
+        f"Date: {date}\nMessage-ID: <{tag}@internet.test>\n{extra_headers}"
+        f"MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n{body}\n{tag}\n"
+    )
+
+
+def _deliver(gateway: str, text: str, tag: str) -> email.message.EmailMessage:
+    d = smtp("outside", gateway, SENDER, [RCPT], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    box = wait_for_mail(STORE, USER, tag, timeout=120)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mbox"
+        path.write_text(box)
+        for msg in mailbox.mbox(path, create=False):
+            raw = msg.as_bytes()
+            if tag.encode() in raw:
+                return email.message_from_bytes(raw, policy=email.policy.default)
+    raise AssertionError(f"{tag} not found in the mailbox of {USER}")
+
+
+def _spamd_up(gateway: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run(
+            ["podman", "exec", PREFIX + gateway, "python3", "-c", SPAMD_PING],
+            capture_output=True,
+        )
+        if r.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"spamd on {gateway} does not answer PING")
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+def test_spamd_and_milter_running(gw_host):
+    for unit in ("spamd", "passerelle-spam"):
+        svc = gw_host.service(unit)
+        assert svc.is_running, unit
+        assert svc.is_enabled, unit
+    assert gw_host.socket("tcp://127.0.0.1:783").is_listening
+    sock = gw_host.file("/run/passerelle/spam.sock")
+    assert sock.is_socket
+    assert gw_host.process.filter(user="passerelle", comm="passerelle")
+
+
+def test_units_restart_on_failure(gw_host):
+    for unit in ("spamd", "passerelle-spam"):
+        out = gw_host.check_output(f"systemctl show -p Restart --value {unit}")
+        assert out.strip() == "on-failure", unit
+
+
+def test_spam_milter_is_last_in_sendmail(gw_host):
+    cf = gw_host.file("/etc/mail/sendmail.cf").content_string
+    line = next(x for x in cf.splitlines() if x.startswith("O InputMailFilters="))
+    assert line.split("=", 1)[1].split(",")[-1].strip() == "spam"
+    assert "Xspam, S=unix:/run/passerelle/spam.sock" in cf
+
+
+def test_configs_pass_their_checks(gw_host):
+    gw_host.run_expect([0], "passerelle spam check-config /etc/passerelle/spam.toml")
+    gw_host.run_expect(
+        [0], "/usr/local/sbin/passerelle-spamassassin-check /etc/spamassassin/local.cf"
+    )
+
+
+# --- marking --------------------------------------------------------------------------------
+
+
+def test_gtube_is_tagged_high(gateway):
+    tag, text = _text("Offer", f"Buy now.\n{GTUBE}\n")
+    msg = _deliver(gateway, text, tag)
+    assert msg["Subject"].startswith(TAG), msg["Subject"]
+    assert msg["Subject"].count(TAG) == 1
+    assert msg["X-status"] == "HIGH"
+    assert "GTUBE" in str(msg["X-Spam-Status"])
+    assert float(msg["X-Spam-Score"]) > 5
+
+
+def test_clean_message_is_not_marked(gateway):
+    tag, text = _text(
+        "Minutes",
+        "Hello Alice,\n\nthe minutes of Tuesday's meeting are on the shared drive.\n"
+        "See you on Thursday.\n\nDave\n",
+    )
+    msg = _deliver(gateway, text, tag)
+    assert TAG not in msg["Subject"]
+    assert msg["X-status"] is None, msg["X-Spam-Status"]
+    assert msg["X-Spam-Score"] is not None  # it was scanned
+    assert "not scanned" not in str(msg["X-Spam-Status"])
+
+
+def test_forged_spam_headers_from_outside_are_removed(gateway):
+    tag, text = _text(
+        "Hello",
+        "Just a short note about lunch.\n",
+        extra_headers="X-status: LOW\nX-Spam-Score: -99.0\nX-Spam-Status: No, forged\n",
+    )
+    msg = _deliver(gateway, text, tag)
+    assert msg.get_all("X-status") is None
+    assert msg.get_all("X-Spam-Score") != ["-99.0"]
+    assert len(msg.get_all("X-Spam-Score") or []) == 1
+    assert "forged" not in str(msg.get_all("X-Spam-Status"))
+
+
+def _ocr_png() -> bytes:
+    convert = shutil.which("convert", path="/usr/bin") or "convert"
+    return subprocess.run(
+        [
+            convert,
+            "-size",
+            "1200x160",
+            "xc:white",
+            "-font",
+            "DejaVu-Sans",
+            "-pointsize",
+            "56",
+            "-fill",
+            "black",
+            "-annotate",
+            "+30+100",
+            OCR_PHRASE,
+            "png:-",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+
+
+def test_text_inside_a_png_is_scored(gateway):
+    png = _ocr_png()
+    tag = f"spam-ocr-{uuid.uuid4().hex[:10]}"
+    b64 = base64.encodebytes(png).decode()
+    text = (
+        f"From: <{SENDER}>\nTo: <{RCPT}>\nSubject: Picture {tag}\n"
+        f"Date: {email.utils.formatdate()}\nMessage-ID: <{tag}@internet.test>\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n\n'
+        "--b1\nContent-Type: text/plain; charset=us-ascii\n\n"
+        f"Here is the picture.\n{tag}\n"
+        '--b1\nContent-Type: image/png; name="picture.png"\n'
+        "Content-Transfer-Encoding: base64\n"
+        'Content-Disposition: attachment; filename="picture.png"\n\n'
+        f"{b64}--b1--\n"
+    )
+    msg = _deliver(gateway, text, tag)
+    assert "PASSERELLE_OCR_TEST" in str(msg["X-Spam-Status"]), msg["X-Spam-Status"]
+    assert msg["X-status"] == "HIGH"
+    assert msg["Subject"].startswith(TAG)
+    # the delivered message is unchanged: the picture is the one sent, no OCR text added
+    parts = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert len(parts) == 1 and parts[0].get_content() == png
+    assert OCR_PHRASE not in msg.as_string()
+
+
+def test_spamd_down_mail_still_flows_not_scanned(gateway):
+    podman_exec(gateway, "systemctl", "stop", "spamd")
+    try:
+        tag, text = _text("Report", f"Quarterly figures attached later.\n{GTUBE}\n")
+        msg = _deliver(gateway, text, tag)
+        assert "not scanned" in str(msg["X-Spam-Status"]), msg["X-Spam-Status"]
+        assert msg["X-status"] is None
+        assert TAG not in msg["Subject"]
+    finally:
+        podman_exec(gateway, "systemctl", "start", "spamd")
+        _spamd_up(gateway)
+
+
+# --- Bayes (runs last: it changes what spamd knows) -----------------------------------------
+
+HAM_WORDS = [
+    "meeting",
+    "agenda",
+    "minutes",
+    "budget",
+    "review",
+    "project",
+    "schedule",
+    "colleague",
+    "lunch",
+    "seminar",
+    "report",
+    "thesis",
+    "library",
+    "lecture",
+    "timetable",
+    "committee",
+    "draft",
+    "deadline",
+    "coffee",
+    "office",
+    "printer",
+]
+SPAM_WORDS = [
+    "casino",
+    "jackpot",
+    "lottery",
+    "winner",
+    "viagra",
+    "pharmacy",
+    "discount",
+    "bitcoin",
+    "investment",
+    "guaranteed",
+    "millions",
+    "inheritance",
+    "prince",
+    "crypto",
+    "bonus",
+    "refinance",
+    "rolex",
+    "replica",
+    "unclaimed",
+    "prize",
+]
+CORPUS = 200
+
+
+def _corpus_script(kind: str, words: list[str], n: int, root: str) -> str:
+    return (
+        "import os, random\n"
+        f"random.seed({kind!r})\n"
+        f"words = {words!r}\n"
+        f"d = {root!r} + '/{kind}'\n"
+        "for sub in ('cur', 'new', 'tmp'):\n"
+        "    os.makedirs(os.path.join(d, sub), exist_ok=True)\n"
+        f"for i in range({n}):\n"
+        "    body = ' '.join(random.choice(words) for _ in range(120))\n"
+        # Same header shape in ham and spam (the test mail's), so only the words differ.
+        f"    m = ('From: Dave <dave@internet.test>\\nTo: Alice <alice@static-a.test>\\n'\n"
+        "         'Date: Fri, 27 Nov 2026 10:00:00 -0000\\nMIME-Version: 1.0\\n'\n"
+        "         'Content-Type: text/plain; charset=us-ascii\\n'\n"
+        f"         'Subject: {kind} ' + ' '.join(random.sample(words, 3)) + '\\n'\n"
+        f"         'Message-ID: <{kind}-{{0}}@corpus.test>\\n\\n').format(i) + body + '\\n'\n"
+        f"    open(os.path.join(d, 'new', '{kind}-%05d' % i), 'w').write(m)\n"
+    )
+
+
+def test_learning_a_corpus_makes_bayes_active(gateway):
+    root = "/var/tmp/passerelle-corpus"
+    podman_exec(gateway, "rm", "-rf", root)
+    podman_exec(gateway, "python3", "-c", _corpus_script("ham", HAM_WORDS, CORPUS, root))
+    podman_exec(gateway, "python3", "-c", _corpus_script("spam", SPAM_WORDS, CORPUS, root))
+    podman_exec(gateway, "chmod", "-R", "a+rX", root)
+    try:
+        # Run as spamd's user: the local Bayes store belongs to it.
+        out = podman_exec(
+            gateway,
+            "runuser",
+            "-u",
+            "debian-spamd",
+            "--",
+            "passerelle",
+            "spam",
+            "learn",
+            "--ham",
+            f"{root}/ham",
+            "--spam",
+            f"{root}/spam",
+        )
+        assert f"{CORPUS} messages learned as ham, 0 failed" in out, out
+        assert f"{CORPUS} messages learned as spam, 0 failed" in out, out
+    finally:
+        podman_exec(gateway, "rm", "-rf", root)
+    magic = podman_exec(
+        gateway, "runuser", "-u", "debian-spamd", "--", "sa-learn", "--dump", "magic"
+    )
+    counts = {}
+    for line in magic.splitlines():
+        f = line.split()
+        # "0.000  0  200  0  non-token data: nspam"
+        if len(f) >= 4 and f[-1] in ("nspam", "nham"):
+            counts[f[-1]] = int(f[2])
+    assert counts.get("nspam", 0) >= CORPUS and counts.get("nham", 0) >= CORPUS, magic
+    # spamd now uses Bayes (a BAYES_ rule only fires with 200 ham and 200 spam learned), and
+    # a message in the spam corpus' words is judged spam by it.
+    tag, text = _text("Winner", "\n".join(" ".join(SPAM_WORDS[i : i + 8]) for i in range(0, 20, 4)))
+    msg = _deliver(gateway, text, tag)
+    assert "BAYES_9" in str(msg["X-Spam-Status"]), msg["X-Spam-Status"]

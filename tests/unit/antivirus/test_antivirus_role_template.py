@@ -1,0 +1,56 @@
+"""The antivirus role's TOML template renders a configuration the milter accepts, with
+rules whose regular expressions need escaping (what `validate:` checks on the hosts)."""
+
+import json
+import tomllib
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from passerelle.antivirus.config import parse_config
+
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "antivirus"
+
+
+def render(**overrides):
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(ROLE / "templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["to_json"] = json.dumps
+    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values = {k: v for k, v in values.items() if not isinstance(v, str) or "{{" not in v}
+    values.update(
+        ansible_managed="managed",
+        inventory_hostname="gw1",
+        ansible_facts={"fqdn": "gw1.example.test"},
+        antivirus_max_size=26214400,
+        __antivirus_clamd_list=["unix:/run/clamav/clamd.ctl", "clamd2.example.test:3310"],
+        __antivirus_signature_path="/var/lib/clamav",
+    )
+    values.update(overrides)
+    return env.get_template("etc/passerelle/antivirus.toml.j2").render(**values)
+
+
+def test_defaults_render_a_valid_config():
+    cfg = parse_config(tomllib.loads(render()))
+    assert cfg.direction == "inbound"
+    assert cfg.clamd == ("unix:/run/clamav/clamd.ctl", "clamd2.example.test:3310")
+    assert cfg.on_error == "tempfail"
+    assert cfg.hostname == "gw1.example.test"
+
+
+def test_rules_with_backslashes_and_quotes_survive_rendering():
+    rules = [
+        {"name": "exe", "extensions": ["exe", "scr"], "types": ["pe"], "action": "quarantine"},
+        {"name": "subject", "header": "Subject", "pattern": r'^\[bad\] "\d+"$', "action": "reject"},
+        {"name": "docm", "extensions": ["docm"], "archives": False, "action": "strip"},
+    ]
+    cfg = parse_config(tomllib.loads(render(antivirus_rules=rules, antivirus_direction="outbound")))
+    assert cfg.direction == "outbound"
+    assert [r.name for r in cfg.rules] == ["exe", "subject", "docm"]
+    assert cfg.rules[1].pattern.search('[bad] "42"')
+    assert cfg.rules[0].types == frozenset({"pe"})
+    assert cfg.rules[2].archives is False
