@@ -7,18 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from passerelle.config import ConfigError
+from passerelle.config import ConfigError, check_config_command
 from passerelle.spam.config import load_config
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        print(str(exc) if exc.source else f"{args.file}: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.file}: OK")
-    return 0
+    return check_config_command(args.file, load_config)
 
 
 def _milter(args: argparse.Namespace) -> int:
