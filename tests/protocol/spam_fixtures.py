@@ -6,6 +6,7 @@ fails with that message when spamd is missing. spamd runs with local tests only 
 
 from __future__ import annotations
 
+import email.utils
 import os
 import shutil
 import socket
@@ -223,16 +224,13 @@ def send_message(
 
 
 def clean_headers(subject: str = "Minutes of the project meeting") -> list[tuple[str, str]]:
+    # No Received: sendmail does not show a milter the one it adds for this hop; the milter
+    # synthesises it from the session (client mail.sender.example [192.0.2.10]) for spamd.
     return [
-        (
-            "Received",
-            "from mail.sender.example (mail.sender.example [192.0.2.10])\n\t"
-            "by mx.example.com with ESMTP id 4AB12CD; Tue, 4 Jun 2024 10:00:00 +0200",
-        ),
         ("From", "Alice Martin <alice@sender.example>"),
         ("To", "Bob Durand <bob@example.com>"),
         ("Subject", subject),
-        ("Date", "Tue, 4 Jun 2024 10:00:00 +0200"),
+        ("Date", email.utils.formatdate(localtime=True)),
         ("Message-ID", "<20240604100000.1234@sender.example>"),
         ("MIME-Version", "1.0"),
         ("Content-Type", "text/plain; charset=utf-8"),

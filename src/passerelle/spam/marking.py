@@ -19,6 +19,7 @@ remaining ones never move, whichever way the MTA counts.
 
 from __future__ import annotations
 
+import email.utils
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -214,3 +215,29 @@ def apply_edits(headers: Sequence[Header], edits: Sequence[HeaderEdit]) -> list[
         else:
             target[1] = e.value
     return [(str(s[0]), s[1]) for s in slots if s[1] is not None]
+
+
+_RECEIVED_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def _received_word(value: str, default: str) -> str:
+    return _RECEIVED_UNSAFE.sub("?", value.strip())[:255] or default
+
+
+def received_header(helo: str, hostname: str, ip: str, by: str, queue_id: str, when: float) -> str:
+    """The Received value sendmail will add for this hop, for spamd's eyes only.
+
+    Milters do not see the Received header sendmail adds for the current hop, so without this
+    SpamAssassin knows nothing of the client (rule NO_RECEIVED, no relay checks). ``hostname``
+    is the client's name from reverse DNS, or ``[ip]`` when it has none (as sendmail gives it).
+    Values come from the SMTP session (HELO is the client's word): anything outside printable
+    ASCII is replaced so that nothing a client says can fold or inject a header line.
+    """
+    rdns = "" if not hostname or hostname.startswith("[") else _received_word(hostname, "") + " "
+    addr = _received_word(ip, "0.0.0.0")  # noqa: S104 (an address written, not bound)
+    qid = _received_word(queue_id, "unknown")
+    return (
+        f"from {_received_word(helo, 'unknown')} ({rdns}[{addr}]) "
+        f"by {_received_word(by, 'localhost')} with ESMTP id {qid}; "
+        f"{email.utils.formatdate(when, localtime=False)}"
+    )

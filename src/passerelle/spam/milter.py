@@ -6,13 +6,14 @@ The only module of the spam area that imports pymilter (``Milter``).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import Milter
 
 from passerelle.milterrun import run_milter, setup_logging
 from passerelle.spam.config import SpamConfig
-from passerelle.spam.marking import Header
+from passerelle.spam.marking import Header, received_header
 from passerelle.spam.scanner import Scanner
 
 log = logging.getLogger("passerelle.spam")
@@ -34,6 +35,9 @@ class SpamMilter(Milter.Base):
         self.scanner = scanner
         self.max_size = scanner.config.max_size
         self.client = "?"
+        self.client_name = ""
+        self.client_ip = ""
+        self.helo_name = ""
         self._reset()
 
     def _reset(self) -> None:
@@ -45,6 +49,11 @@ class SpamMilter(Milter.Base):
     def connect(self, hostname: str, family: Any, hostaddr: Any) -> int:
         ip = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
         self.client = f"{hostname}[{ip}]"
+        self.client_name, self.client_ip = hostname or "", str(ip or "")
+        return Milter.CONTINUE
+
+    def hello(self, heloname: str) -> int:
+        self.helo_name = heloname or ""
         return Milter.CONTINUE
 
     def envfrom(self, mailfrom: str, *params: str) -> int:
@@ -65,7 +74,15 @@ class SpamMilter(Milter.Base):
 
     def eom(self) -> int:
         self.queue_id = self.getsymval("i") or "?"
-        outcome = self.scanner.scan(self.headers, bytes(self._body), self.size + 2)
+        received = received_header(
+            self.helo_name,
+            self.client_name,
+            self.client_ip,
+            self.getsymval("j") or self.scanner.config.hostname,
+            self.queue_id,
+            time.time(),
+        )
+        outcome = self.scanner.scan(self.headers, bytes(self._body), self.size + 2, received)
         log.info("%s: client=%s %s", self.queue_id, self.client, outcome.summary)
         if outcome.action == "tempfail":
             self.setreply("451", "4.7.1", "Content scanner unavailable, try again later")

@@ -66,15 +66,22 @@ class Scanner:
             ocr = tesseract_runner(config.ocr.tesseract, config.ocr.languages)
         return cls(config, client, ocr)
 
-    def scan(self, headers: Sequence[Header], body: bytes, size: int) -> Outcome:
-        """``size`` is the full message size; ``body`` may be cut when over max_size."""
+    def scan(
+        self, headers: Sequence[Header], body: bytes, size: int, received: str | None = None
+    ) -> Outcome:
+        """``size`` is the full message size; ``body`` may be cut when over max_size.
+
+        ``received``: the Received value of the current hop (see ``received_header``), put on
+        top of the copy spamd sees; the header edits are computed on ``headers`` only.
+        """
         cfg = self.config
         if size > cfg.max_size:
             reason = oversize_reason(size, cfg.max_size)
             return Outcome(
                 "accept", not_scanned_edits(headers, reason, cfg.tiers, cfg.hostname), reason
             )
-        message = build_message(headers, body)
+        seen = [("Received", received), *headers] if received else headers
+        message = build_message(seen, body)
         images = 0
         if self.ocr is not None:
             o = cfg.ocr

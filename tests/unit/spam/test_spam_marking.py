@@ -206,3 +206,26 @@ def test_not_scanned_edits():
     assert get(out, "X-Spam-Status") == ["not scanned (spamd unavailable)"]
     assert get(out, "X-status") == []
     assert get(out, "Subject") == ["Hi"]
+
+
+def test_received_header_with_and_without_reverse_dns():
+    from passerelle.spam.marking import received_header
+
+    when = 1795773600.0  # 2026-11-27 10:00:00 UTC
+    assert received_header(
+        "mx.client.test", "mx.client.test", "192.0.2.7", "gw1.lab", "5AR1", when
+    ) == (
+        "from mx.client.test (mx.client.test [192.0.2.7]) by gw1.lab with ESMTP id 5AR1; "
+        "Fri, 27 Nov 2026 10:00:00 -0000"
+    )
+    assert received_header("helo", "[2001:db8::7]", "2001:db8::7", "gw1", "Q", when).startswith(
+        "from helo ([2001:db8::7]) by gw1 "
+    )
+
+
+def test_received_header_never_carries_client_line_breaks_or_spaces():
+    from passerelle.spam.marking import received_header
+
+    v = received_header("evil\r\nX-status: LOW", "", "", "", "", 0.0)
+    assert "\n" not in v and "\r" not in v
+    assert v.startswith("from evil??X-status:?LOW ([0.0.0.0]) by localhost with ESMTP id unknown; ")

@@ -106,3 +106,13 @@ def test_ocr_crash_does_not_stop_scan():
     out = Scanner(cfg(), client, ocr=ocr).scan(h, body, 100)
     assert out.action == "accept"
     assert len(client.messages) == 1
+
+
+def test_received_hop_goes_to_spamd_only():
+    client = FakeClient(ScanResult(1.0, 5.0, False, ()))
+    rcv = "from client.test ([192.0.2.7]) by gw1 with ESMTP id Q1; Fri, 27 Nov 2026 10:00:00 +0000"
+    out = Scanner(cfg(), client).scan(H, b"body\r\n", 100, rcv)
+    assert client.messages[0].startswith(b"Received: " + rcv.encode() + b"\r\nSubject: Hello")
+    # The edits are computed on the message as sendmail holds it: no Received added there.
+    final = apply_edits(H, out.edits)
+    assert get(final, "Received") == []
