@@ -437,6 +437,60 @@ def _add_entry(
             add(f"{tag}:{key}", value, origin)
 
 
+_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_SYSTEM_ALIASES = frozenset(
+    {"mailer-daemon", "postmaster", "abuse", "hostmaster", "webmaster", "nobody", "root"}
+)
+_UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def passerelle_local_addresses(addresses: Any, domains: Any = None) -> dict[str, list[Any]]:
+    """Addresses a gateway delivers to a local user (e.g. the spam-learning mailboxes).
+
+    ``addresses``: ``[{address: spam@learn.example.org, user: passerelle-learn-spam}, ...]``.
+    Each domain used here is routed to the local mailer as a whole, so it must not be a
+    managed domain (``domains``, the passerelle_domains list). Returns the map entries:
+    ``{mailertable: [[domain, "local:"]], relay_domains: [domain], aliases: [[local, user]]}``.
+    """
+    fname = "passerelle_local_addresses"
+    managed = {
+        str(d.get("name", "")).lower() for d in _as_list(domains, fname) if isinstance(d, dict)
+    }
+    doms: set[str] = set()
+    aliases: dict[str, str] = {}
+    for i, item in enumerate(_as_list(addresses, fname)):
+        if not isinstance(item, dict) or set(item) - {"address", "user"}:
+            raise _fail(fname, i, item, "expected {address: local@domain, user: unix user name}")
+        address, user = item.get("address"), item.get("user")
+        if not isinstance(address, str) or address.count("@") != 1:
+            raise _fail(fname, i, address, "address must be local@domain")
+        local, dom = address.lower().split("@")
+        if not _LOCAL_PART.match(local):
+            raise _fail(fname, i, address, "invalid local part")
+        dom = _domain(dom, fname, i)
+        if dom in managed:
+            raise _fail(
+                fname,
+                i,
+                address,
+                f"domain {dom} is a managed domain (passerelle_domains); local addresses need "
+                "a domain of their own, delivered on the gateways",
+            )
+        if not isinstance(user, str) or not _UNIX_USER.match(user):
+            raise _fail(fname, i, user, "user must be a unix user name")
+        if local in aliases:
+            raise _fail(fname, i, address, f"local part {local!r} used twice")
+        if local in _SYSTEM_ALIASES:
+            raise _fail(fname, i, address, f"local part {local!r} is a system alias")
+        aliases[local] = user
+        doms.add(dom)
+    return {
+        "mailertable": [[d, "local:"] for d in sorted(doms)],
+        "relay_domains": sorted(doms),
+        "aliases": [[k, aliases[k]] for k in sorted(aliases)],
+    }
+
+
 class FilterModule:
     """Passerelle sendmail map filters."""
 
@@ -448,4 +502,5 @@ class FilterModule:
             "passerelle_relay_domains": passerelle_relay_domains,
             "passerelle_access": passerelle_access,
             "passerelle_sender_domains": passerelle_sender_domains,
+            "passerelle_local_addresses": passerelle_local_addresses,
         }

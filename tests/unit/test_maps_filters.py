@@ -457,3 +457,54 @@ def test_large_expansion_limit_constant():
     # IPv4 expansion to octet boundaries never exceeds 128 keys per network
     assert len(pm.passerelle_access(["10.0.0.0/9"])) == 128
     assert pm.MAX_EXPANSION == 65536
+
+
+# --- local addresses (spam-learning mailboxes) ------------------------------------------------
+
+
+def test_local_addresses_route_their_domain_locally():
+    out = pm.passerelle_local_addresses(
+        [
+            {"address": "Spam@Learn.Example.org", "user": "passerelle-learn-spam"},
+            {"address": "ham@learn.example.org", "user": "passerelle-learn-ham"},
+        ],
+        [{"name": "example.org", "server": "mx.example.org"}],
+    )
+    assert out == {
+        "mailertable": [["learn.example.org", "local:"]],
+        "relay_domains": ["learn.example.org"],
+        "aliases": [["ham", "passerelle-learn-ham"], ["spam", "passerelle-learn-spam"]],
+    }
+    assert pm.passerelle_local_addresses([], None) == {
+        "mailertable": [],
+        "relay_domains": [],
+        "aliases": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"address": "spam@example.org", "user": "u"}, "example.org is a managed domain"),
+        ({"address": "spam", "user": "u"}, "address must be local@domain"),
+        ({"address": "sp am@learn.example.org", "user": "u"}, "invalid local part"),
+        ({"address": "spam@learn..org", "user": "u"}, "invalid domain name"),
+        ({"address": "spam@learn.example.org", "user": "Root!"}, "unix user name"),
+        ({"address": "spam@learn.example.org", "usr": "u"}, "expected {address"),
+        ({"address": "postmaster@learn.example.org", "user": "u"}, "is a system alias"),
+    ],
+)
+def test_local_addresses_bad_entries_are_named(item, message):
+    with pytest.raises(AnsibleFilterError, match="passerelle_local_addresses\\[0\\]") as e:
+        pm.passerelle_local_addresses([item], [{"name": "example.org", "server": "mx"}])
+    assert message in str(e.value)
+
+
+def test_local_addresses_same_local_part_twice():
+    with pytest.raises(AnsibleFilterError, match="used twice"):
+        pm.passerelle_local_addresses(
+            [
+                {"address": "spam@a.example.net", "user": "u1"},
+                {"address": "spam@b.example.net", "user": "u2"},
+            ]
+        )

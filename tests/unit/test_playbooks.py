@@ -57,6 +57,8 @@ BAD = [
     ({"passerelle_blacklist": ["192.0.2.300"]}, "192.0.2.300"),
     ({"passerelle_blacklist": [{"entry": "10.0.0.1/8"}]}, "10.0.0.1/8"),
     ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),
+    ({"passerelle_spam_learn_addresses": {"spam": "spam@static-a.test"}}, "static-a.test"),
+    ({"passerelle_spam_learn_addresses": {"junk": "junk@learn.test"}}, "spam: ADDRESS"),
 ]
 
 

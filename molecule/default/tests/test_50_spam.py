@@ -298,14 +298,37 @@ def _corpus_script(kind: str, words: list[str], n: int, root: str) -> str:
     )
 
 
-def test_learning_a_corpus_makes_bayes_active(gateway):
+def _bayes_counts(gateway: str) -> dict[str, int]:
+    magic = podman_exec(
+        gateway, "runuser", "-u", "debian-spamd", "--", "sa-learn", "--dump", "magic"
+    )
+    counts = {}
+    for line in magic.splitlines():
+        f = line.split()
+        # "0.000  0  200  0  non-token data: nspam"
+        if len(f) >= 4 and f[-1] in ("nspam", "nham"):
+            counts[f[-1]] = int(f[2])
+    return counts
+
+
+def test_bayes_store_is_the_shared_sql_one(gw_host):
+    cf = gw_host.file("/etc/spamassassin/local.cf").content_string
+    assert "bayes_store_module Mail::SpamAssassin::BayesStore::MySQL" in cf
+    assert "host=db1" in cf and "bayes_sql_override_username passerelle" in cf
+
+
+@pytest.fixture(scope="module")
+def corpus_learned_on_gw1():
+    """Learn 200 ham and 200 spam once, on gw1 only: the SQL store is shared."""
+    gateway = GATEWAYS[0]
+    if not _present(gateway):
+        pytest.skip(f"{PREFIX}{gateway} is not in this lab")
     root = "/var/tmp/passerelle-corpus"
     podman_exec(gateway, "rm", "-rf", root)
     podman_exec(gateway, "python3", "-c", _corpus_script("ham", HAM_WORDS, CORPUS, root))
     podman_exec(gateway, "python3", "-c", _corpus_script("spam", SPAM_WORDS, CORPUS, root))
     podman_exec(gateway, "chmod", "-R", "a+rX", root)
     try:
-        # Run as spamd's user: the local Bayes store belongs to it.
         out = podman_exec(
             gateway,
             "runuser",
@@ -320,22 +343,67 @@ def test_learning_a_corpus_makes_bayes_active(gateway):
             "--spam",
             f"{root}/spam",
         )
-        assert f"{CORPUS} messages learned as ham, 0 failed" in out, out
-        assert f"{CORPUS} messages learned as spam, 0 failed" in out, out
     finally:
         podman_exec(gateway, "rm", "-rf", root)
-    magic = podman_exec(
-        gateway, "runuser", "-u", "debian-spamd", "--", "sa-learn", "--dump", "magic"
-    )
-    counts = {}
-    for line in magic.splitlines():
-        f = line.split()
-        # "0.000  0  200  0  non-token data: nspam"
-        if len(f) >= 4 and f[-1] in ("nspam", "nham"):
-            counts[f[-1]] = int(f[2])
-    assert counts.get("nspam", 0) >= CORPUS and counts.get("nham", 0) >= CORPUS, magic
-    # spamd now uses Bayes (a BAYES_ rule only fires with 200 ham and 200 spam learned), and
-    # a message in the spam corpus' words is judged spam by it.
+    return out
+
+
+def test_learning_a_corpus_on_one_gateway_makes_bayes_active_on_all(corpus_learned_on_gw1, gateway):
+    out = corpus_learned_on_gw1
+    assert f"{CORPUS} messages learned as ham, 0 failed" in out, out
+    assert f"{CORPUS} messages learned as spam, 0 failed" in out, out
+    counts = _bayes_counts(gateway)
+    assert counts.get("nspam", 0) >= CORPUS and counts.get("nham", 0) >= CORPUS, counts
+    # spamd on this gateway uses Bayes (a BAYES_ rule only fires with 200 ham and 200 spam
+    # learned), and a message in the spam corpus' words is judged spam by it.
     tag, text = _text("Winner", "\n".join(" ".join(SPAM_WORDS[i : i + 8]) for i in range(0, 20, 4)))
     msg = _deliver(gateway, text, tag)
     assert "BAYES_9" in str(msg["X-Spam-Status"]), msg["X-Spam-Status"]
+
+
+LEARN_SPAM = "spam@learn.test"
+
+
+def _forward(tag: str, n: int) -> str:
+    inner = (
+        f"From: Prize <prize@lottery.test>\nTo: alice@static-a.test\nSubject: You won {tag}\n"
+        f"Message-ID: <{tag}-inner-{n}@lottery.test>\n\n" + " ".join(SPAM_WORDS) + f"\n{tag}\n"
+    )
+    return (
+        f"From: Alice <alice@static-a.test>\nTo: {LEARN_SPAM}\nSubject: Fwd: missed spam {tag}\n"
+        f"Message-ID: <{tag}-fwd-{n}@static-a.test>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="fwd"\n\n'
+        "--fwd\nContent-Type: text/plain\n\nThis one got through.\n"
+        "--fwd\nContent-Type: message/rfc822\n\n" + inner + "\n--fwd--\n"
+    )
+
+
+def test_forwarded_spam_is_learned_from_trusted_clients_only(corpus_learned_on_gw1):
+    """A user's forward to the spam-learning address teaches Bayes; one from outside cannot."""
+    gateway, other = GATEWAYS
+    box = "passerelle-learn-spam"
+    before = _bayes_counts(other).get("nspam", 0)
+    tag = f"learn-{uuid.uuid4().hex[:10]}"
+    # mailstore1 is in the organisation's network (trusted); outside is the internet.
+    for n, client in enumerate(("mailstore1", "outside")):
+        d = smtp(client, gateway, "alice@static-a.test", [LEARN_SPAM], data=_forward(tag, n))
+        assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        mbox = podman_exec(gateway, "sh", "-c", f"cat /var/mail/{box} 2>/dev/null || true")
+        if mbox.count(f"Message-ID: <{tag}-fwd-") == 2:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the two forwards did not reach /var/mail/{box} on {gateway}")
+    # What the timer runs, run now.
+    podman_exec(gateway, "systemctl", "start", "passerelle-spam-learn.service")
+    log = podman_exec(
+        gateway, "journalctl", "-u", "passerelle-spam-learn.service", "-o", "cat", "--no-pager"
+    )
+    assert "1 messages learned, 1 from untrusted clients dropped; done" in log, log
+    assert "from untrusted client" in log and ".250" in log, log
+    # Learned into the shared store: the other gateway counts it too. The mbox is consumed.
+    assert _bayes_counts(other).get("nspam", 0) == before + 1
+    left = podman_exec(gateway, "sh", "-c", f"ls /var/mail/ | grep -c {box} || true")
+    assert left.strip() == "0", left

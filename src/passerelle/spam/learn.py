@@ -9,9 +9,10 @@ owns the Bayes store (or with a SQL Bayes store shared by every gateway, from an
 from __future__ import annotations
 
 import mailbox
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 Runner = Callable[[list[str]], int]
@@ -62,7 +63,7 @@ def _maildir_path(root: Path, key: str) -> Path | None:
     return None
 
 
-def batches(messages: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+def batches(messages: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
     for m in messages:
         batch.append(m)
@@ -71,6 +72,40 @@ def batches(messages: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
             batch = []
     if batch:
         yield batch
+
+
+def learn_messages(
+    kind: str,
+    messages: Iterable[bytes],
+    sa_learn: str = "sa-learn",
+    batch_size: int = 200,
+    extra_args: Sequence[str] = (),
+    run: Runner = _run,
+    as_user: str | None = None,
+) -> tuple[int, int]:
+    """Learn ``messages`` as ``kind`` ("ham"/"spam"): (messages, failures).
+
+    ``as_user``: run sa-learn as this user (``runuser -u``; needs root), the owner of a local
+    Bayes store; the batch folder and files are handed to it.
+    """
+    if kind not in ("ham", "spam"):
+        raise ValueError(kind)
+    prefix = ["runuser", "-u", as_user, "--"] if as_user else []
+    total = failed = 0
+    for batch in batches(iter(messages), batch_size):
+        with tempfile.TemporaryDirectory(prefix="passerelle-learn-") as tmp:
+            if as_user:  # the batch belongs to sa-learn's user, nobody else reads it
+                shutil.chown(tmp, as_user)
+            for i, data in enumerate(batch):
+                f = Path(tmp) / f"{i:06d}.eml"
+                f.write_bytes(data)
+                if as_user:
+                    shutil.chown(f, as_user)
+            rc = run([*prefix, sa_learn, f"--{kind}", *extra_args, tmp])
+        total += len(batch)
+        if rc != 0:
+            failed += len(batch)
+    return total, failed
 
 
 def learn(
@@ -84,13 +119,4 @@ def learn(
     """Learn every message of ``source`` as ``kind`` ("ham"/"spam"): (messages, failures)."""
     if kind not in ("ham", "spam"):
         raise ValueError(kind)
-    total = failed = 0
-    for batch in batches(iter_messages(source), batch_size):
-        with tempfile.TemporaryDirectory(prefix="passerelle-learn-") as tmp:
-            for i, data in enumerate(batch):
-                (Path(tmp) / f"{i:06d}.eml").write_bytes(data)
-            rc = run([sa_learn, f"--{kind}", *extra_args, tmp])
-        total += len(batch)
-        if rc != 0:
-            failed += len(batch)
-    return total, failed
+    return learn_messages(kind, iter_messages(source), sa_learn, batch_size, extra_args, run)

@@ -1,5 +1,5 @@
 -- SpamAssassin's SQL Bayes schema for MySQL/MariaDB (from SpamAssassin 4.0's
--- sql/bayes_mysql.sql, Apache License 2.0), loaded by the spamassassin role when the tables
+-- sql/bayes_mysql.sql, Apache License 2.0), loaded by the mariadb role when the tables
 -- are missing. Debian images without /usr/share/doc lack the packaged copy.
 CREATE TABLE bayes_expire (
   id int(11) NOT NULL default '0',
