@@ -407,3 +407,12 @@ def test_forwarded_spam_is_learned_from_trusted_clients_only(corpus_learned_on_g
     assert _bayes_counts(other).get("nspam", 0) == before + 1
     left = podman_exec(gateway, "sh", "-c", f"ls /var/mail/ | grep -c {box} || true")
     assert left.strip() == "0", left
+
+
+def test_the_internet_client_is_not_trusted_by_spamassassin(gateway):
+    """outside (10.x, like the whole lab) is a client from the internet, not a trusted relay:
+    SpamAssassin sees it through the milter's Received line and trusted_networks."""
+    tag, text = _text("Hello", "Nothing special in here, just a note about lunch.")
+    msg = _deliver(gateway, text, tag)
+    status = str(msg["X-Spam-Status"])
+    assert "ALL_TRUSTED" not in status and "NO_RELAYS" not in status, status
