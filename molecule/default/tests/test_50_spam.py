@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from labsmtp import PREFIX, podman_exec, smtp, wait_for_mail
+from labsmtp import LAB_DOMAIN, NET, PREFIX, podman_exec, smtp, wait_for_mail
 
 GATEWAYS = ["gw1", "gw2"]
 RCPT = "alice@static-a.test"
@@ -289,7 +289,11 @@ def _corpus_script(kind: str, words: list[str], n: int, root: str) -> str:
         f"for i in range({n}):\n"
         "    body = ' '.join(random.choice(words) for _ in range(120))\n"
         # Same header shape in ham and spam (the test mail's), so only the words differ.
-        f"    m = ('From: Dave <dave@internet.test>\\nTo: Alice <alice@static-a.test>\\n'\n"
+        # As the gateway holds mail from the internet: its Received line from outside on top,
+        # so the relay is in ham and spam alike (autolearn sees the test mail's relay too).
+        f"    m = ('Received: from client.internet.test (outside.{LAB_DOMAIN} [{NET}.250]) '\n"
+        f"         'by gw1.{LAB_DOMAIN} with ESMTP id C{{0}}; Fri, 27 Nov 2026 10:00:00 -0000\\n'\n"
+        f"         'From: Dave <dave@internet.test>\\nTo: Alice <alice@static-a.test>\\n'\n"
         "         'Date: Fri, 27 Nov 2026 10:00:00 -0000\\nMIME-Version: 1.0\\n'\n"
         "         'Content-Type: text/plain; charset=us-ascii\\n'\n"
         f"         'Subject: {kind} ' + ' '.join(random.sample(words, 3)) + '\\n'\n"
