@@ -1,0 +1,252 @@
+"""What is supervised on each host, from its inventory groups: the one list that the NRPE
+agent (commands), the Nagios server (services) and the process watch (units) all read, so
+adding a host to a group adds its checks everywhere.
+
+``group_names | passerelle_checks(settings, db_hosts)`` returns the host's checks, each::
+
+    {"name": "proc_spamd", "description": "Process spamd",
+     "command": "/usr/lib/nagios/plugins/check_procs -c 1: -C spamd",
+     "sudo": False, "unit": "spamd.service"}
+
+``name`` is the NRPE command name (``check_nrpe -c NAME``), ``description`` the Nagios
+service description, ``command`` what NRPE runs (``sudo`` ones run through ``sudo -n``, with
+a sudoers line generated for that exact command), ``unit`` the systemd unit the process
+watch keeps running.
+
+Thresholds depend on the host's kind (first of gateway, smtpx, db, ldap, mailstore,
+monitoring) -- ``KIND_DEFAULTS`` -- and any of them can be overridden per host or group with
+``passerelle_supervision`` (``settings`` here), e.g. ``{queue_warning: 5, queue_critical:
+50}``. ``group_names | passerelle_watch_units(settings)`` gives the units alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+PLUGINS = "/usr/lib/nagios/plugins"
+PASSERELLE = "/usr/local/bin/passerelle"
+STATUS_DIR = "/var/lib/passerelle-status"
+
+# Host kinds, in the order that decides a host's thresholds (group -> kind).
+GROUP_KINDS: tuple[tuple[str, str], ...] = (
+    ("gateways", "gateway"),
+    ("smtpx", "smtpx"),
+    ("greylist_db", "db"),
+    ("ldap", "ldap"),
+    ("mailstores", "mailstore"),
+    ("monitoring", "monitoring"),
+)
+
+# Load per core (check_load -r: 1, 5 and 15 min), disk free %, memory used %, queued
+# messages. Gateways take bursts (greylisted retries, slow backends) so their queue is
+# allowed to grow more than a backend's; smtpx queues mail for the whole internet.
+_COMMON: dict[str, Any] = {
+    "load_warning": "4,3,2",
+    "load_critical": "8,6,4",
+    "disk_warning": 15,
+    "disk_critical": 5,
+    "memory_warning": 90,
+    "memory_critical": 97,
+    "restarts_warning": 1,
+    "restarts_critical": 3,
+    "queue_warning": 200,
+    "queue_critical": 1000,
+    "connwatch_max_age": "130m",
+}
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gateway": {**_COMMON, "queue_warning": 500, "queue_critical": 2000},
+    "smtpx": {**_COMMON, "queue_warning": 1000, "queue_critical": 5000},
+    "db": {**_COMMON, "memory_warning": 95, "memory_critical": 99},
+    "ldap": dict(_COMMON),
+    "mailstore": dict(_COMMON),
+    "monitoring": dict(_COMMON),
+}
+
+# Daemons: (label, unit, check_procs arguments).
+DAEMONS: dict[str, tuple[str, str, str]] = {
+    "sendmail": ("sendmail", "sendmail.service", "-C sendmail -a MTA"),
+    "greylist": ("greylist milter", "passerelle-greylist.service", "-a 'greylist milter'"),
+    "antivirus": ("antivirus milter", "passerelle-antivirus.service", "-a 'antivirus milter'"),
+    "spam": ("spam milter", "passerelle-spam.service", "-a 'spam milter'"),
+    "spamd": ("spamd", "spamd.service", "-a '/usr/sbin/spamd'"),
+    "clamd": ("clamd", "clamav-daemon.service", "-C clamd"),
+    "freshclam": ("freshclam", "clamav-freshclam.service", "-C freshclam"),
+    "mariadb": ("mariadb", "mariadb.service", "-C mariadbd"),
+    "slapd": ("slapd", "slapd.service", "-C slapd"),
+    "nagios": ("nagios", "nagios4.service", "-C nagios4"),
+    "apache2": ("apache2", "apache2.service", "-C apache2"),
+}
+MILTER_SOCKETS = {
+    "greylist": "unix:/run/passerelle/greylist.sock",
+    "antivirus": "unix:/run/passerelle/antivirus.sock",
+    "spam": "unix:/run/passerelle/spam.sock",
+}
+
+
+def host_kind(group_names: Sequence[str]) -> str | None:
+    for group, kind in GROUP_KINDS:
+        if group in group_names:
+            return kind
+    return None
+
+
+def _settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(KIND_DEFAULTS[kind])
+    for key, value in (settings or {}).items():
+        if key not in out and key not in ("milter_sockets",):
+            raise AnsibleFilterError(
+                f"passerelle_supervision: unknown setting {key!r} (known: {', '.join(sorted(out))})"
+            )
+        out[key] = value
+    for prefix in ("queue", "disk", "memory", "restarts"):
+        w, c = out[f"{prefix}_warning"], out[f"{prefix}_critical"]
+        try:
+            w, c = float(w), float(c)
+        except (TypeError, ValueError):
+            raise AnsibleFilterError(
+                f"passerelle_supervision: {prefix}_warning/{prefix}_critical must be numbers, "
+                f"got {w!r}/{c!r}"
+            ) from None
+        # Disk thresholds are free space: critical is the smaller one.
+        bad = c > w if prefix == "disk" else c < w
+        if bad:
+            raise AnsibleFilterError(
+                f"passerelle_supervision: {prefix}_critical ({c}) is less severe than "
+                f"{prefix}_warning ({w})"
+            )
+    return out
+
+
+def daemons(group_names: Sequence[str]) -> list[str]:
+    g = set(group_names)
+    out: list[str] = []
+    if g & {"gateways", "smtpx", "mailstores"}:
+        out.append("sendmail")
+    if "gateways" in g:
+        out += ["greylist", "antivirus", "spam", "spamd", "clamd", "freshclam"]
+    elif "smtpx" in g:
+        out += ["antivirus", "clamd", "freshclam"]
+    if "greylist_db" in g:
+        out.append("mariadb")
+    if "ldap" in g:
+        out.append("slapd")
+    if "monitoring" in g:
+        out += ["nagios", "apache2"]
+    return out
+
+
+def milters(group_names: Sequence[str]) -> list[str]:
+    if "gateways" in group_names:
+        return ["greylist", "antivirus", "spam"]
+    if "smtpx" in group_names:
+        return ["antivirus"]
+    return []
+
+
+def passerelle_checks(
+    group_names: Sequence[str],
+    settings: Mapping[str, Any] | None = None,
+    db_hosts: Sequence[str] = (),
+    db_port: int = 3306,
+) -> list[dict[str, Any]]:
+    kind = host_kind(group_names)
+    if kind is None:
+        return []
+    s = _settings(kind, settings)
+    sockets = {**MILTER_SOCKETS, **dict(s.get("milter_sockets") or {})}
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, desc: str, cmd: str, sudo: bool = False, unit: str = "") -> None:
+        checks.append(
+            {"name": name, "description": desc, "command": cmd, "sudo": sudo, "unit": unit}
+        )
+
+    add("load", "Load", f"{PLUGINS}/check_load -r -w {s['load_warning']} -c {s['load_critical']}")
+    add(
+        "disk",
+        "Disk",
+        f"{PLUGINS}/check_disk -w {s['disk_warning']}% -c {s['disk_critical']}% -p / -p /var",
+    )
+    add(
+        "memory",
+        "Memory",
+        f"{PASSERELLE} check memory -w {s['memory_warning']} -c {s['memory_critical']}",
+    )
+    d = daemons(group_names)
+    if "sendmail" in d:
+        add(
+            "mail_queue",
+            "Mail queue",
+            f"{PASSERELLE} check queue --dir /var/spool/mqueue "
+            f"-w {int(s['queue_warning'])} -c {int(s['queue_critical'])}",
+            sudo=True,
+        )
+    for name in d:
+        label, unit, args = DAEMONS[name]
+        add(f"proc_{name}", f"Process {label}", f"{PLUGINS}/check_procs -c 1: {args}", unit=unit)
+    for m in milters(group_names):
+        add(
+            f"milter_{m}",
+            f"Milter {m} socket",
+            f"{PASSERELLE} check milter --name {m} --socket {sockets[m]}",
+            sudo=True,
+        )
+    if "clamd" in d:
+        add("signatures", "Signature age", "/usr/local/sbin/passerelle-check-signatures")
+    if "gateways" in group_names and db_hosts:
+        for h in db_hosts:
+            add(
+                f"shared_db_{_safe(h)}",
+                f"Shared database {h}",
+                f"{PASSERELLE} check db --host {h} --port {int(db_port)}",
+            )
+    if kind in ("gateway", "smtpx"):
+        add(
+            "connwatch",
+            "Connection guard",
+            f"{PASSERELLE} check status-file {STATUS_DIR}/connwatch.status --label CONNWATCH "
+            f"--max-age {s['connwatch_max_age']}",
+        )
+    add(
+        "restarts",
+        "Daemon restarts",
+        f"{PASSERELLE} check restarts --state {STATUS_DIR}/watch.json "
+        f"-w {int(s['restarts_warning'])} -c {int(s['restarts_critical'])}",
+    )
+    return checks
+
+
+def passerelle_watch_units(
+    group_names: Sequence[str], settings: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The systemd units the process watch keeps running on this host (and NRPE itself)."""
+    units = [c["unit"] for c in passerelle_checks(group_names, settings) if c["unit"]]
+    return [*units, "nagios-nrpe-server.service"] if units or host_kind(group_names) else units
+
+
+def passerelle_networks_only(entries: Sequence[Any]) -> list[str]:
+    """Keep the entries that are IP addresses or CIDR networks (drop host and domain names)."""
+    out = []
+    for e in entries or []:
+        try:
+            out.append(str(ipaddress.ip_network(str(e), strict=False)))
+        except ValueError:
+            continue
+    return list(dict.fromkeys(out))
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "passerelle_checks": passerelle_checks,
+            "passerelle_watch_units": passerelle_watch_units,
+            "passerelle_networks_only": passerelle_networks_only,
+        }

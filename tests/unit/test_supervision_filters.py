@@ -1,0 +1,96 @@
+"""Supervision filters: the checks of a host from its inventory groups (NRPE, Nagios, watch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "passerelle_supervision", ROOT / "filter_plugins" / "passerelle_supervision.py"
+)
+sv = importlib.util.module_from_spec(_spec)
+sys.modules["passerelle_supervision"] = sv
+_spec.loader.exec_module(sv)
+
+
+def names(checks):
+    return [c["name"] for c in checks]
+
+
+def test_gateway_checks_cover_every_daemon_and_milter():
+    checks = sv.passerelle_checks(["gateways"], {}, ["db1"])
+    n = names(checks)
+    for want in ("load", "disk", "memory", "mail_queue", "signatures", "connwatch", "restarts"):
+        assert want in n
+    for d in ("sendmail", "greylist", "antivirus", "spam", "spamd", "clamd", "freshclam"):
+        assert f"proc_{d}" in n
+    for m in ("greylist", "antivirus", "spam"):
+        assert f"milter_{m}" in n
+    assert "shared_db_db1" in n
+    assert "proc_mariadb" not in n and "proc_slapd" not in n
+
+
+def test_thresholds_per_kind_and_overrides():
+    def queue_cmd(groups, settings=None):
+        return next(
+            c["command"]
+            for c in sv.passerelle_checks(groups, settings)
+            if c["name"] == "mail_queue"
+        )
+
+    assert "-w 500 -c 2000" in queue_cmd(["gateways"])
+    assert "-w 1000 -c 5000" in queue_cmd(["smtpx"])
+    assert "-w 200 -c 1000" in queue_cmd(["mailstores"])
+    assert "-w 5 -c 50" in queue_cmd(["gateways"], {"queue_warning": 5, "queue_critical": 50})
+
+
+def test_other_kinds():
+    assert "proc_mariadb" in names(sv.passerelle_checks(["greylist_db"]))
+    assert "proc_slapd" in names(sv.passerelle_checks(["ldap"]))
+    assert "proc_slapd" in names(sv.passerelle_checks(["greylist_db", "ldap"]))
+    smtpx = names(sv.passerelle_checks(["smtpx"], {}, ["db1"]))
+    assert "milter_antivirus" in smtpx and "milter_greylist" not in smtpx
+    assert "shared_db_db1" not in smtpx
+    assert sv.passerelle_checks(["internet"]) == []
+
+
+def test_root_checks_are_marked_sudo():
+    sudo = {c["name"] for c in sv.passerelle_checks(["gateways"]) if c["sudo"]}
+    assert sudo == {"mail_queue", "milter_greylist", "milter_antivirus", "milter_spam"}
+
+
+def test_milter_socket_override():
+    checks = sv.passerelle_checks(["smtpx"], {"milter_sockets": {"antivirus": "inet:9@h"}})
+    cmd = next(c["command"] for c in checks if c["name"] == "milter_antivirus")
+    assert "--socket inet:9@h" in cmd
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(AnsibleFilterError, match="queu_warning"):
+        sv.passerelle_checks(["gateways"], {"queu_warning": 5})
+    with pytest.raises(AnsibleFilterError, match="queue_critical"):
+        sv.passerelle_checks(["gateways"], {"queue_warning": 50, "queue_critical": 5})
+    with pytest.raises(AnsibleFilterError, match="disk_critical"):
+        sv.passerelle_checks(["gateways"], {"disk_warning": 5, "disk_critical": 15})
+
+
+def test_watch_units():
+    units = sv.passerelle_watch_units(["smtpx"])
+    assert units == [
+        "sendmail.service",
+        "passerelle-antivirus.service",
+        "clamav-daemon.service",
+        "clamav-freshclam.service",
+        "nagios-nrpe-server.service",
+    ]
+    assert sv.passerelle_watch_units(["internet"]) == []
+
+
+def test_networks_only():
+    got = sv.passerelle_networks_only(["10.0.0.0/26", "mx.example", "10.1.1.1", "::1/128"])
+    assert got == ["10.0.0.0/26", "10.1.1.1/32", "::1/128"]
