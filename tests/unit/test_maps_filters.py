@@ -511,7 +511,7 @@ def test_ldap_settings_errors(ldap: Any, expected: str):
 
 
 def test_ldap_domain_checks_the_settings():
-    with pytest.raises(AnsibleFilterError, match="passerelle_ldap.host_attribute"):
+    with pytest.raises(AnsibleFilterError, match=r"passerelle_ldap\.host_attribute"):
         pm.passerelle_domains(
             [{"name": "l.example.org", "routing": "ldap"}], ldap={**LDAP, "host_attribute": "?"}
         )

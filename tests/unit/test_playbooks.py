@@ -54,7 +54,10 @@ BAD = [
     ),
     ({"passerelle_domains": [{"name": "a.test", "routing": "carrier-pigeon"}]}, "carrier-pigeon"),
     # An LDAP-routed domain without the directory's settings (the lab has them: drop them).
-    ({"passerelle_domains": [{"name": "a.test", "routing": "ldap"}], "passerelle_ldap": {}}, "a.test"),
+    (
+        {"passerelle_domains": [{"name": "a.test", "routing": "ldap"}], "passerelle_ldap": {}},
+        "a.test",
+    ),
     (
         {
             "passerelle_domains": [{"name": "ldap-x.test", "routing": "ldap"}],
