@@ -65,10 +65,10 @@ def test_passerelle_route_on_the_gateway():
     static = _route("alice@static-a.test")
     assert (static["kind"], static["mailer"], static["host"]) == ("static", "esmtp", "[mailstore1]")
     ana = _route("ana@ldap-a.test")
-    assert (ana["kind"], ana["host"], ana["recipient"]) == ("ldap", "mailstore1", "ana@ldap-a.test")
+    assert (ana["kind"], ana["host"], ana["recipient"]) == ("ldap", "[mailstore1]", "ana@ldap-a.test")
     assert ana["entry"]["dn"] == "uid=ana,ou=people,dc=lab,dc=passerelle,dc=test"
     ben = _route("ben@ldap-a.test")
-    assert (ben["host"], ben["recipient"]) == ("mailstore2", "benm@ldap-a.test")
+    assert (ben["host"], ben["recipient"]) == ("[mailstore2]", "benm@ldap-a.test")
     unknown = _route("nobody-here@ldap-a.test")
     assert unknown["kind"] == "unknown-user" and unknown["rcpt_reply"].startswith("550 5.1.1")
     other = _route("x@unmanaged.test")
@@ -97,7 +97,7 @@ def test_passerelle_route_from_the_controller_through_gateway():
         env=dict(os.environ),
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["host"] == "mailstore1"
+    assert json.loads(res.stdout)["host"] == "[mailstore1]"
 
 
 def test_bind_password_files_and_directory_access():
