@@ -65,7 +65,11 @@ def test_passerelle_route_on_the_gateway():
     static = _route("alice@static-a.test")
     assert (static["kind"], static["mailer"], static["host"]) == ("static", "esmtp", "[mailstore1]")
     ana = _route("ana@ldap-a.test")
-    assert (ana["kind"], ana["host"], ana["recipient"]) == ("ldap", "[mailstore1]", "ana@ldap-a.test")
+    assert (ana["kind"], ana["host"], ana["recipient"]) == (
+        "ldap",
+        "[mailstore1]",
+        "ana@ldap-a.test",
+    )
     assert ana["entry"]["dn"] == "uid=ana,ou=people,dc=lab,dc=passerelle,dc=test"
     ben = _route("ben@ldap-a.test")
     assert (ben["host"], ben["recipient"]) == ("[mailstore2]", "benm@ldap-a.test")
