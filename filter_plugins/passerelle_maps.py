@@ -15,6 +15,9 @@ Outputs are plain lists meant for the ``sendmail_map`` module (``entries``):
 * ``passerelle_access(blacklist, relay_domains, relay_networks, default_error)`` ->
   ``[[key, value], ...]`` for the access map (``To:``, ``Connect:``, ``From:`` tags).
 * ``passerelle_sender_domains(domains)`` -> validated, lowercased, sorted list.
+* ``passerelle_ldap_settings(ldap)`` -> the directory settings of LDAP routing, checked and
+  completed with their defaults.
+* ``passerelle_ldap_domains(domains)`` -> sorted names of the LDAP-routed domains.
 """
 
 from __future__ import annotations
@@ -127,6 +130,79 @@ def _ldap_ready(ldap: Any) -> bool:
     return isinstance(ldap, dict) and bool(ldap.get("uri")) and bool(ldap.get("base"))
 
 
+# passerelle_ldap: the directory of the LDAP-routed domains. Attribute names default to the
+# ones of OpenLDAP's misc schema (objectClass inetLocalMailRecipient).
+LDAP_DEFAULTS: dict[str, Any] = {
+    "bind_dn": "",
+    "bind_password": "",
+    "object_class": "inetLocalMailRecipient",
+    "search_attribute": "mailLocalAddress",
+    "host_attribute": "mailHost",
+    "address_attribute": "mailRoutingAddress",
+    "timeout": 5,
+}
+LDAP_KEYS = frozenset({"uri", "base", *LDAP_DEFAULTS})
+_LDAP_URI = re.compile(r"^ldaps?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$")
+_LDAP_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+# A DN as sendmail's map options take it: no spaces around commas would matter, but
+# whitespace or quotes inside would split the option line.
+_LDAP_DN = re.compile(r"^[A-Za-z][A-Za-z0-9-]*=[^,\s\"'`]+(,[A-Za-z][A-Za-z0-9-]*=[^,\s\"'`]+)*$")
+
+
+def passerelle_ldap_settings(ldap: Any) -> dict[str, Any]:
+    """Check ``passerelle_ldap`` and fill in the defaults.
+
+    ``uri``: one ``ldap://host[:port]`` or ``ldaps://host[:port]`` (several servers: one
+    name that resolves to them all); ``base``: search base DN; ``bind_dn`` + ``bind_password``: a
+    simple bind (both empty: anonymous); attribute and object class names; ``timeout``:
+    seconds for connecting and for each search.
+    """
+    fname = "passerelle_ldap"
+    if not isinstance(ldap, dict):
+        raise AnsibleFilterError(f"{fname}: expected a dict with uri and base, got {ldap!r}")
+    unknown = sorted(set(ldap) - LDAP_KEYS)
+    if unknown:
+        raise AnsibleFilterError(f"{fname}: unknown keys {unknown} (allowed: {sorted(LDAP_KEYS)})")
+    result = dict(LDAP_DEFAULTS)
+    result.update({k: v for k, v in ldap.items() if v is not None})
+
+    def bad(key: str, why: str) -> AnsibleFilterError:
+        return AnsibleFilterError(f"{fname}.{key} {result.get(key)!r}: {why}")
+
+    uri = result.get("uri")
+    if not isinstance(uri, str) or not _LDAP_URI.match(uri):
+        raise bad("uri", "required: one ldap://host[:port] or ldaps://host[:port]")
+    for key in ("base", "bind_dn"):
+        value = result.get(key)
+        if key == "base" and not value:
+            raise bad(key, "required (the search base DN)")
+        if not isinstance(value, str) or (value and not _LDAP_DN.match(value)):
+            raise bad(key, "not a DN like ou=people,dc=example,dc=org (no spaces or quotes)")
+    if not isinstance(result["bind_password"], str):
+        raise bad("bind_password", "must be a string")
+    if bool(result["bind_dn"]) != bool(result["bind_password"]):
+        raise AnsibleFilterError(
+            f"{fname}: bind_dn and bind_password go together (both empty: anonymous search)"
+        )
+    for key in ("object_class", "search_attribute", "host_attribute", "address_attribute"):
+        if not isinstance(result[key], str) or not _LDAP_ATTRIBUTE.match(result[key]):
+            raise bad(key, "not an LDAP attribute or class name")
+    timeout = result["timeout"]
+    if isinstance(timeout, bool) or not str(timeout).isdigit() or not 1 <= int(str(timeout)) <= 300:
+        raise bad("timeout", "must be a number of seconds in 1-300")
+    result["timeout"] = int(str(timeout))
+    return result
+
+
+def passerelle_ldap_domains(domains: Any) -> list[str]:
+    """Sorted names of the LDAP-routed domains."""
+    return sorted(
+        item["name"]
+        for item in _validate_domains(domains, None, check_ldap=False)
+        if item["routing"] == "ldap"
+    )
+
+
 def _validate_domains(domains: Any, ldap: Any, check_ldap: bool) -> list[dict[str, Any]]:
     fname = "passerelle_domains"
     result: list[dict[str, Any]] = []
@@ -173,6 +249,8 @@ def _validate_domains(domains: Any, ldap: Any, check_ldap: bool) -> list[dict[st
                     raw_name,
                     "routing ldap needs passerelle_ldap settings (uri, base)",
                 )
+            if check_ldap:
+                passerelle_ldap_settings(ldap)
             server = None
 
         mailer = item.get("mailer") or "esmtp"
@@ -503,4 +581,6 @@ class FilterModule:
             "passerelle_access": passerelle_access,
             "passerelle_sender_domains": passerelle_sender_domains,
             "passerelle_local_addresses": passerelle_local_addresses,
+            "passerelle_ldap_settings": passerelle_ldap_settings,
+            "passerelle_ldap_domains": passerelle_ldap_domains,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -508,3 +509,70 @@ def test_local_addresses_same_local_part_twice():
                 {"address": "spam@b.example.net", "user": "u2"},
             ]
         )
+
+
+# --- LDAP settings (routing: ldap) ---------------------------------------------------
+
+
+def test_ldap_settings_defaults():
+    got = pm.passerelle_ldap_settings(LDAP)
+    assert got["uri"] == "ldap://ldap.example.org"
+    assert got["host_attribute"] == "mailHost"
+    assert got["address_attribute"] == "mailRoutingAddress"
+    assert got["search_attribute"] == "mailLocalAddress"
+    assert got["object_class"] == "inetLocalMailRecipient"
+    assert got["bind_dn"] == "" and got["timeout"] == 5
+
+
+def test_ldap_settings_overrides():
+    got = pm.passerelle_ldap_settings(
+        {
+            **LDAP,
+            "uri": "ldaps://ldap.example.org:636",
+            "bind_dn": "cn=gw,ou=services,dc=example,dc=org",
+            "bind_password": "s3cret",
+            "host_attribute": "mailRoutingHost",
+            "search_attribute": "mail",
+            "timeout": "10",
+        }
+    )
+    assert got["host_attribute"] == "mailRoutingHost" and got["search_attribute"] == "mail"
+    assert got["timeout"] == 10 and got["uri"] == "ldaps://ldap.example.org:636"
+
+
+@pytest.mark.parametrize(
+    ("ldap", "expected"),
+    [
+        (None, "expected a dict"),
+        ({"base": "dc=x"}, "passerelle_ldap.uri"),
+        ({"uri": "ldap://a ldap://b", "base": "dc=x"}, "passerelle_ldap.uri"),
+        ({"uri": "http://x", "base": "dc=x"}, "passerelle_ldap.uri 'http://x'"),
+        ({"uri": "ldap://x"}, "passerelle_ldap.base"),
+        ({"uri": "ldap://x", "base": "ou=my people,dc=x"}, "passerelle_ldap.base"),
+        ({**LDAP, "bind_dn": "cn=gw,dc=x"}, "bind_dn and bind_password go together"),
+        ({**LDAP, "bind_password": "x"}, "bind_dn and bind_password go together"),
+        ({**LDAP, "host_attribute": "mail host"}, "passerelle_ldap.host_attribute"),
+        ({**LDAP, "timeout": 0}, "passerelle_ldap.timeout"),
+        ({**LDAP, "tiemout": 3}, "unknown keys ['tiemout']"),
+    ],
+)
+def test_ldap_settings_errors(ldap: Any, expected: str):
+    with pytest.raises(AnsibleFilterError, match=re.escape(expected)):
+        pm.passerelle_ldap_settings(ldap)
+
+
+def test_ldap_domain_checks_the_settings():
+    with pytest.raises(AnsibleFilterError, match=r"passerelle_ldap\.host_attribute"):
+        pm.passerelle_domains(
+            [{"name": "l.example.org", "routing": "ldap"}], ldap={**LDAP, "host_attribute": "?"}
+        )
+
+
+def test_ldap_domains_listed_and_left_out_of_the_mailertable():
+    items = [
+        {"name": "s.example.org", "server": "m1"},
+        {"name": "B.example.org", "routing": "ldap"},
+        {"name": "a.example.org", "routing": "ldap"},
+    ]
+    assert pm.passerelle_ldap_domains(items) == ["a.example.org", "b.example.org"]
+    assert [e[0] for e in pm.passerelle_mailertable(items)] == ["s.example.org"]

@@ -53,7 +53,25 @@ BAD = [
         "A.test",
     ),
     ({"passerelle_domains": [{"name": "a.test", "routing": "carrier-pigeon"}]}, "carrier-pigeon"),
-    ({"passerelle_domains": [{"name": "a.test", "routing": "ldap"}]}, "a.test"),
+    # An LDAP-routed domain without the directory's settings (the lab has them: drop them).
+    (
+        {"passerelle_domains": [{"name": "a.test", "routing": "ldap"}], "passerelle_ldap": {}},
+        "a.test",
+    ),
+    (
+        {
+            "passerelle_domains": [{"name": "ldap-x.test", "routing": "ldap"}],
+            "passerelle_ldap": {"uri": "ldap://d", "base": "dc=x", "bind_dn": "cn=gw,dc=x"},
+        },
+        "bind_dn and bind_password go together",
+    ),
+    (
+        {
+            "passerelle_domains": [{"name": "ldap-x.test", "routing": "ldap"}],
+            "passerelle_ldap": {"uri": "http://d", "base": "dc=x"},
+        },
+        "http://d",
+    ),
     ({"passerelle_blacklist": ["192.0.2.300"]}, "192.0.2.300"),
     ({"passerelle_blacklist": [{"entry": "10.0.0.1/8"}]}, "10.0.0.1/8"),
     ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),

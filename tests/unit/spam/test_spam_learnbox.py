@@ -23,7 +23,10 @@ NETS = parse_networks(["10.89.78.0/26", "2001:db8:1::/48"])
 
 def forward(client: str, inner: str | None = "Subject: cheap pills\n\nbuy now\n", n: int = 0):
     """One forward as the gateway stored it: its own Received on top, the user's below."""
-    own = f"from ws.example ({client}) by gw1.example with ESMTP id Q{n}; Fri, 27 Nov 2026 10:00:00 +0000"
+    own = (
+        f"from ws.example ({client}) by gw1.example with ESMTP id Q{n}; "
+        "Fri, 27 Nov 2026 10:00:00 +0000"
+    )
     head = (
         f"Received: {own}\n"
         "Received: from [192.0.2.99] (evil [192.0.2.99]) by ws.example; Fri, 27 Nov 2026\n"
@@ -60,7 +63,7 @@ def test_trusted_networks():
     assert not is_trusted("10.89.78.250", NETS)
     assert is_trusted("2001:db8:1::5", NETS)
     assert not is_trusted(None, NETS) and not is_trusted("garbage", NETS)
-    with pytest.raises(ValueError, match="'10.0.0.300/8'"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300/8'"):
         parse_networks(["10.0.0.300/8"])
 
 
@@ -116,7 +119,7 @@ def test_a_held_lock_is_waited_for_then_reported(tmp_path):
     def sleep(s):
         t[0] += s
 
-    with pytest.raises(LockBusy, match="box.lock"):
+    with pytest.raises(LockBusy, match=r"box\.lock"):
         take_mailbox(box, lock_wait=1.0, clock=clock, sleep=sleep)
     assert box.exists()  # untouched
 

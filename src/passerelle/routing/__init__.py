@@ -1,0 +1,1 @@
+"""Where does this address go: the gateways' routing (mailertable or LDAP) explained."""

@@ -1,0 +1,96 @@
+"""``passerelle route``: where mail for an address would go, and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+from passerelle.config import ConfigError, check_config_command
+from passerelle.routing.config import load_config
+from passerelle.routing.route import explain
+
+DEFAULT_CONFIG = "/etc/passerelle/routing.toml"
+
+
+def _on_gateway(args: argparse.Namespace) -> int:
+    """Ask the gateway itself: its config, its view of the directory."""
+    argv = shlex.split(args.connect.format(host=args.gateway))
+    argv += ["passerelle", "route", args.words[0]]
+    if args.json:
+        argv.append("--json")
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"route: cannot run {shlex.join(argv)}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    return res.returncode
+
+
+def _route(args: argparse.Namespace) -> int:
+    words: list[str] = args.words
+    if words[0] == "check-config":
+        if len(words) != 2:
+            print("usage: passerelle route check-config FILE", file=sys.stderr)
+            return 2
+        return check_config_command(words[1], load_config)
+    if len(words) != 1:
+        print("usage: passerelle route ADDRESS [--gateway HOST]", file=sys.stderr)
+        return 2
+    if args.gateway:
+        return _on_gateway(args)
+    try:
+        config = load_config(args.config)
+        lookup: Any
+        if config.ldap is not None:
+            from passerelle.routing.directory import make_lookup
+
+            lookup = make_lookup(config.ldap)
+        else:
+            lookup = _no_directory
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    decision = explain(words[0], config, lookup)
+    if args.json:
+        print(json.dumps(decision.as_dict(), indent=2))
+    else:
+        print(decision.render())
+    return 0
+
+
+def _no_directory(address: str) -> list[Any]:
+    raise AssertionError("no LDAP-routed domain: the directory is never asked")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "route",
+        help="where mail for an address would go, and why (mailertable or LDAP)",
+        description=(
+            "Explain a gateway's routing of ADDRESS with the gateway's own configuration "
+            f"({DEFAULT_CONFIG}, rendered by the sendmail role) and, for LDAP-routed "
+            "domains, a real directory lookup. 'passerelle route check-config FILE' checks "
+            "a configuration file."
+        ),
+    )
+    p.add_argument("words", nargs="+", metavar="ADDRESS", help="user@domain")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
+    p.add_argument(
+        "--gateway",
+        metavar="HOST",
+        help="ask that gateway instead (runs 'passerelle route' there with --connect)",
+    )
+    p.add_argument(
+        "--connect",
+        default="ssh {host}",
+        help="command prefix reaching --gateway, {host} replaced (default: 'ssh {host}'; "
+        "the lab: 'podman exec lab-{host}')",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable answer")
+    p.set_defaults(func=_route)

@@ -1,0 +1,70 @@
+"""The real directory lookup for ``passerelle route``: python-ldap, the gateway's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from passerelle.routing.config import LdapSettings
+from passerelle.routing.route import DirectoryUnavailable, Entry, Lookup
+
+
+def _first(attrs: dict[str, list[bytes]], name: str) -> str | None:
+    for key, values in attrs.items():
+        if key.lower() == name.lower() and values:
+            return values[0].decode("utf-8", "replace")
+    return None
+
+
+def make_lookup(settings: LdapSettings, ldap_module: Any = None) -> Lookup:
+    """A lookup that searches ``(&(objectClass=C)(search_attribute=ADDRESS))`` under base.
+
+    The same filter, attributes and bind as the gateway's sendmail maps. Any LDAP error
+    (server down, timeout, bind refused) is DirectoryUnavailable: sendmail queues then.
+    """
+    if ldap_module is None:
+        import ldap as ldap_module  # python-ldap (python3-ldap on the hosts)
+    import ldap.filter
+
+    password = settings.read_password()
+
+    def lookup(address: str) -> list[Entry]:
+        flt = ldap.filter.filter_format(
+            f"(&(objectClass={settings.object_class})({settings.search_attribute}=%s))",
+            [address],
+        )
+        try:
+            conn = ldap_module.initialize(settings.uri)
+            conn.set_option(ldap_module.OPT_NETWORK_TIMEOUT, settings.timeout)
+            conn.set_option(ldap_module.OPT_TIMEOUT, settings.timeout)
+            conn.set_option(ldap_module.OPT_REFERRALS, 0)
+            conn.protocol_version = 3
+            conn.simple_bind_s(settings.bind_dn, password)
+            try:
+                results = conn.search_st(
+                    settings.base,
+                    ldap_module.SCOPE_SUBTREE,
+                    flt,
+                    [settings.host_attribute, settings.address_attribute],
+                    timeout=settings.timeout,
+                )
+            finally:
+                conn.unbind_s()
+        except ldap_module.NO_SUCH_OBJECT:
+            return []
+        except ldap_module.LDAPError as exc:
+            info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            text = info.get("desc", str(exc))
+            if info.get("info"):
+                text += f": {info['info']}"
+            raise DirectoryUnavailable(f"{settings.uri}: {text}") from None
+        return [
+            Entry(
+                dn=dn,
+                mail_host=_first(attrs, settings.host_attribute),
+                routing_address=_first(attrs, settings.address_attribute),
+            )
+            for dn, attrs in results
+            if dn  # skip search references
+        ]
+
+    return lookup
