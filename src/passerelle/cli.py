@@ -20,6 +20,7 @@ AREAS: tuple[str, ...] = (
     "passerelle.antivirus.cli",
     "passerelle.routing.cli",
     "passerelle.ops.cli",
+    "passerelle.ops.reports_cli",
 )
 
 
