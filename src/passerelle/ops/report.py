@@ -41,6 +41,7 @@ from passerelle.ops.events import (
 from passerelle.ops.maillog import TimestampReader, read_chunks, rotated_files, scan_logs
 from passerelle.ops.opsconfig import OpsConfig, ReportConfig
 
+SUGGESTIONS_SHOWN = 12
 COLORS = {
     "none": "#9aa5b1",
     "LOW": "#f0c419",
@@ -442,9 +443,14 @@ def render_html(r: DayReport, tz: tzinfo | None = None, generated: float | None 
             ["client group", "came back", "greylisted", "ratio", "longest delay"],
             [
                 (s["group"], s["came_back"], s["greylisted"], s["ratio"], _dur(s["max_delay"]))
-                for s in r.suggestions
+                for s in r.suggestions[:SUGGESTIONS_SHOWN]
             ],
             {1, 2, 3},
+        ),
+        (
+            f'<p class="sub">and {len(r.suggestions) - SUGGESTIONS_SHOWN} more</p>'
+            if len(r.suggestions) > SUGGESTIONS_SHOWN
+            else ""
         ),
         "<h2>Spam</h2>",
         '<div class="row"><div>',
