@@ -37,7 +37,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from passerelle.ops.blocks import BlockError, atomic_write, load_state
+from passerelle.ops.blocks import BlockError, atomic_write, load_state, state_lock
 from passerelle.ops.events import (
     ANTIVIRUS_RESULTS,
     CONNWATCH_ACTIONS,
@@ -345,6 +345,15 @@ def write(cfg: OpsConfig, run: MetricsRun) -> Path:
     target = Path(cfg.metrics.textfile_dir) / cfg.metrics.file
     atomic_write(target, run.text.encode(), 0o644)
     return target
+
+
+def collect_and_write(
+    cfg: OpsConfig, now: float, tz: tzinfo | None = None
+) -> tuple[MetricsRun, Path]:
+    """One locked run (the timer and an operator's run never count the same lines twice)."""
+    with state_lock(cfg.metrics.state):
+        run = collect(cfg, now, tz)
+        return run, write(cfg, run)
 
 
 def today_counts(cfg: OpsConfig, now: float, tz: tzinfo | None = None) -> dict[str, int] | None:

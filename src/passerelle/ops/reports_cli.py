@@ -85,9 +85,8 @@ def cmd_metrics_write(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, metrics=replace(cfg.metrics, textfile_dir=args.textfile_dir))
-    run = metrics.collect(cfg, time.time())
     try:
-        path = metrics.write(cfg, run)
+        run, path = metrics.collect_and_write(cfg, time.time())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

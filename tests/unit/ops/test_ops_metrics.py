@@ -182,3 +182,19 @@ def test_cli_write_and_show(tmp_path, capsys):
     capsys.readouterr()
     assert main(["metrics", "show", "--config", str(toml)]) == 0
     assert "passerelle_spam_messages_total" in capsys.readouterr().out
+
+
+def test_concurrent_runs_never_count_a_line_twice(tmp_path):
+    import multiprocessing
+
+    cfg = cfg_for(tmp_path)
+    append(tmp_path / "mail.log", [opslog.gl(T + i, "new") for i in range(2000)])
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=metrics.collect_and_write, args=(cfg, NOW, UTC)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    text = (tmp_path / "textfile" / "passerelle.prom").read_text()
+    assert sample('passerelle_greylist_decisions_total{reason="new"}', text) == 2000
