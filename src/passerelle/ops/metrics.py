@@ -350,7 +350,8 @@ def write(cfg: OpsConfig, run: MetricsRun) -> Path:
 def collect_and_write(
     cfg: OpsConfig, now: float, tz: tzinfo | None = None
 ) -> tuple[MetricsRun, Path]:
-    """One locked run (the timer and an operator's run never count the same lines twice)."""
+    """One run at a time (the timer and an operator's run do not read the same lines
+    twice; each state is consistent anyway: offset and counters are saved together)."""
     with state_lock(cfg.metrics.state):
         run = collect(cfg, now, tz)
         return run, write(cfg, run)

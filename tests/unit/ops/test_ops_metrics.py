@@ -184,7 +184,7 @@ def test_cli_write_and_show(tmp_path, capsys):
     assert "passerelle_spam_messages_total" in capsys.readouterr().out
 
 
-def test_concurrent_runs_never_count_a_line_twice(tmp_path):
+def test_concurrent_runs_count_each_line_once(tmp_path):
     import multiprocessing
 
     cfg = cfg_for(tmp_path)
