@@ -396,12 +396,20 @@ def test_run_command_line_with_now(tmp_path, capsys):
     time.tzset()
     try:
         rc = main(["connwatch", "run", "-c", conf, "--now", "2026-11-27T11:00:00+00:00"])
+        out = capsys.readouterr().out
+        # same answer from two processes (the log is small: pieces of 16 MB, one piece)
+        rc2 = main(
+            ["connwatch", "run", "-c", conf, "--now", "2026-11-27T11:00:00+00:00", "--jobs", "2"]
+        )
+        out2 = capsys.readouterr().out
+        assert main(["connwatch", "run", "-c", conf, "--jobs", "0"]) == 2
+        assert "--jobs must be >= 1" in capsys.readouterr().err
     finally:
         os.environ.pop("TZ")
         time.tzset()
-    assert rc == 0
-    out = capsys.readouterr().out
+    assert rc == rc2 == 0
     assert out.startswith("WARNING - inbound gw1: over 500: 192.0.2.10 (600/1h)")
+    assert out2 == out
     assert load_config(conf).logs == (str(env.log),)
 
 
