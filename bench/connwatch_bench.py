@@ -13,7 +13,11 @@ sessions in the last hour). The file lives in a temporary directory removed at t
 (``--keep`` to keep it). The file is in the page cache when scanned: this measures parsing,
 not the disk.
 
-    .venv/bin/python bench/connwatch_bench.py [--size-mb 1024] [--keep] [--dir DIR]
+    .venv/bin/python bench/connwatch_bench.py [--size-mb 1024] [--jobs 2] [--keep] [--dir DIR]
+    .venv/bin/python bench/connwatch_bench.py --log KEPT_LOG --jobs 2   # rescan a kept log
+
+With ``--jobs N`` the scans are repeated with N processes (``scan_logs(jobs=N)``); the CPU
+time then includes the workers'.
 """
 
 from __future__ import annotations
@@ -162,12 +166,14 @@ def generate(path: Path, size_mb: int, seed: int = 42) -> tuple[int, float]:
     return lines, start
 
 
-def scan(path: str, since: float, until: float) -> dict[str, object]:
+def scan(path: str, since: float, until: float, jobs: int = 1) -> dict[str, object]:
     from passerelle.ops.maillog import scan_logs
 
     t0, c0 = time.perf_counter(), time.process_time()
-    c = scan_logs([path], since, until, now=until, tz=UTC, skip_stale=False)
+    c = scan_logs([path], since, until, now=until, tz=UTC, skip_stale=False, jobs=jobs)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += children.ru_utime + children.ru_stime
     st = c.stats
     return {
         "seconds": dt,
@@ -181,6 +187,7 @@ def scan(path: str, since: float, until: float) -> dict[str, object]:
         "skipped": st.skipped,
         "heavy": {ip: c.counts.get(ip, 0) for ip in HEAVY},
         "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "children_max_rss_kb": children.ru_maxrss,
     }
 
 
@@ -189,33 +196,46 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--dir", help="where to write the log (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the generated log")
+    ap.add_argument("--log", help="scan this existing log (made by --keep) instead of a new one")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="also scan with this many processes (default 1)"
+    )
     ap.add_argument("--scan", help=argparse.SUPPRESS)
     ap.add_argument("--since", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--until", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scan:
-        print(json.dumps(scan(args.scan, args.since, args.until)))
+        print(json.dumps(scan(args.scan, args.since, args.until, args.jobs)))
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="connwatch-bench.", dir=args.dir))
-    log = tmp / "mail.log"
+    log = Path(args.log) if args.log else tmp / "mail.log"
     try:
-        t0 = time.perf_counter()
-        lines, start = generate(log, args.size_mb)
-        size = log.stat().st_size
-        print(
-            f"generated {size / 1e6:.0f} MB, {lines} lines in {time.perf_counter() - t0:.1f}s "
-            f"({log})"
-        )
+        if args.log:
+            start = NOW - 86400.0 * log.stat().st_size / (1024 * 1024) / 1024
+            size = log.stat().st_size
+            print(f"existing log {log}, {size / 1e6:.0f} MB")
+        else:
+            t0 = time.perf_counter()
+            lines, start = generate(log, args.size_mb)
+            size = log.stat().st_size
+            print(
+                f"generated {size / 1e6:.0f} MB, {lines} lines in "
+                f"{time.perf_counter() - t0:.1f}s ({log})"
+            )
         print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus, "
               f"{platform.processor() or platform.platform()}")  # fmt: skip
         ok = True
-        for label, since in (("full", start - 1), ("1h", NOW - 3600)):
+        runs = [("full", start - 1, 1), ("1h", NOW - 3600, 1)]
+        if args.jobs > 1:
+            runs += [("full", start - 1, args.jobs), ("1h", NOW - 3600, args.jobs)]
+        for name, since, jobs in runs:
+            label = f"{name} j{jobs}"
             res = json.loads(
                 subprocess.run(
                     [
                         *(sys.executable, __file__, "--scan", str(log)),
-                        *("--since", str(since), "--until", str(NOW)),
+                        *("--since", str(since), "--until", str(NOW), "--jobs", str(jobs)),
                     ],
                     check=True,
                     capture_output=True,
@@ -223,24 +243,24 @@ def main() -> int:
                 ).stdout
             )
             secs = float(res["seconds"])
+            rss = max(int(res["max_rss_kb"]), int(res["children_max_rss_kb"]))  # type: ignore[call-overload]
             print(
-                f"{label:>4}: {secs:6.2f}s (cpu {res['cpu']:.2f}s)  {size / 1e6 / secs:6.0f} MB/s "
+                f"{label:>7}: {secs:6.2f}s (cpu {res['cpu']:.2f}s)  {size / 1e6 / secs:6.0f} MB/s "
                 f"of log  read {res['bytes'] / 1e6:.0f} MB (seeked past "
                 f"{res['seeked'] / 1e6:.0f} MB)  {res['lines'] / secs / 1e6:5.2f} M lines/s  "
-                f"peak RSS "
-                f"{res['max_rss_kb'] / 1024:.0f} MB  sessions={res['sessions']} "
+                f"peak RSS {rss / 1024:.0f} MB (per process)  sessions={res['sessions']} "
                 f"clients={res['clients']} skipped={res['skipped']} heavy={res['heavy']}"
             )
             for ip, n in HEAVY.items():
                 got = res["heavy"][ip]  # type: ignore[index]
-                if (label == "1h" and got != n) or got < n:
+                if (name == "1h" and got != n) or got < n:
                     ok = False
                     print(f"  MISMATCH {ip}: expected {n}, got {got}")
         return 0 if ok else 1
     finally:
-        if args.keep:
+        if args.keep or args.log:
             print(f"kept {log}")
-        else:
+        if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

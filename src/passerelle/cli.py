@@ -21,6 +21,7 @@ AREAS: tuple[str, ...] = (
     "passerelle.routing.cli",
     "passerelle.ops.cli",
     "passerelle.ops.supervision_cli",
+    "passerelle.ops.reports_cli",
 )
 
 

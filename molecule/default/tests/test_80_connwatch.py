@@ -98,6 +98,8 @@ def test_hourly_run_alerts_and_blocks(fed):
     assert re.search(rf"blocked {re.escape(BLOCKED)} \(300\d/1h\)", line), line
     assert re.search(rf"{re.escape(ALERTED)} \(60\d/1h\)", line), line
     assert re.search(rf"{re.escape(WHITELISTED)} \(300\d/1h, whitelisted\)", line), line
+    # The counts went through the shared database (sink mariadb on db1), not local only.
+    assert "local counts used" not in line, line
     log = podman_exec("gw1", "journalctl", "-t", "passerelle-connwatch", "--no-pager", "-n", "50")
     assert re.search(rf"{re.escape(ALERTED)} made 60\d connections", log), log
     assert re.search(rf"{re.escape(BLOCKED)} made 300\d connections .*: blocked", log), log
@@ -145,3 +147,15 @@ def test_operator_unblock(fed):
     _tag, text = message("dave@internet.test", "alice@static-a.test")
     d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], text, BLOCKED)
     assert "Too many connections" not in d.transcript, d.transcript
+
+
+def test_counts_are_shared_through_the_greylist_database(fed):
+    """gw1 published its counts to db1 (connwatch_counts), where every gateway sums them."""
+    cfg = podman_exec("gw1", "cat", CONFIG)
+    assert 'sink = "mariadb"' in cfg and "@db1:3306/greylist" in cfg
+    assert podman_exec("gw1", "stat", "-c", "%a", CONFIG).strip() == "600"
+    podman_exec("gw1", "systemctl", "start", "passerelle-connwatch.service")
+    n = podman_exec(
+        "db1", "mysql", "-N", "-e", "SELECT COUNT(*) FROM greylist.connwatch_counts"
+    ).strip()
+    assert int(n) > 0, n

@@ -160,20 +160,20 @@ class Greylister:
             return self._store_failed(now, client, f"{type(exc).__name__}")
         if verdict.reason == "auto":
             self._count_exempt(now, client, "auto")
-        else:
-            self.counters.hit(now, "decision", verdict.reason)
-        if verdict.reason in ("new", "delayed", "restart"):
-            log.info(
-                "%s client=%s group=%s from=<%s> to=<%s>%s",
-                "greylisted" if not verdict.accept else "delayed",
-                client.ip,
-                client.group,
-                ascii(snd)[1:-1],
-                ascii(rcpt)[1:-1],
-                f" delay={format_duration(verdict.delay)}"
-                if verdict.delay is not None
-                else f" reason={verdict.reason}",
-            )
+            return verdict
+        self.counters.hit(now, "decision", verdict.reason)
+        # One line per decision (read by ``passerelle metrics`` and the daily report).
+        log.info(
+            "%s client=%s group=%s from=<%s> to=<%s>%s",
+            "greylisted" if not verdict.accept else "accepted",
+            client.ip,
+            client.group,
+            ascii(snd)[1:-1],
+            ascii(rcpt)[1:-1],
+            f" delay={format_duration(verdict.delay)} reason={verdict.reason}"
+            if verdict.delay is not None
+            else f" reason={verdict.reason}",
+        )
         return verdict
 
     def _store_check(self, t: Triplet, now: float, auto: bool | None) -> Verdict:
@@ -193,15 +193,23 @@ class Greylister:
     def _store_failed(self, now: float, client: Client, why: str) -> Verdict:
         self.counters.hit(now, "decision", "store-error")
         if self.cfg.on_store_error == "tempfail":
-            log.warning("store unavailable, tempfail client=%s (%s)", client.ip, why)
+            log.warning(
+                "store unavailable, tempfail client=%s reason=store-error (%s)", client.ip, why
+            )
             return Verdict(False, "store-error", detail=why, reply=STORE_ERROR_REPLY)
-        log.warning("store unavailable, greylisting skipped client=%s (%s)", client.ip, why)
+        log.warning(
+            "store unavailable, greylisting skipped client=%s reason=store-error (%s)",
+            client.ip,
+            why,
+        )
         return Verdict(True, "store-error", detail=why, skipped=True)
 
     def _count_exempt(self, now: float, client: Client, why: str) -> None:
-        self.counters.hit(now, "decision", why.split(" ", 1)[0])
+        reason = why.split(" ", 1)[0]
+        self.counters.hit(now, "decision", reason)
         who = client.ip if not client.hostname else f"{client.ip} {client.hostname}"
         self.counters.hit(now, "whitelisted", f"{who} ({why})")
+        log.info("accepted client=%s group=%s reason=%s", client.ip, client.group, reason)
 
     def _run(self, fn: Callable[..., object], *args: object) -> object:
         """Run ``fn`` on a store worker; wait at most store_timeout."""

@@ -7,12 +7,22 @@ import ipaddress
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from passerelle.config import ConfigError, check_config_command
 from passerelle.milterrun import setup_logging
 from passerelle.ops.blocks import BlockError, iso, load_state
-from passerelle.ops.connwatch import DEFAULT_CONFIG, Config, Deps, load_config, run_once, unblock
+from passerelle.ops.connwatch import (
+    DEFAULT_CONFIG,
+    Config,
+    Deps,
+    load_config,
+    make_sink,
+    run_once,
+    unblock,
+)
+from passerelle.ops.sink import MariaDBSink, SinkError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--dry-run", action="store_true", help="count and decide, change nothing")
     run.add_argument("--now", help="pretend it is this ISO time (replaying an old log)")
+    run.add_argument(
+        "--jobs", type=int, help="processes scanning the logs (default: the config's jobs)"
+    )
     run.set_defaults(func=cmd_run)
+
+    mig = actions.add_parser(
+        "migrate",
+        parents=[common],
+        help="create/upgrade the shared counts table (sink = mariadb; a user allowed to CREATE)",
+    )
+    mig.add_argument("--url", help="database URL with schema rights (default: the sink_url)")
+    mig.set_defaults(func=cmd_migrate)
 
     blocks = actions.add_parser("blocks", parents=[common], help="list the blocked clients")
     blocks.add_argument("--format", choices=("text", "json"), default="text")
@@ -73,13 +94,44 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     else:
         now = time.time()
+    if args.jobs is not None:
+        if args.jobs < 1:
+            print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+            return 2
+        cfg = replace(cfg, jobs=args.jobs)
     logger = setup_logging("connwatch", cfg.log_level)
-    out = run_once(cfg, now, Deps(logger=logger), dry_run=args.dry_run)
+    try:
+        sink = make_sink(cfg)
+    except SinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = run_once(cfg, now, Deps(logger=logger, sink=sink), dry_run=args.dry_run)
     print(out.status)
     if args.dry_run:
         for d in out.decisions:
             print(f"{d.ip}\t{d.count}\t{d.action}")
     return out.exit_code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    url = args.url or cfg.sink_url
+    if not url:
+        print("error: no sink_url in the config and no --url", file=sys.stderr)
+        return 2
+    try:
+        sink = MariaDBSink(url, float(cfg.sink_timeout))
+        try:
+            before, after = sink.migrate()
+        finally:
+            sink.close()
+    except SinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"schema version {before} -> {after}" if before != after else f"schema version {after}")
+    return 0
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:

@@ -5,6 +5,34 @@ in the mail logs (``maillog``), decide (pure: ``decide`` and ``plan_blocks``), w
 and rebuild the sendmail map when the block set changed, reload sendmail only then, and
 report (syslog, Nagios status file, mail to the admins). Time, commands and the count sink
 are injected so that tests drive it without a clock, a sendmail or a database.
+
+Configuration (``/etc/passerelle/connwatch.toml``, checked by ``passerelle connwatch
+check-config``), every key with its default::
+
+    [connwatch]
+    logs = ["/var/log/mail.log"]   # each with its rotations (.1, .2.gz, -YYYYMMDD)
+    window = "1h"                  # connections counted over the last window
+    alert_threshold = 500          # more than this: alert (mail, status WARNING)
+    block_threshold = 2500         # more than this: block (sendmail map), >= alert_threshold
+    block_for = "24h"              # a block expires after this (extended while over)
+    block = true                   # false: alert only
+    direction = "inbound"          # inbound | outbound (named in alerts and shared counts)
+    hostname = "<hostname>"
+    state = "/var/lib/passerelle/connwatch.json"
+    map = "/etc/mail/connwatch"    # access-map source; <map>.db is built with makemap
+    makemap = "/usr/sbin/makemap"
+    map_type = "hash"              # hash | btree
+    reload_command = ["systemctl", "reload", "sendmail"]
+    status_file = "/var/lib/passerelle/connwatch.status"   # one Nagios line
+    admin_mail = []                # addresses mailed on alerts, blocks, unblocks, errors
+    mail_from = "root"
+    mail_command = ["/usr/sbin/sendmail", "-oi", "-t"]
+    whitelist = ["127.0.0.0/8", "::1/128"]   # never blocked (alerts say "whitelisted")
+    sink = "local"                 # local | mariadb: decide on the sum over every gateway
+    sink_url = ""                  # mysql://user:pw@db1/greylist (required with mariadb)
+    sink_timeout = "5s"            # bound on each database operation; down: local counts
+    jobs = 1                       # processes scanning the logs (1..64; see maillog)
+    log_level = "info"             # debug | info | warning
 """
 
 from __future__ import annotations
@@ -20,6 +48,7 @@ from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml
 from passerelle.durations import format_duration
+from passerelle.greylist.store.url import StoreURLError, parse_store_url
 from passerelle.ops import alerts
 from passerelle.ops.blocks import (
     Block,
@@ -33,7 +62,7 @@ from passerelle.ops.blocks import (
     state_lock,
 )
 from passerelle.ops.maillog import ScanStats, scan_logs
-from passerelle.ops.sink import CountSink, LocalSink
+from passerelle.ops.sink import CountSink, LocalSink, MariaDBSink, SinkError
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,6 +92,9 @@ class Config:
         ipaddress.ip_network("::1/128"),
     )
     sink: str = "local"
+    sink_url: str = ""
+    sink_timeout: int = 5
+    jobs: int = 1
     log_level: str = "info"
 
 
@@ -123,10 +155,23 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
             mail_from=s.str("mail_from", d.mail_from),
             mail_command=tuple(mail_command),
             whitelist=tuple(whitelist),
-            # "mariadb" (counts shared by every gateway) is designed in sink.py, not built yet.
-            sink=s.str("sink", d.sink, choices=("local",)),
+            sink=s.str("sink", d.sink, choices=("local", "mariadb")),
+            sink_url=s.str("sink_url", ""),
+            sink_timeout=s.duration("sink_timeout", "5s"),
+            jobs=s.int("jobs", d.jobs, minimum=1, maximum=64),
             log_level=s.str("log_level", d.log_level, choices=("debug", "info", "warning")),
         )
+        if cfg.sink == "mariadb":
+            if not cfg.sink_url:
+                raise ConfigError("connwatch.sink_url", 'is required with sink = "mariadb"')
+            try:
+                url = parse_store_url(cfg.sink_url)
+            except StoreURLError as exc:
+                raise ConfigError("connwatch.sink_url", str(exc)) from None
+            if url.scheme != "mysql":
+                raise ConfigError("connwatch.sink_url", "must be a mysql:// URL")
+        if cfg.sink_timeout <= 0:
+            raise ConfigError("connwatch.sink_timeout", "must be longer than 0s")
         s.finish()
         top.finish()
     except ConfigError as exc:
@@ -138,6 +183,13 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
 
 def load_config(path: str | Path) -> Config:
     return parse_config(load_toml(path), str(path))
+
+
+def make_sink(cfg: Config) -> CountSink:
+    """The sink the config names (``mariadb``: counts summed over every gateway)."""
+    if cfg.sink == "mariadb":
+        return MariaDBSink(cfg.sink_url, float(cfg.sink_timeout))
+    return LocalSink()
 
 
 # -- decisions (pure) ----------------------------------------------------------------------
@@ -221,9 +273,14 @@ def plan_blocks(
 
 
 def status_line(
-    cfg: Config, counts: Mapping[str, int], decisions: Sequence[Decision], plan: BlockPlan
+    cfg: Config,
+    counts: Mapping[str, int],
+    decisions: Sequence[Decision],
+    plan: BlockPlan,
+    notes: Sequence[str] = (),
 ) -> str:
-    """The Nagios line (see passerelle.ops.alerts for the format)."""
+    """The Nagios line (see passerelle.ops.alerts for the format); ``notes`` (e.g. shared
+    counts unavailable) make an OK run a WARNING."""
     win = format_duration(cfg.window)
     blocked = [d for d in decisions if d.action == "block" and d.ip in plan.blocks]
     warned = [d for d in decisions if d.action != "block" or d.ip not in plan.blocks]
@@ -245,7 +302,7 @@ def status_line(
         parts.append(f"{others} earlier block(s) active")
     if blocked:
         state = "CRITICAL"
-    elif warned or plan.blocks:
+    elif warned or plan.blocks or notes:
         state = "WARNING"
     else:
         state = "OK"
@@ -255,6 +312,7 @@ def status_line(
             parts.append(f"{len(counts)} clients, busiest {top[0]} ({top[1]}/{win}), no block")
         else:
             parts.append(f"no client in the last {win}")
+    parts += list(notes)
     mx = max(counts.values(), default=0)
     alerts_n = sum(1 for d in decisions if d.action != "block")
     perf = f"clients={len(counts)} max={mx} alerts={alerts_n} blocks={len(plan.blocks)}"
@@ -272,6 +330,7 @@ class Outcome:
     map_rebuilt: bool = False
     reloaded: bool = False
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -328,15 +387,32 @@ def run_once(cfg: Config, now: float, deps: Deps | None = None, dry_run: bool = 
             errors.append(str(exc))
             current, state_ok = {}, False
         counter = scan_logs(
-            cfg.logs, now - cfg.window, now, now=now, tz=deps.tz, skip_stale=deps.skip_stale
+            cfg.logs,
+            now - cfg.window,
+            now,
+            now=now,
+            tz=deps.tz,
+            skip_stale=deps.skip_stale,
+            jobs=cfg.jobs,
         )
         stats = counter.stats
         errors.extend(stats.errors)
-        deps.sink.publish(cfg.hostname, cfg.direction, now, counter.counts)
-        counts = deps.sink.totals(cfg.direction, now, cfg.window)
+        notes: list[str] = []
+        try:
+            if not dry_run:
+                deps.sink.publish(cfg.hostname, cfg.direction, now, counter.counts)
+            if dry_run:  # nothing published: the other hosts' counts plus this host's
+                counts = deps.sink.totals(cfg.direction, now, cfg.window, cfg.hostname)
+                for ip, n in counter.counts.items():
+                    counts[ip] = counts.get(ip, 0) + n
+            else:
+                counts = deps.sink.totals(cfg.direction, now, cfg.window)
+        except SinkError as exc:
+            counts = dict(counter.counts)
+            notes.append(f"shared counts unavailable, local counts used ({exc})")
         decisions = decide(counts, cfg.alert_threshold, cfg.block_threshold, cfg.whitelist)
         plan = plan_blocks(current, decisions, now, cfg)
-        out = Outcome(counts, stats, decisions, plan, "")
+        out = Outcome(counts, stats, decisions, plan, "", notes=notes)
         if not dry_run and state_ok:
             try:
                 out.map_rebuilt, out.reloaded = apply_blocks(
@@ -345,7 +421,7 @@ def run_once(cfg: Config, now: float, deps: Deps | None = None, dry_run: bool = 
             except BlockError as exc:
                 errors.append(str(exc))
     out.errors = errors
-    out.status = status_line(cfg, counts, decisions, plan)
+    out.status = status_line(cfg, counts, decisions, plan, out.notes)
     if errors:
         out.status = "UNKNOWN - " + "; ".join(errors)[:300] + " | " + out.status
     _report(cfg, out, now, deps, dry_run)
@@ -400,6 +476,8 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
             )
     for b, why in out.plan.removed:
         log.info("connwatch: %s unblocked (%s)", b.ip, why)
+    for n in out.notes:
+        log.warning("connwatch: %s", n)
     for e in out.errors:
         log.error("connwatch: %s", e)
     if dry_run:

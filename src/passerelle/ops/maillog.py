@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -79,6 +80,7 @@ from typing import BinaryIO
 PROGRAMS: frozenset[bytes] = frozenset({b"sm-mta", b"sendmail"})
 SESSION_GAP = 600.0
 CHUNK_SIZE = 8 << 20
+PIECE_MIN = 16 << 20  # smallest byte range given to a process of a parallel scan
 MAX_LINE = 1 << 20
 
 _MONTHS = {
@@ -202,6 +204,9 @@ class SessionCounter:
         self._ips: dict[bytes, str] = {}
         self._last_tsb = b""
         self._last_ts: float | None = None
+        # First counted event of each session key, kept only for a piece of a parallel scan
+        # (see merge_partials): the piece cannot know the session that was open before it.
+        self.firsts: dict[bytes, tuple[str, float]] | None = None
 
     # -- input -----------------------------------------------------------------------------
     def feed(self, buf: bytes) -> None:
@@ -351,8 +356,11 @@ class SessionCounter:
             key = buf[hs + 1 : tag]  # "host prog[pid"
             prev = sessions.get(key)
             sessions[key] = (ip, ts)
-            if prev is not None and prev[0] == ip and -gap <= ts - prev[1] <= gap:
-                continue
+            if prev is not None:
+                if prev[0] == ip and -gap <= ts - prev[1] <= gap:
+                    continue
+            elif self.firsts is not None:
+                self.firsts.setdefault(key, (ip, ts))
             counts[ip] = counts.get(ip, 0) + 1
             new += 1
             if len(sessions) > self._prune_at:
@@ -434,23 +442,39 @@ def rotated_files(path: str | Path) -> list[Path]:
 
 
 def read_chunks(
-    path: str | Path, chunk_size: int = CHUNK_SIZE, max_line: int = MAX_LINE, start: int = 0
+    path: str | Path,
+    chunk_size: int = CHUNK_SIZE,
+    max_line: int = MAX_LINE,
+    start: int = 0,
+    end: int | None = None,
 ) -> Iterator[bytes]:
     """Whole lines of a (possibly gzip) file, a few MB at a time; bounded memory.
 
-    ``start``: byte offset to begin at (plain files only); the partial line there is dropped.
+    ``start``, ``end`` (plain files only): read the lines that *begin* at an offset in
+    ``[start, end)``; the partial line at ``start`` is dropped, the line running over ``end``
+    is finished. Consecutive ranges thus read every line exactly once (parallel pieces).
     """
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rb") as fh:
         rest = b""
+        pos = 0
         if start > 0:
             fh.seek(start - 1)
             fh.readline()  # up to the end of the line that holds start - 1
+            pos = fh.tell()
         while True:
-            data = fh.read(chunk_size)
+            if end is not None and pos >= end:
+                if rest:  # the line in progress began before end: finish it
+                    tail = fh.readline(max_line + 1)
+                    if len(rest) + len(tail) <= max_line:
+                        yield rest + tail
+                    rest = b""
+                break
+            data = fh.read(chunk_size if end is None else min(chunk_size, end - pos))
             if not data:
                 break
+            pos += len(data)
             if rest:
                 data = rest + data
             nl = data.rfind(b"\n")
@@ -498,6 +522,157 @@ def window_offset(path: str | Path, since: float, times: TimestampReader, margin
     return lo
 
 
+def window_end_offset(
+    path: str | Path, until: float, times: TimestampReader, margin: float, start: int = 0
+) -> int:
+    """Where to stop reading a time-ordered plain log: every line after the returned offset
+    is later than ``until + margin`` (a replay with ``--now`` of an old day stops there).
+
+    Same binary search as ``window_offset``; an unreadable probe keeps reading (never less).
+    """
+    limit = until + margin
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        lo, hi = start, size
+        if (_probe_time(fh, max(0, size - 65536), times) or limit) <= limit:
+            return size  # the usual case: the log ends inside the window
+        while hi - lo > 1 << 20:
+            mid = (lo + hi) // 2
+            ts = _probe_time(fh, mid, times)
+            if ts is not None and ts > limit:
+                hi = mid
+            else:
+                lo = mid
+    return hi
+
+
+# -- parallel scan ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Piece:
+    """A byte range of one file (``end`` None: to the end; gzip files are never split)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+
+
+@dataclass
+class Partial:
+    """What one piece's scan returns to the merge."""
+
+    counts: dict[str, int]
+    stats: ScanStats
+    firsts: dict[bytes, tuple[str, float]]
+    sessions: dict[bytes, tuple[str, float]]
+
+
+def split_range(start: int, end: int, parts: int, min_size: int = PIECE_MIN) -> list[int]:
+    """Boundaries ``[start, b1, ..., end]`` of at most ``parts`` ranges of >= ``min_size``."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    n = max(1, min(parts, (end - start) // max(1, min_size)))
+    return [start + (end - start) * k // n for k in range(n)] + [end]
+
+
+def merge_partials(parts: Iterable[Partial], session_gap: float = SESSION_GAP) -> SessionCounter:
+    """Join the pieces' results in time order, as one sequential scan would have counted.
+
+    A piece counted the first event of each session key as a new session; if the previous
+    pieces left that key open with the same IP within ``session_gap``, it was the same
+    connection: one session less.
+    """
+    out = SessionCounter(0, 0, session_gap=session_gap)
+    sessions: dict[bytes, tuple[str, float]] = {}
+    counts = out.counts
+    st = out.stats
+    for part in parts:
+        for key, (ip, ts) in part.firsts.items():
+            prev = sessions.get(key)
+            if prev is not None and prev[0] == ip and -session_gap <= ts - prev[1] <= session_gap:
+                part.counts[ip] -= 1
+                part.stats.sessions -= 1
+        sessions.update(part.sessions)
+        for ip, n in part.counts.items():
+            if n:
+                counts[ip] = counts.get(ip, 0) + n
+        ps = part.stats
+        for name in (
+            "lines",
+            "candidates",
+            "events",
+            "sessions",
+            "skipped",
+            "out_of_window",
+            "refusing",
+            "bytes",
+            "seeked",
+        ):
+            setattr(st, name, getattr(st, name) + getattr(ps, name))
+        st.files += [f for f in ps.files if f not in st.files]
+        st.errors += ps.errors
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    piece: Piece
+    since: float
+    until: float
+    now: float | None
+    tz: tzinfo | None
+    session_gap: float
+
+
+def _scan_piece(job: _Job) -> Partial:
+    c = SessionCounter(job.since, job.until, now=job.now, tz=job.tz, session_gap=job.session_gap)
+    c.firsts = {}
+    p = job.piece
+    try:
+        for chunk in read_chunks(p.path, start=p.start, end=p.end):
+            c.feed(chunk)
+    except (OSError, EOFError) as exc:
+        c.stats.errors.append(f"{p.path}: {exc}")
+    return Partial(c.counts, c.stats, c.firsts, c._sessions)
+
+
+def plan_pieces(
+    paths: Iterable[str | Path],
+    since: float,
+    until: float,
+    times: TimestampReader,
+    *,
+    jobs: int = 1,
+    skip_stale: bool = True,
+    seek: bool = True,
+    margin: float = SESSION_GAP,
+    min_piece: int = PIECE_MIN,
+) -> tuple[list[Piece], ScanStats]:
+    """The byte ranges to read, oldest first: stale rotations skipped, plain files cut to the
+    window (``window_offset`` / ``window_end_offset``) and split for ``jobs`` processes."""
+    st = ScanStats()
+    pieces: list[Piece] = []
+    for base in paths:
+        for f in rotated_files(base):
+            try:
+                if skip_stale and os.stat(f).st_mtime <= since:
+                    continue
+                st.files.append(str(f))
+                if f.suffix == ".gz":
+                    pieces.append(Piece(str(f)))
+                    continue
+                size = os.stat(f).st_size
+                start, end = 0, size
+                if seek:
+                    start = window_offset(f, since, times, margin)
+                    end = max(start, window_end_offset(f, until, times, margin, start))
+                st.seeked += start + (size - end)
+                bounds = split_range(start, end, jobs, min_piece)
+                pieces += [Piece(str(f), a, b) for a, b in itertools.pairwise(bounds)]
+            except (OSError, EOFError) as exc:
+                st.errors.append(f"{f}: {exc}")
+    return pieces, st
+
+
 def scan_logs(
     paths: Iterable[str | Path],
     since: float,
@@ -508,28 +683,53 @@ def scan_logs(
     skip_stale: bool = True,
     seek: bool = True,
     session_gap: float = SESSION_GAP,
+    jobs: int = 1,
+    min_piece: int = PIECE_MIN,
 ) -> SessionCounter:
     """Count sessions in every configured log and its rotations, oldest file first.
 
     ``skip_stale``: a file last modified at or before ``since`` holds nothing in the window
     and is not read. ``seek``: in a plain (not gzip) file, start near the window by binary
     search on the timestamps (syslog files are written in time order), so an hourly run
-    reads about an hour of log, not the whole day. Unreadable or corrupt files are reported
-    in ``stats.errors``.
+    reads about an hour of log, not the whole day, and stop after it (a replay of an old
+    hour). ``jobs`` > 1: pieces (files, byte ranges of plain files of at least ``min_piece``
+    bytes) are scanned by that many processes and merged (``merge_partials``): same counts,
+    more cores.
+    Unreadable or corrupt files are reported in ``stats.errors``.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     counter = SessionCounter(since, until, now=now, tz=tz, session_gap=session_gap)
-    for base in paths:
-        for f in rotated_files(base):
+    pieces, planned = plan_pieces(
+        paths,
+        since,
+        until,
+        counter._times,
+        jobs=jobs,
+        skip_stale=skip_stale,
+        seek=seek,
+        margin=session_gap,
+        min_piece=min_piece,
+    )
+    if jobs == 1 or len(pieces) < 2:
+        for p in pieces:
             try:
-                if skip_stale and os.stat(f).st_mtime <= since:
-                    continue
-                counter.stats.files.append(str(f))
-                start = 0
-                if seek and f.suffix != ".gz":
-                    start = window_offset(f, since, counter._times, session_gap)
-                    counter.stats.seeked += start
-                for chunk in read_chunks(f, start=start):
+                for chunk in read_chunks(p.path, start=p.start, end=p.end):
                     counter.feed(chunk)
             except (OSError, EOFError) as exc:
-                counter.stats.errors.append(f"{f}: {exc}")
+                counter.stats.errors.append(f"{p.path}: {exc}")
+        st = counter.stats
+    else:
+        import multiprocessing
+
+        work = [_Job(p, since, until, now, tz, session_gap) for p in pieces]
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(jobs, len(pieces))) as pool:
+            # imap keeps the order (oldest first) and holds at most the pending results
+            merged = merge_partials(pool.imap(_scan_piece, work), session_gap)
+        counter.counts, st = merged.counts, merged.stats
+        counter.stats = st
+    st.files = planned.files
+    st.seeked += planned.seeked
+    st.errors = planned.errors + st.errors
     return counter

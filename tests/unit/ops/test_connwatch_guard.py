@@ -21,7 +21,7 @@ from passerelle.ops.connwatch import (
     plan_blocks,
     run_once,
 )
-from passerelle.ops.sink import LocalSink
+from passerelle.ops.sink import LocalSink, SinkError
 
 from .smlog import NOW, session
 
@@ -302,7 +302,12 @@ def test_config_defaults():
         ({"direction": "sideways"}, "connwatch.direction"),
         ({"reload_command": []}, "connwatch.reload_command"),
         ({"admin_mail": ["nobody"]}, "connwatch.admin_mail"),
-        ({"sink": "mariadb"}, "connwatch.sink"),
+        ({"sink": "redis"}, "connwatch.sink"),
+        ({"sink": "mariadb"}, "connwatch.sink_url"),
+        ({"sink": "mariadb", "sink_url": "sqlite:////tmp/x"}, "connwatch.sink_url"),
+        ({"sink": "mariadb", "sink_url": "mysql://host/db"}, "connwatch.sink_url"),
+        ({"sink_timeout": "0s"}, "connwatch.sink_timeout"),
+        ({"jobs": 0}, "connwatch.jobs"),
     ],
 )
 def test_config_errors_name_the_key(section, key):
@@ -310,6 +315,21 @@ def test_config_errors_name_the_key(section, key):
         parse_config({"connwatch": section}, "x.toml")
     assert exc.value.key == key
     assert str(exc.value).startswith(f"x.toml: {key}: ")
+
+
+def test_config_shared_sink_and_jobs():
+    cfg = parse_config(
+        {
+            "connwatch": {
+                "hostname": "gw1",
+                "sink": "mariadb",
+                "sink_url": "mysql://connwatch:pw@db1/greylist",
+                "sink_timeout": "3s",
+                "jobs": 2,
+            }
+        }
+    )
+    assert (cfg.sink, cfg.sink_timeout, cfg.jobs) == ("mariadb", 3, 2)
 
 
 def test_check_config_cli(tmp_path, capsys):
@@ -376,10 +396,72 @@ def test_run_command_line_with_now(tmp_path, capsys):
     time.tzset()
     try:
         rc = main(["connwatch", "run", "-c", conf, "--now", "2026-11-27T11:00:00+00:00"])
+        out = capsys.readouterr().out
+        # same answer from two processes (the log is small: pieces of 16 MB, one piece)
+        rc2 = main(
+            ["connwatch", "run", "-c", conf, "--now", "2026-11-27T11:00:00+00:00", "--jobs", "2"]
+        )
+        out2 = capsys.readouterr().out
+        assert main(["connwatch", "run", "-c", conf, "--jobs", "0"]) == 2
+        assert "--jobs must be >= 1" in capsys.readouterr().err
     finally:
         os.environ.pop("TZ")
         time.tzset()
-    assert rc == 0
-    out = capsys.readouterr().out
+    assert rc == rc2 == 0
     assert out.startswith("WARNING - inbound gw1: over 500: 192.0.2.10 (600/1h)")
+    assert out2 == out
     assert load_config(conf).logs == (str(env.log),)
+
+
+# -- shared counts -------------------------------------------------------------------------
+class _DownSink:
+    def publish(self, host, direction, window_end, counts):
+        raise SinkError("mysql://gw1:***@db1:3306/greylist: publish: timed out")
+
+    def totals(self, direction, window_end, window, exclude_host=None):
+        raise AssertionError("not reached")
+
+
+class _OtherGatewaysSink(LocalSink):
+    """Another gateway already published 2000 sessions of B for the window."""
+
+    def totals(self, direction, window_end, window, exclude_host=None):
+        mine = {} if exclude_host else super().totals(direction, window_end, window)
+        out = {B: 2000}
+        for ip, n in mine.items():
+            out[ip] = out.get(ip, 0) + n
+        return out
+
+
+def test_decisions_use_the_sum_over_gateways(tmp_path):
+    env = Env(tmp_path)
+    write_log(env.log, {B: 600})  # alone: only an alert here
+    env.deps.sink = _OtherGatewaysSink()
+    out = env.run()
+    assert out.counts[B] == 2600
+    assert [(d.ip, d.action) for d in out.decisions] == [(B, "block")]
+    assert B in load_state(env.cfg.state)
+    # a dry run adds this host's unpublished counts to the other gateways'
+    dry = run_once(env.cfg, NOW, env.deps, dry_run=True)
+    assert dry.counts[B] == 2600
+
+
+def test_database_down_falls_back_to_local_counts_and_says_so(tmp_path):
+    env = Env(tmp_path)
+    write_log(env.log, {B: 3000, A: 600})
+    env.deps.sink = _DownSink()
+    out = env.run()
+    assert out.exit_code == 0
+    assert out.counts[B] == 3000 and B in load_state(env.cfg.state)
+    assert out.notes and "local counts used" in out.status
+    status = (tmp_path / "connwatch.status").read_text()
+    assert status.startswith("CRITICAL") and "shared counts unavailable" in status
+
+
+def test_database_down_alone_is_a_warning(tmp_path):
+    env = Env(tmp_path)
+    write_log(env.log, {"192.0.2.50": 3})
+    env.deps.sink = _DownSink()
+    out = env.run()
+    assert out.status.startswith("WARNING - inbound gw1: 1 clients, busiest 192.0.2.50")
+    assert "shared counts unavailable, local counts used (mysql://gw1:***@" in out.status
