@@ -33,7 +33,8 @@ from passerelle.config import ConfigError, Section, load_toml
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
-_ROUTE = re.compile(r"^[a-z][a-z0-9]*:\S+$")
+# mailer:host, or "local:" / "local:user" (delivered on the gateway, e.g. learning mailboxes)
+_ROUTE = re.compile(r"^(?:[a-z][a-z0-9]*:\S+|local:\S*)$")
 
 
 @dataclass(frozen=True)

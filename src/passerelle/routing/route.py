@@ -135,6 +135,8 @@ def explain(address: str, config: RoutingConfig, lookup: Lookup) -> Decision:
         route = config.mailertable[domain]
         mailer, host = _split_route(route)
         reasons.append(f"mailertable: {domain} -> {route} (routing: static)")
+        if mailer == "local":
+            reasons.append("delivered on this gateway by the local mailer (a local mailbox)")
         return Decision(canonical, "static", ACCEPTED, mailer, host, canonical, reasons=reasons)
 
     if domain not in config.ldap_domains or config.ldap is None:

@@ -29,6 +29,7 @@ CONFIG = RoutingConfig(
         "static-a.test": "esmtp:[mailstore1]",
         "static-b.test": "esmtp2525:[mailstore2]",
         "mailstore9": "esmtp:[192.0.2.9]",
+        "learn.test": "local:",
     },
     ldap=LDAP,
 )
@@ -217,3 +218,16 @@ def test_cli_gateway_runs_the_command_there(capsys):
     rc = main(["route", "ana@ldap-a.test", "--gateway", "gw1", "--connect", "echo via {host}"])
     assert rc == 0
     assert capsys.readouterr().out.strip() == "via gw1 passerelle route ana@ldap-a.test"
+
+
+def test_local_route_of_a_learning_mailbox():
+    d = explain("spam@learn.test", CONFIG, never)
+    assert (d.kind, d.mailer) == ("static", "local")
+    assert "local mailer" in d.reasons[-1]
+
+
+def test_config_accepts_local_routes_only_for_the_local_mailer():
+    ok = parse_config({"routing": {"local_names": [], "mailertable": {"learn.test": "local:"}}})
+    assert ok.mailertable["learn.test"] == "local:"
+    with pytest.raises(ConfigError, match="is not mailer:host"):
+        parse_config({"routing": {"local_names": [], "mailertable": {"a.test": "esmtp:"}}})
