@@ -108,23 +108,7 @@ class MariaDBSink:
     def _connect(self) -> Any:
         import pymysql
 
-        u = self.url
-        kw: dict[str, Any] = {
-            "user": u.user,
-            "password": u.password,
-            "database": u.database,
-            "connect_timeout": self.timeout,
-            "read_timeout": self.timeout,
-            "write_timeout": self.timeout,
-            "autocommit": True,
-            "charset": "utf8mb4",
-        }
-        if u.unix_socket:
-            kw["unix_socket"] = u.unix_socket
-        else:
-            kw["host"] = u.host
-            kw["port"] = u.port
-        return pymysql.connect(**kw)
+        return pymysql.connect(**self.url.pymysql_args(self.timeout))
 
     def _cursor(self) -> Any:
         if self._conn is None:

@@ -57,23 +57,7 @@ class MySQLStore(SQLStore):
         self.integrity_errors = (pymysql.err.IntegrityError,)
 
     def _connect(self) -> Any:
-        u = self.url
-        kw: dict[str, Any] = {
-            "user": u.user,
-            "password": u.password,
-            "database": u.database,
-            "connect_timeout": self.timeout,
-            "read_timeout": self.timeout,
-            "write_timeout": self.timeout,
-            "autocommit": True,
-            "charset": "utf8mb4",
-        }
-        if u.unix_socket:
-            kw["unix_socket"] = u.unix_socket
-        else:
-            kw["host"] = u.host
-            kw["port"] = u.port
-        c = self._pymysql.connect(**kw)
+        c = self._pymysql.connect(**self.url.pymysql_args(self.timeout))
         with c.cursor() as cur:
             cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
             cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, int(self.timeout)),))

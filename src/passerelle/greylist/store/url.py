@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -21,6 +22,25 @@ class StoreURL:
     port: int = 3306
     database: str = ""
     unix_socket: str = ""
+
+    def pymysql_args(self, timeout: float) -> dict[str, Any]:
+        """PyMySQL's connect() arguments for this mysql:// URL, every wait bounded by timeout."""
+        kw: dict[str, Any] = {
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "write_timeout": timeout,
+            "autocommit": True,
+            "charset": "utf8mb4",
+        }
+        if self.unix_socket:
+            kw["unix_socket"] = self.unix_socket
+        else:
+            kw["host"] = self.host
+            kw["port"] = self.port
+        return kw
 
     def redacted(self) -> str:
         if self.scheme == "sqlite":
