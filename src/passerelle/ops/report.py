@@ -209,6 +209,25 @@ def _nice_max(v: float) -> int:
     return 10 * m
 
 
+def _chart_frame(
+    title: str, width: int, height: int, left: int, head: int, plot_h: float, top: float
+) -> list[str]:
+    """An SVG chart's opening: the svg element, its title and 5 grid lines with their values."""
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+        f'<text x="{left}" y="16" class="t">{_e(title)}</text>',
+    ]
+    for k in range(5):
+        y = head + plot_h - plot_h * k / 4
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" class="g"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" class="a" text-anchor="end">'
+            f"{round(top * k / 4)}</text>"
+        )
+    return out
+
+
 def svg_bars(
     labels: Sequence[str],
     values: Sequence[int],
@@ -223,18 +242,7 @@ def svg_bars(
     left, bottom, head = 46, 40, 26
     plot_w, plot_h = width - left - 10, height - bottom - head
     bw = plot_w / n
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-        f'<text x="{left}" y="16" class="t">{_e(title)}</text>',
-    ]
-    for k in range(5):
-        y = head + plot_h - plot_h * k / 4
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" class="g"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" class="a" text-anchor="end">'
-            f"{round(top * k / 4)}</text>"
-        )
+    out = _chart_frame(title, width, height, left, head, plot_h, top)
     for i, (lbl, v) in enumerate(zip(labels, values, strict=True)):
         h = plot_h * v / top
         x = left + i * bw + bw * 0.12
@@ -265,18 +273,7 @@ def svg_stacked_hours(
     left, bottom, head = 46, 46, 26
     plot_w, plot_h = width - left - 10, height - bottom - head
     bw = plot_w / n
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-        f'<text x="{left}" y="16" class="t">{_e(title)}</text>',
-    ]
-    for k in range(5):
-        y = head + plot_h - plot_h * k / 4
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" class="g"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" class="a" text-anchor="end">'
-            f"{round(top * k / 4)}</text>"
-        )
+    out = _chart_frame(title, width, height, left, head, plot_h, top)
     for i, r in enumerate(rows):
         y = head + plot_h
         x = left + i * bw + bw * 0.1
