@@ -117,6 +117,4 @@ def learn(
     run: Runner = _run,
 ) -> tuple[int, int]:
     """Learn every message of ``source`` as ``kind`` ("ham"/"spam"): (messages, failures)."""
-    if kind not in ("ham", "spam"):
-        raise ValueError(kind)
     return learn_messages(kind, iter_messages(source), sa_learn, batch_size, extra_args, run)
