@@ -58,7 +58,7 @@ BAD = [
     ({"passerelle_blacklist": [{"entry": "10.0.0.1/8"}]}, "10.0.0.1/8"),
     ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),
     # A 2 GB relay profile cannot hold a gateway's daemons (README, sizing table).
-    ({"passerelle_hardware": "smtpx-2008"}, "gw1: planned memory 2218 MB exceeds its 2048 MB"),
+    ({"passerelle_hardware": "smtpx-2008"}, "gw1: planned memory 2202 MB exceeds its 2048 MB"),
     # An override counts in the plan: 40 spamd children of 100 MB on a 4 GB lab gateway.
     ({"spamassassin_max_children": 40}, "gw1: planned memory"),
     ({"clamav_max_threads": "lots"}, "clamd max_threads must be a positive integer"),
