@@ -206,7 +206,9 @@ def sendmail_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dic
     - MaxDaemonChildren = min(50 x cores, P - MaxQueueChildren), >= 10
     - QueueLA = 8 + 4 x (cores - 1)      (sendmail's own default on one core is 8)
     - RefuseLA = 12 + 6 x (cores - 1)    (default on one core is 12)
-    - ConnectionRateThrottle = 10 x cores connections per second per daemon socket
+    - ConnectionRateThrottle = 50 x cores connections per second per daemon socket (a flood
+      guard: the issue's target is 100 sessions a second on a gateway; abusers are the
+      connection guard's business)
     """
     processes = int(pool_mb(memory_mb, services, "sendmail") // SENDMAIL_PROCESS_MB)
     queue_children = _clamp(min(4 * cores, processes // 4), 1, 4 * cores)
@@ -214,7 +216,7 @@ def sendmail_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dic
         "max_daemon_children": _clamp(min(50 * cores, processes - queue_children), 10, 2000),
         "queue_la": 8 + 4 * (cores - 1),
         "refuse_la": 12 + 6 * (cores - 1),
-        "connection_rate_throttle": 10 * cores,
+        "connection_rate_throttle": 50 * cores,
         "max_queue_children": queue_children,
         "max_runners_per_queue": min(2 * cores, queue_children),
     }

@@ -39,7 +39,7 @@ def test_gwx_2008_gateway():
         "max_daemon_children": 58,
         "queue_la": 20,
         "refuse_la": 30,
-        "connection_rate_throttle": 40,
+        "connection_rate_throttle": 200,
         "max_queue_children": 16,
         "max_runners_per_queue": 8,
     }
@@ -77,7 +77,7 @@ def test_smtpx_2008_smtpx():
     assert s["sendmail"]["max_daemon_children"] == 21
     assert s["sendmail"]["queue_la"] == 8
     assert s["sendmail"]["refuse_la"] == 12
-    assert s["sendmail"]["connection_rate_throttle"] == 10
+    assert s["sendmail"]["connection_rate_throttle"] == 50
     assert s["sendmail"]["max_queue_children"] == 4
     assert s["sendmail"]["max_runners_per_queue"] == 2
     assert s["clamd"]["max_threads"] == 2
@@ -159,7 +159,7 @@ def test_load_thresholds_grow_with_cores():
         sm = sizing({"cores": cores, "memory_mb": 4096}, "mailstore")["sendmail"]
         assert sm["queue_la"] == 8 + 4 * (cores - 1)
         assert sm["refuse_la"] == 12 + 6 * (cores - 1)
-        assert sm["connection_rate_throttle"] == 10 * cores
+        assert sm["connection_rate_throttle"] == 50 * cores
 
 
 def test_sendmail_children_ceiling():

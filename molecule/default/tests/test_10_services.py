@@ -51,4 +51,4 @@ def test_sizing_from_profile():
     assert "O MaxDaemonChildren=66" in cf
     assert "O QueueLA=12" in cf
     assert "O RefuseLA=18" in cf
-    assert "O ConnectionRateThrottle=20" in cf
+    assert "O ConnectionRateThrottle=100" in cf
