@@ -148,7 +148,7 @@ def _load(
             "--messages",
             str(messages),
             "--duration",
-            "240",
+            "600",
             "--concurrency",
             "20",
             "--mix",
@@ -160,7 +160,7 @@ def _load(
         ],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=900,
         check=True,
     )
     return json.loads(res.stdout)
