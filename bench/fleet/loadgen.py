@@ -201,6 +201,8 @@ def worker(sh: Shared, seed: int) -> None:
         t0 = time.time()
         outcome, code, server, msg_id = session(sh, kind, rng, n)
         t1 = time.time()
+        if outcome.startswith("error"):
+            time.sleep(0.2)  # a refused or broken connection: do not spin
         n += 1
         with sh.lock:
             sh.events.append([round(t0, 6), round(t1, 6), kind, outcome, code, server, msg_id])

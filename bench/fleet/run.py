@@ -98,8 +98,9 @@ def podman_py(prefix: str, host: str, script: Path, *args: str, **kw: Any) -> su
     )
 
 
-def finish(proc: subprocess.Popen, what: str, timeout: float = 600) -> Any:
-    out, err = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen, what: str, timeout: float = 600, stop: bool = False) -> Any:
+    """Wait for a container script and parse its JSON; stop=True closes its stdin first."""
+    out, err = proc.communicate(input="" if stop else None, timeout=timeout)
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed ({proc.returncode}): {err.strip()[-2000:]}")
     return json.loads(out)
@@ -236,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     waited = wait_drained(a.prefix, [h for h in sample_hosts if h != "db1"], a.drain_timeout)
     samples = {}
     for h, p in samplers.items():
-        assert p.stdin is not None
-        p.stdin.close()
-        samples[h] = finish(p, f"sampler on {h}")
+        samples[h] = finish(p, f"sampler on {h}", stop=True)
     delivered: dict[str, float] = {}
     for h in mailstores:
         delivered.update(

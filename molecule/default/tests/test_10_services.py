@@ -49,6 +49,7 @@ def test_sizing_from_profile():
     host = testinfra.get_host(f"podman://{PREFIX}gw1")
     cf = host.file("/etc/mail/sendmail.cf").content_string
     assert "O MaxDaemonChildren=66" in cf
-    assert "O QueueLA=12" in cf
-    assert "O RefuseLA=18" in cf
+    # Load thresholds: overridden in the lab (its containers share the machine's load).
+    assert "O QueueLA=100" in cf
+    assert "O RefuseLA=150" in cf
     assert "O ConnectionRateThrottle=100" in cf
