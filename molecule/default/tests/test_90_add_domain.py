@@ -15,6 +15,8 @@ MAP_TASKS = {
     "sendmail : Render and build the mailertable",
     "sendmail : Render and build the access map",
     "sendmail : Render the relay-domains list",
+    # passerelle route reads the same mailertable
+    "sendmail : Render the routing of this gateway for passerelle route",
     "sendmail : Reload sendmail",
 }
 
