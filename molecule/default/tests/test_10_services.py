@@ -43,12 +43,13 @@ def test_maps_are_built(lab_host):
 
 
 def test_sizing_from_profile():
-    # The lab uses the small-2024 profile (2 cores, 4 GB): formulas in the README.
+    # The lab uses the small-2024 profile (2 cores, 4 GB): formulas in the README. On a
+    # gateway sendmail gets 3/12 of the 2390 MB left after the fixed parts: 74 processes of
+    # 8 MB, 8 of them queue runners.
     host = testinfra.get_host(f"podman://{PREFIX}gw1")
     cf = host.file("/etc/mail/sendmail.cf").content_string
-    assert "O MaxDaemonChildren=100" in cf
-    # The lab overrides the load thresholds (inventory/lab: every container sees the VM's
-    # load average); the override wins over the formula.
-    assert "O QueueLA=200" in cf
-    assert "O RefuseLA=400" in cf
-    assert "O ConnectionRateThrottle=20" in cf
+    assert "O MaxDaemonChildren=66" in cf
+    # Load thresholds: overridden in the lab (its containers share the machine's load).
+    assert "O QueueLA=100" in cf
+    assert "O RefuseLA=150" in cf
+    assert "O ConnectionRateThrottle=100" in cf

@@ -1,0 +1,84 @@
+"""Pure parts of bench/fleet: the mix parser, the log collector, the figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "fleet" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+loadgen = _load("loadgen")
+collect = _load("collect")
+run = _load("run")
+
+
+def test_mix_parser():
+    assert loadgen.parse_mix("ham=3,spam=1") == {"ham": 3, "spam": 1}
+    with pytest.raises(ValueError, match="unknown kind 'virus'"):
+        loadgen.parse_mix("virus=1")
+    with pytest.raises(ValueError, match="weight of ham"):
+        loadgen.parse_mix("ham=x")
+    with pytest.raises(ValueError, match="every weight is 0"):
+        loadgen.parse_mix("ham=0")
+
+
+def test_messages_carry_their_id_and_send_time():
+    import random
+
+    text = loadgen.build_message("eicar", "b123", "a@x.test", "b@y.test", random.Random(1))
+    assert "Message-ID: <b123@bench.test>" in text
+    assert "X-Bench-Sent: " in text
+    assert "invoice.com" in text
+
+
+def test_collector_joins_queue_ids():
+    lines = [
+        (10.0, "5AB: from=<a@x>, size=1, class=0, nrcpts=1, msgid=<b1@bench.test>, proto=ESMTP"),
+        (10.5, "5AB: to=<alice@static-a.test>, delay=00:00:00, mailer=local, pri=1, stat=Sent"),
+        (11.0, "6CD: from=<a@x>, size=1, msgid=<other@example>, proto=ESMTP"),
+        (11.2, "6CD: to=<bob@static-a.test>, mailer=local, stat=Sent"),
+        (12.0, "7EF: from=<a@x>, msgid=<b2@bench.test>"),
+        (12.1, "7EF: to=<bob@static-a.test>, mailer=local, stat=Deferred: x"),
+    ]
+    assert collect.parse(lines) == {"b1": 10.5}
+
+
+def test_percentile_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert run.percentile(values, 50) == 50.0
+    assert run.percentile(values, 99) == 99.0
+    assert run.percentile([3.0], 99) == 3.0
+    assert run.percentile([], 50) is None
+
+
+def test_figures():
+    load = {
+        "start": 100.0,
+        "end": 102.0,
+        "concurrency": 2,
+        "events": [
+            [100.1, 100.2, "greylist", "deferred", 451, "gw1", None],
+            [100.2, 100.4, "ham", "accepted", 250, "gw1", "b1"],
+            [101.0, 101.5, "eicar", "rejected", 550, "gw2", None],
+            [101.1, 101.6, "ham", "accepted", 250, "gw2", "b2"],
+        ],
+    }
+    f = run.figures(load, {"b1": 101.2}, {})
+    assert f["sessions"] == 4
+    assert f["sessions_per_s"] == 2.0
+    assert f["accepted"] == 2 and f["delivered"] == 1 and f["lost_or_late"] == 1
+    assert f["latency_p50_s"] == pytest.approx(1.0)
+    assert f["per_second"]["deferred"] == {"min": 0, "median": 0.5, "max": 1}
