@@ -130,8 +130,22 @@ class Shared:
             return True
 
 
-def session(sh: Shared, kind: str, rng: random.Random, n: int) -> tuple[str, int, str, str | None]:
-    """One SMTP session; returns (outcome, code, server, message id or None)."""
+def session(
+    sh: Shared, kind: str, rng: random.Random, n: int, steps: dict[str, float] | None = None
+) -> tuple[str, int, str, str | None]:
+    """One SMTP session; returns (outcome, code, server, message id or None).
+
+    ``steps`` receives the seconds each SMTP step took (connect with the greeting, ehlo,
+    mail, rcpt, data, eom): a stall shows which step it sits in.
+    """
+    steps = {} if steps is None else steps
+    mark = [time.time()]
+
+    def step(name: str) -> None:
+        now = time.time()
+        steps[name] = round(now - mark[0], 4)
+        mark[0] = now
+
     server = sh.servers[n % len(sh.servers)]
     msg_id = None
     retry = None
@@ -156,14 +170,18 @@ def session(sh: Shared, kind: str, rng: random.Random, n: int) -> tuple[str, int
     try:
         s = smtplib.SMTP(timeout=60, source_address=(source, 0) if source else None)
         code, _ = s.connect(server, 25)
+        step("connect")
         if code >= 400:
             return ("deferred" if code < 500 else "rejected"), code, server, None
         s.ehlo("client.bench.test")
+        step("ehlo")
         code, _ = s.docmd(f"MAIL FROM:<{mail_from}>")
+        step("mail")
         if code >= 400:
             s.close()
             return ("deferred" if code < 500 else "rejected"), code, server, None
         code, _ = s.docmd(f"RCPT TO:<{rcpt}>")
+        step("rcpt")
         if code >= 400:
             with contextlib.suppress(smtplib.SMTPException):
                 s.quit()
@@ -176,12 +194,14 @@ def session(sh: Shared, kind: str, rng: random.Random, n: int) -> tuple[str, int
         msg_id = f"b{uuid.uuid4().hex[:16]}"
         data = build_message("retry" if retry else kind, msg_id, mail_from, rcpt, rng)
         code, _ = s.docmd("DATA")
+        step("data")
         if code != 354:
             s.close()
             return ("deferred" if code < 500 else "rejected"), code, server, None
         body = data.replace("\n.", "\n..").replace("\n", "\r\n").encode()
         s.send(body + b"\r\n.\r\n")
         code, _ = s.getreply()
+        step("eom")
         with contextlib.suppress(smtplib.SMTPException):
             s.quit()
         if code < 300:
@@ -199,13 +219,16 @@ def worker(sh: Shared, seed: int) -> None:
     while sh.take_slot():
         kind = rng.choices(kinds, weights)[0]
         t0 = time.time()
-        outcome, code, server, msg_id = session(sh, kind, rng, n)
+        steps: dict[str, float] = {}
+        outcome, code, server, msg_id = session(sh, kind, rng, n, steps)
         t1 = time.time()
         if outcome.startswith("error"):
             time.sleep(0.2)  # a refused or broken connection: do not spin
         n += 1
         with sh.lock:
-            sh.events.append([round(t0, 6), round(t1, 6), kind, outcome, code, server, msg_id])
+            sh.events.append(
+                [round(t0, 6), round(t1, 6), kind, outcome, code, server, msg_id, steps]
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

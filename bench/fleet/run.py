@@ -48,6 +48,24 @@ def per_second(events: list[list[Any]], start: float, end: float) -> dict[str, l
     return out
 
 
+STEPS = ("connect", "ehlo", "mail", "rcpt", "data", "eom")
+
+
+def step_figures(events: list[list[Any]], slow: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Per SMTP step: p50, p99, max seconds and how many sessions spent over ``slow`` in it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in STEPS:
+        times = [e[7][name] for e in events if len(e) > 7 and name in e[7]]
+        if times:
+            out[name] = {
+                "p50": percentile(times, 50),
+                "p99": percentile(times, 99),
+                "max": max(times),
+                "slow": sum(1 for t in times if t > slow),
+            }
+    return out
+
+
 def figures(
     load: dict[str, Any], delivered: dict[str, float], samples: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -81,6 +99,7 @@ def figures(
         "latency_p50_s": percentile(latencies, 50),
         "latency_p99_s": percentile(latencies, 99),
         "latency_max_s": max(latencies, default=None),
+        "steps": step_figures(events),
         "hosts": samples,
     }
 
@@ -158,6 +177,13 @@ def print_table(f: dict[str, Any], out: TextIO = sys.stdout) -> None:
         ("latency p99 (s)", fmt(f["latency_p99_s"])),
         ("latency max (s)", fmt(f["latency_max_s"])),
     ]
+    for name, v in f.get("steps", {}).items():
+        rows.append(
+            (
+                f"SMTP step {name} (s, p50/p99/max, >1 s)",
+                f"{fmt(v['p50'])} / {fmt(v['p99'])} / {fmt(v['max'])}, {v['slow']}",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}", file=out)

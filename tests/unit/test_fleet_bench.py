@@ -82,3 +82,17 @@ def test_figures():
     assert f["accepted"] == 2 and f["delivered"] == 1 and f["lost_or_late"] == 1
     assert f["latency_p50_s"] == pytest.approx(1.0)
     assert f["per_second"]["deferred"] == {"min": 0, "median": 0.5, "max": 1}
+
+
+def test_step_figures_show_where_sessions_stall():
+    events = [
+        [0, 1, "ham", "accepted", 250, "gw1", "b1", {"connect": 0.01, "mail": 0.02, "rcpt": 5.1}],
+        [0, 1, "ham", "accepted", 250, "gw1", "b2", {"connect": 0.03, "mail": 0.01, "rcpt": 0.2}],
+        [0, 1, "ham", "deferred", 421, "gw1", None, {"connect": 2.5}],
+        [0, 1, "ham", "accepted", 250, "gw1", "b3"],  # an old event without steps
+    ]
+    st = run.step_figures(events)
+    assert st["rcpt"]["max"] == 5.1 and st["rcpt"]["slow"] == 1
+    assert st["connect"]["slow"] == 1 and st["connect"]["p50"] == 0.03
+    assert st["mail"]["slow"] == 0
+    assert "eom" not in st
