@@ -96,3 +96,16 @@ def test_bad_fleet_data_fails_before_any_host_changes(extra, named):
     assert "PLAY [Validate fleet data]" in out
     assert "Gathering Facts" not in out
     assert "PLAY [Install the packages" not in out
+
+
+
+def test_no_role_task_relies_on_run_once():
+    """site.yml builds every group in one play, each role with a `when` on the host's groups:
+    a run_once task is then skipped for every host when the play's first host (db1) does not
+    take the role (the wheel build and the schema migrations were skipped that way)."""
+    offenders = [
+        str(f.relative_to(ROOT))
+        for f in sorted(ROOT.glob("roles/*/tasks/*.yml"))
+        if "run_once:" in f.read_text()
+    ]
+    assert offenders == []
