@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.join()
     json.dump(
-        {"start": start, "end": time.time(), "concurrency": a.concurrency, "events": sh.events},
+        {
+            "start": start,
+            "deadline": sh.deadline,
+            "end": time.time(),
+            "concurrency": a.concurrency,
+            "events": sh.events,
+        },
         sys.stdout,
     )
     return 0

@@ -72,7 +72,11 @@ def figures(
     """Everything the report prints, from the raw results (pure: no I/O)."""
     events = load["events"]
     start, end = load["start"], load["end"]
-    duration = max(1e-6, end - start)
+    # Sessions per second over the load window (sessions still running at its end finish
+    # after it: counted in the totals, not in the rate).
+    window_end = min(end, load.get("deadline", end))
+    duration = max(1e-6, window_end - start)
+    in_window = [e for e in events if e[1] <= window_end]
     outcomes = Counter(e[3] for e in events)
     kinds = Counter(e[2] for e in events)
     accepted = {e[6]: e for e in events if e[3] == "accepted" and e[6]}
@@ -84,7 +88,8 @@ def figures(
         "duration_s": round(duration, 1),
         "concurrency": load.get("concurrency"),
         "sessions": len(events),
-        "sessions_per_s": round(len(events) / duration, 1),
+        "sessions_per_s": round(len(in_window) / duration, 1),
+        "finished_after_window_s": round(end - window_end, 1),
         "outcomes": dict(outcomes),
         "kinds": dict(kinds),
         "per_second": {
@@ -160,7 +165,8 @@ def print_table(f: dict[str, Any], out: TextIO = sys.stdout) -> None:
     )
     rows = [
         ("SMTP sessions (all gateways)", f["sessions"]),
-        ("sessions per second", f["sessions_per_s"]),
+        ("sessions per second (over the load window)", f["sessions_per_s"]),
+        ("last session ended after the window (s)", f["finished_after_window_s"]),
         ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(f["outcomes"].items()))),
         ("mix", ", ".join(f"{k} {v}" for k, v in sorted(f["kinds"].items()))),
     ]

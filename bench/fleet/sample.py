@@ -31,7 +31,12 @@ def daemon_of(comm: str, cmdline: str) -> str:
     if comm.startswith("sendmail") or cmdline.startswith("sendmail:"):
         return "sendmail"
     for name in ("spamd", "clamd", "freshclam", "mariadbd", "slapd", "mail.local", "procmail"):
-        if name in comm or cmdline.startswith(name) or f"/{name}" in cmdline.split(" ")[0]:
+        # spamd's parent is "perl ... /usr/sbin/spamd": it reaps the children (their CPU).
+        if (
+            name in comm
+            or cmdline.startswith(name)
+            or any(tok.endswith(f"/{name}") for tok in cmdline.split(" "))
+        ):
             return name
     return "other"
 

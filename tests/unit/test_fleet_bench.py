@@ -96,3 +96,29 @@ def test_step_figures_show_where_sessions_stall():
     assert st["connect"]["slow"] == 1 and st["connect"]["p50"] == 0.03
     assert st["mail"]["slow"] == 0
     assert "eom" not in st
+
+
+def test_sampler_names_the_daemons():
+    sample = _load("sample")
+    perl = "/usr/bin/perl -T -w -I /etc/perl /usr/sbin/spamd --pidfile=/run/spamd.pid"
+    assert sample.daemon_of("perl", perl) == "spamd"  # the parent reaps the children
+    assert sample.daemon_of("spamd child", "spamd child") == "spamd"
+    assert sample.daemon_of("sendmail", "sendmail: MTA: accepting connections") == "sendmail"
+    milter = "/usr/bin/python3 /usr/local/bin/passerelle greylist milter --config x"
+    assert sample.daemon_of("passerelle", milter) == "milter-greylist"
+    assert sample.daemon_of("perl", "/usr/bin/perl /usr/local/bin/other-tool") == "other"
+
+
+def test_session_rate_counts_the_load_window_only():
+    load = {
+        "start": 0.0,
+        "deadline": 10.0,
+        "end": 70.0,
+        "concurrency": 2,
+        "events": [[0, t, "greylist", "deferred", 451, "gw1", None] for t in range(1, 10)]
+        + [[0.0, 61.0, "greylist", "error:SMTPServerDisconnected", 0, "gw1", None]],
+    }
+    f = run.figures(load, {}, {})
+    assert f["sessions"] == 10
+    assert f["sessions_per_s"] == 0.9  # 9 sessions ended in the 10 s window
+    assert f["finished_after_window_s"] == 60.0

@@ -98,7 +98,6 @@ def test_bad_fleet_data_fails_before_any_host_changes(extra, named):
     assert "PLAY [Install the packages" not in out
 
 
-
 def test_no_role_task_relies_on_run_once():
     """site.yml builds every group in one play, each role with a `when` on the host's groups:
     a run_once task is then skipped for every host when the play's first host (db1) does not

@@ -53,3 +53,6 @@ def test_sizing_from_profile():
     assert "O QueueLA=100" in cf
     assert "O RefuseLA=150" in cf
     assert "O ConnectionRateThrottle=100" in cf
+    # A burst of connections waits in the listen queue (sendmail's default is 10).
+    listen = host.check_output("ss -Hltn 'sport = :25'").split()
+    assert listen[0] == "LISTEN" and listen[2] == "256", listen
