@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import email.utils
 import json
 import os
 import random
@@ -83,6 +84,7 @@ def build_message(kind: str, msg_id: str, mail_from: str, rcpt: str, rng: random
     sent = f"{time.time():.6f}"
     head = (
         f"From: <{mail_from}>\nTo: <{rcpt}>\nSubject: bench {kind} {msg_id}\n"
+        f"Date: {email.utils.formatdate(localtime=True)}\n"
         f"Message-ID: <{msg_id}@bench.test>\nX-Bench-Id: {msg_id}\nX-Bench-Kind: {kind}\n"
         f"X-Bench-Sent: {sent}\nMIME-Version: 1.0\n"
     )
