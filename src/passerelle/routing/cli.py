@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -105,13 +106,18 @@ def _socketmap(args: argparse.Namespace) -> int:
         sm.negative_ttl,
         sm.max_entries,
     )
+    signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping")
     finally:
-        server.server_close()
+        server.server_close()  # removes the socket: sendmail sees "no daemon" at once
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _no_directory(address: str) -> list[Any]:

@@ -383,3 +383,53 @@ def test_socketmap_settings_errors_name_the_key(table, key):
     with pytest.raises(ConfigError) as err:
         parse_config(_with_socketmap(table))
     assert err.value.key == key
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_command_serves_and_answers_temp_when_the_directory_is_unreachable(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ldap")
+    config = tmp_path / "routing.toml"
+    config.write_text(
+        "[routing]\nlocal_names = []\n[routing.mailertable]\n"
+        '[routing.ldap]\ndomains = ["ldap-a.test"]\nuri = "ldap://127.0.0.1:9"\n'
+        'base = "dc=lab"\ntimeout = "1s"\n'
+    )
+    sock = tmp_path / "run" / "route.sock"
+    command = ["route", "socketmap", "--config", str(config), "--socket", str(sock)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "passerelle.cli", *command],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3] / "src")},
+    )
+    try:
+        for _ in range(100):
+            if sock.is_socket():
+                break
+            time.sleep(0.1)
+        with _connect(str(sock)) as s:
+            s.sendall(encode("ldapmh ana@ldap-a.test"))
+            assert _read_answer(s).startswith("TEMP directory unavailable: ldap://127.0.0.1:9")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "serving ldapmh/ldapmra on" in err and "stopping" in err
+    assert not sock.exists()
+
+
+def test_command_without_ldap_domains_refuses_to_start(tmp_path: Path, capsys):
+    from passerelle.cli import main
+
+    config = tmp_path / "routing.toml"
+    config.write_text("[routing]\nlocal_names = []\n[routing.mailertable]\n")
+    assert main(["route", "socketmap", "--config", str(config)]) == 1
+    assert "routing.ldap" in capsys.readouterr().err
