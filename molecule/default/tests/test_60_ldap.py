@@ -3,7 +3,9 @@
 ldap-a.test is LDAP-routed (inventory/lab): ana's entry names mailstore1, ben's names
 mailstore2 and rewrites him to benm. Both users exist on both mailstores, so delivery to the
 right one proves the entry was used. Mail is sent from outside's main address (not
-greylisted).
+greylisted). sendmail asks the directory through passerelle-route.service (a socket map with
+a cache: an entry 300 s, no entry 60 s); tests that need the directory itself restart it
+first, which empties the cache.
 """
 
 from __future__ import annotations
@@ -35,6 +37,37 @@ def _queue_ids() -> str:
     return podman_exec(GATEWAY, "mailq", check=False)
 
 
+def _wait_active(host: str, unit: str) -> None:
+    for _ in range(30):
+        if podman_exec(host, "systemctl", "is-active", unit, check=False).strip() == "active":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{unit} not active on {host}")
+
+
+def _fresh_cache() -> None:
+    """Restart the socket map daemon: its cache starts empty."""
+    podman_exec(GATEWAY, "systemctl", "restart", "passerelle-route")
+    _wait_active(GATEWAY, "passerelle-route")
+    probe = "test -S /run/passerelle/route.sock && echo ready"
+    for _ in range(20):
+        if podman_exec(GATEWAY, "sh", "-c", probe, check=False).strip() == "ready":
+            return
+        time.sleep(0.5)
+    raise AssertionError("passerelle-route did not create its socket")
+
+
+def _stop_slapd() -> None:
+    # Debian's slapd unit (from its init script) may leave slapd running on stop: kill it all.
+    podman_exec("ldap1", "systemctl", "stop", "slapd", check=False)
+    podman_exec("ldap1", "systemctl", "kill", "--kill-whom=all", "slapd", check=False)
+
+
+def _start_slapd() -> None:
+    podman_exec("ldap1", "systemctl", "start", "slapd")
+    _wait_active("ldap1", "slapd")
+
+
 @pytest.mark.parametrize(
     ("rcpt", "user", "store", "other"),
     [
@@ -56,6 +89,7 @@ def test_unknown_ldap_user_is_refused_at_rcpt():
     reply = d.reply("rcpt")
     assert reply is not None and reply[0] == 550, d.transcript
     assert "User unknown" in reply[1], d.transcript
+    assert reply[1].startswith("5.1.1 "), d.transcript
     assert d.reply("data") is None  # no message accepted, so no bounce later
     time.sleep(3)
     assert not mailbox_has("outside", "dave", tag)
@@ -105,10 +139,8 @@ def test_passerelle_route_from_the_controller_through_gateway():
 
 
 def test_bind_password_files_and_directory_access():
-    assert (
-        podman_exec(GATEWAY, "stat", "-c", "%U:%G %a", "/etc/mail/passerelle-ldap.secret").strip()
-        == "root:root 600"
-    )
+    # sendmail no longer binds itself (the socket map daemon does): no password for it.
+    assert "passerelle-ldap.secret" not in podman_exec(GATEWAY, "ls", "/etc/mail")
     assert (
         podman_exec(GATEWAY, "stat", "-c", "%U:%G %a", "/etc/passerelle/ldap.secret").strip()
         == "root:passerelle 640"
@@ -123,10 +155,106 @@ def test_bind_password_files_and_directory_access():
     assert out.strip() in ("0", ""), out
 
 
+def test_sendmail_asks_the_socket_map_daemon():
+    assert podman_exec(GATEWAY, "systemctl", "is-active", "passerelle-route").strip() == "active"
+    assert podman_exec(GATEWAY, "systemctl", "is-enabled", "passerelle-route").strip() == "enabled"
+    cf = podman_exec(GATEWAY, "cat", "/etc/mail/sendmail.cf")
+    assert "Kldapmh socket -T<TMPF> unix:/run/passerelle/route.sock" in cf
+    assert "Kldapmra socket -T<TMPF> unix:/run/passerelle/route.sock" in cf
+    assert '$#error $@ 5.1.1 $: "550 User unknown"' in cf
+    assert "confLDAP_DEFAULT_SPEC" not in cf and "ldap -1" not in cf
+    sock = podman_exec(GATEWAY, "stat", "-c", "%U:%G %a %F", "/run/passerelle/route.sock")
+    assert sock.strip() == "passerelle:passerelle 660 socket", sock
+    # The daemon answers the protocol itself (as sendmail asks: one netstring per lookup).
+    probe = (
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        "s.connect('/run/passerelle/route.sock'); "
+        "[s.sendall(b'%d:%s,' % (len(q), q)) for q in "
+        "(b'ldapmh ben@ldap-a.test', b'ldapmra ben@ldap-a.test', b'ldapmh nobody@ldap-a.test')]; "
+        "import time; time.sleep(1); print(s.recv(4096).decode())"
+    )
+    out = podman_exec(GATEWAY, "python3", "-c", probe).strip()
+    assert out == "15:OK [mailstore2],19:OK benm@ldap-a.test,9:NOTFOUND ,", out
+
+
+def test_cached_answers_need_no_directory_within_their_ttl():
+    _fresh_cache()
+    tag1, d1 = _send("ana@ldap-a.test")
+    assert d1.last[1] == 250, d1.transcript
+    _, d2 = _send("nobody-cached@ldap-a.test")
+    assert d2.reply("rcpt")[0] == 550, d2.transcript
+    _stop_slapd()
+    try:
+        # Same recipients again, within their TTLs (60 s for the unknown one): answered from
+        # the cache, no search.
+        _, d4 = _send("nobody-cached@ldap-a.test")
+        assert d4.reply("rcpt")[0] == 550, d4.transcript
+        tag2, d3 = _send("ana@ldap-a.test")
+        assert d3.reply("rcpt")[0] == 250 and d3.last[1] == 250, d3.transcript
+        wait_for_mail("mailstore1", "ana", tag1)
+        # Delivered at once (not queued for lack of a directory answer).
+        wait_for_mail("mailstore1", "ana", tag2, timeout=60)
+        # Another user is not in the cache: the directory is needed, so queued.
+        tag3, d5 = _send("ben@ldap-a.test")
+        assert d5.reply("rcpt")[0] == 250 and d5.last[1] == 250, d5.transcript
+        time.sleep(3)
+        assert not mailbox_has("mailstore2", "benm", tag3)
+    finally:
+        _start_slapd()
+    podman_exec(GATEWAY, "sendmail", "-q")
+    wait_for_mail("mailstore2", "benm", tag3)
+    assert not mailbox_has("outside", "dave", tag3)
+
+
+def test_socket_map_daemon_down_queues_never_bounces():
+    podman_exec(GATEWAY, "systemctl", "stop", "passerelle-route")
+    try:
+        tag, d = _send("ana@ldap-a.test")
+        # sendmail cannot open the map: a temporary failure, the recipient is queued.
+        assert d.reply("rcpt")[0] == 250, d.transcript
+        assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+        time.sleep(3)
+        podman_exec(GATEWAY, "sendmail", "-q")  # a queue run while the daemon is down
+        time.sleep(3)
+        assert "ana@ldap-a.test" in _queue_ids()
+        assert not mailbox_has("mailstore1", "ana", tag)
+        assert not mailbox_has("mailstore2", "ana", tag)
+        assert not mailbox_has("outside", "dave", tag)  # not bounced
+    finally:
+        podman_exec(GATEWAY, "systemctl", "start", "passerelle-route")
+    _wait_active(GATEWAY, "passerelle-route")
+    time.sleep(1)
+    # Without restarting sendmail, new sessions use the daemon again...
+    _, d2 = _send("nobody-here@ldap-a.test")
+    assert d2.reply("rcpt")[0] == 550, d2.transcript
+    # ...and the next queue run delivers what was queued.
+    podman_exec(GATEWAY, "sendmail", "-q")
+    wait_for_mail("mailstore1", "ana", tag)
+    assert not mailbox_has("outside", "dave", tag)
+
+
+def test_socket_map_daemon_restarted_after_a_crash():
+    before = int(
+        podman_exec(GATEWAY, "systemctl", "show", "-p", "MainPID", "--value", "passerelle-route")
+    )
+    podman_exec(GATEWAY, "kill", "-KILL", str(before))
+    for _ in range(30):
+        time.sleep(1)
+        now = podman_exec(
+            GATEWAY, "systemctl", "show", "-p", "MainPID", "--value", "passerelle-route"
+        ).strip()
+        if now not in ("0", str(before)):
+            break
+    _wait_active(GATEWAY, "passerelle-route")
+    time.sleep(1)
+    tag, d = _send("ana@ldap-a.test")
+    assert d.last[1] == 250, d.transcript
+    wait_for_mail("mailstore1", "ana", tag)
+
+
 def test_directory_down_defers_then_delivers():
-    # Debian's slapd unit (from its init script) may leave slapd running on stop: kill it all.
-    podman_exec("ldap1", "systemctl", "stop", "slapd", check=False)
-    podman_exec("ldap1", "systemctl", "kill", "--kill-whom=all", "slapd", check=False)
+    _fresh_cache()  # ana must not be answered from the cache
+    _stop_slapd()
     try:
         tag, d = _send("ana@ldap-a.test")
         # Accepted (fail-open at RCPT) and queued: never a 5xx because the directory is down.
@@ -145,11 +273,7 @@ def test_directory_down_defers_then_delivers():
         assert not mailbox_has("mailstore1", "ana", tag)
         assert not mailbox_has("outside", "dave", tag)  # not bounced
     finally:
-        podman_exec("ldap1", "systemctl", "start", "slapd")
-    for _ in range(30):
-        if podman_exec("ldap1", "systemctl", "is-active", "slapd", check=False).strip() == "active":
-            break
-        time.sleep(1)
+        _start_slapd()
     podman_exec(GATEWAY, "sendmail", "-q")
     mbox = wait_for_mail("mailstore1", "ana", tag)
     assert tag in mbox

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -39,6 +40,13 @@ def _route(args: argparse.Namespace) -> int:
             print("usage: passerelle route check-config FILE", file=sys.stderr)
             return 2
         return check_config_command(words[1], load_config)
+    if words[0] == "socketmap":
+        if len(words) != 1:
+            print(
+                "usage: passerelle route socketmap [--config FILE] [--socket PATH]", file=sys.stderr
+            )
+            return 2
+        return _socketmap(args)
     if len(words) != 1:
         print("usage: passerelle route ADDRESS [--gateway HOST]", file=sys.stderr)
         return 2
@@ -64,6 +72,54 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _socketmap(args: argparse.Namespace) -> int:
+    """Serve sendmail's ldap_routing maps from the directory, with the cache."""
+    import logging
+
+    from passerelle.routing.cache import CachedLookup
+    from passerelle.routing.socketmap import Answerer, SocketmapServer
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(name)s: %(levelname)s %(message)s",
+    )
+    log = logging.getLogger("passerelle.route.socketmap")
+    try:
+        config = load_config(args.config)
+        if config.ldap is None:
+            raise ConfigError("routing.ldap", "no LDAP-routed domain: nothing to serve")
+        from passerelle.routing.directory import make_lookup
+
+        directory = make_lookup(config.ldap)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    sm = config.socketmap
+    cached = CachedLookup(directory, sm.positive_ttl, sm.negative_ttl, sm.max_entries)
+    path = args.socket or sm.socket
+    server = SocketmapServer(path, Answerer(cached))
+    log.info(
+        "serving ldapmh/ldapmra on %s (directory %s; cache %ss found, %ss not found, %s addresses)",
+        path,
+        config.ldap.uri,
+        sm.positive_ttl,
+        sm.negative_ttl,
+        sm.max_entries,
+    )
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping")
+    finally:
+        server.server_close()  # removes the socket: sendmail sees "no daemon" at once
+    return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _no_directory(address: str) -> list[Any]:
     raise AssertionError("no LDAP-routed domain: the directory is never asked")
 
@@ -76,7 +132,8 @@ def register(sub: Any) -> None:
             "Explain a gateway's routing of ADDRESS with the gateway's own configuration "
             f"({DEFAULT_CONFIG}, rendered by the sendmail role) and, for LDAP-routed "
             "domains, a real directory lookup. 'passerelle route check-config FILE' checks "
-            "a configuration file."
+            "a configuration file; 'passerelle route socketmap' serves sendmail's ldap_routing "
+            "maps (socket map protocol) from the directory with a short cache."
         ),
     )
     p.add_argument("words", nargs="+", metavar="ADDRESS", help="user@domain")
@@ -93,4 +150,10 @@ def register(sub: Any) -> None:
         "the lab: 'podman exec lab-{host}')",
     )
     p.add_argument("--json", action="store_true", help="machine-readable answer")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socketmap: the unix socket to listen on (default: routing.socketmap.socket)",
+    )
+    p.add_argument("--verbose", action="store_true", help="socketmap: log every lookup")
     p.set_defaults(func=_route)

@@ -20,6 +20,12 @@ LDAP routing, so the command answers with the gateway's own configuration::
     host_attribute = "mailHost"
     address_attribute = "mailRoutingAddress"
     timeout = "5s"
+
+    [routing.socketmap]                    # optional: the RCPT-time cache in front of the
+    socket = "/run/passerelle/route.sock"  # directory (``passerelle route socketmap``)
+    positive_ttl = "300s"                  # an entry found is reused this long
+    negative_ttl = "60s"                   # "no such user" is reused this long
+    max_entries = 10000                    # addresses kept at most (oldest dropped first)
 """
 
 from __future__ import annotations
@@ -63,10 +69,21 @@ class LdapSettings:
 
 
 @dataclass(frozen=True)
+class SocketmapSettings:
+    """The socket map daemon sendmail's ldap_routing asks (``passerelle route socketmap``)."""
+
+    socket: str = "/run/passerelle/route.sock"
+    positive_ttl: int = 300
+    negative_ttl: int = 60
+    max_entries: int = 10000
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     local_names: tuple[str, ...] = ()
     mailertable: dict[str, str] = field(default_factory=dict)
     ldap: LdapSettings | None = None
+    socketmap: SocketmapSettings = field(default_factory=SocketmapSettings)
 
     @property
     def ldap_domains(self) -> tuple[str, ...]:
@@ -78,6 +95,13 @@ def _domain(value: str, key: str) -> str:
     if not _DOMAIN.match(name):
         raise ConfigError(key, f"{value!r} is not a domain name")
     return name
+
+
+def _ttl(sec: Section, key: str, default: int) -> int:
+    value = sec.duration(key, default)
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"routing.socketmap.{key}", "must be between 0s (no cache) and 1d")
+    return value
 
 
 def parse_config(data: dict[str, object], source: str | None = None) -> RoutingConfig:
@@ -139,12 +163,27 @@ def parse_config(data: dict[str, object], source: str | None = None) -> RoutingC
                 **attrs,
             )
             ls.finish()
+        socketmap = SocketmapSettings()
+        if sec.has("socketmap"):
+            ss = sec.table("socketmap")
+            sock = ss.str("socket", socketmap.socket)
+            if not sock.startswith("/"):
+                raise ConfigError("routing.socketmap.socket", f"{sock!r} is not an absolute path")
+            socketmap = SocketmapSettings(
+                socket=sock,
+                positive_ttl=_ttl(ss, "positive_ttl", socketmap.positive_ttl),
+                negative_ttl=_ttl(ss, "negative_ttl", socketmap.negative_ttl),
+                max_entries=ss.int("max_entries", socketmap.max_entries, minimum=1),
+            )
+            ss.finish()
         sec.finish()
     except ConfigError as exc:
         if source and not exc.source:
             raise ConfigError(exc.key, exc.message, source) from None
         raise
-    return RoutingConfig(local_names=local_names, mailertable=mailertable, ldap=ldap)
+    return RoutingConfig(
+        local_names=local_names, mailertable=mailertable, ldap=ldap, socketmap=socketmap
+    )
 
 
 def load_config(path: str | Path) -> RoutingConfig:

@@ -13,7 +13,7 @@ the configuration the sendmail role renders:
     rewritten, then routed by the mailertable of its new domain;
   - mail host: relayed to it (its mailertable entry if it has one, else sendmail's relay
     mailer to that host), to the routing address if there is one, else to the address;
-  - neither (no entry): refused at RCPT with ``550 5.0.0 User unknown``;
+  - neither (no entry): refused at RCPT with ``550 5.1.1 User unknown`` (the role sets 5.1.1);
   - directory unreachable: the recipient is accepted and the message queued, retried at
     each queue run, never bounced;
 * any other domain: not relayed (``550 5.7.1 Relaying denied``).
@@ -45,7 +45,7 @@ class DirectoryUnavailable(Exception):
 Lookup = Callable[[str], list[Entry]]
 
 ACCEPTED = "250 2.1.5 Recipient ok"
-UNKNOWN_USER = "550 5.0.0 User unknown"
+UNKNOWN_USER = "550 5.1.1 User unknown"
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 QUEUED = "250 2.1.5 Recipient ok (directory unavailable: queued, retried at each queue run)"
 
