@@ -44,8 +44,9 @@ def daemon_of(comm: str, cmdline: str) -> str:
 def processes() -> dict[int, tuple[str, int, int]]:
     """pid -> (daemon, cpu ticks incl. reaped children, rss bytes)."""
     out: dict[int, tuple[str, int, int]] = {}
+    me = str(os.getpid())
     for d in os.listdir("/proc"):
-        if not d.isdigit():
+        if not d.isdigit() or d == me:  # not the sampler itself (its code names the daemons)
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
