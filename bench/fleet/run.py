@@ -76,7 +76,9 @@ def figures(
     # after it: counted in the totals, not in the rate).
     window_end = min(end, load.get("deadline", end))
     duration = max(1e-6, window_end - start)
-    in_window = [e for e in events if e[1] <= window_end]
+    # (an SMTP session is one that got a reply to its MAIL/RCPT/DATA: a refused or broken
+    # connection is counted in the outcomes as error:..., not as a session)
+    in_window = [e for e in events if e[1] <= window_end and not e[3].startswith("error")]
     outcomes = Counter(e[3] for e in events)
     kinds = Counter(e[2] for e in events)
     accepted = {e[6]: e for e in events if e[3] == "accepted" and e[6]}

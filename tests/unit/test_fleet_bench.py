@@ -121,4 +121,6 @@ def test_session_rate_counts_the_load_window_only():
     f = run.figures(load, {}, {})
     assert f["sessions"] == 10
     assert f["sessions_per_s"] == 0.9  # 9 sessions ended in the 10 s window
+    load["events"].append([1.0, 2.0, "greylist", "error:ConnectionRefusedError", 0, "gw1", None])
+    assert run.figures(load, {}, {})["sessions_per_s"] == 0.9  # a refused connection is none
     assert f["finished_after_window_s"] == 60.0
