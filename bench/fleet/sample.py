@@ -106,6 +106,25 @@ def queue_depth() -> int:
     return len(glob.glob("/var/spool/mqueue*/qf*")) + len(glob.glob("/var/spool/mqueue*/*/qf*"))
 
 
+def cpu_by_daemon(
+    first: dict[int, tuple[str, int, int]], last: dict[int, tuple[str, int, int]]
+) -> dict[str, float]:
+    """CPU seconds per daemon between two snapshots (ticks include reaped children's).
+
+    A process already running at the first snapshot and reaped before the last one shows up
+    in its parent's cutime with its whole life: the part before the first snapshot is taken
+    off again (spamd's and sendmail's children are reaped by a parent of the same daemon).
+    """
+    cpu: dict[str, float] = {}
+    for pid, (daemon, ticks, _) in last.items():
+        before = first[pid][1] if pid in first and first[pid][0] == daemon else 0
+        cpu[daemon] = cpu.get(daemon, 0.0) + (ticks - before) / TICK
+    for pid, (daemon, ticks, _) in first.items():
+        if pid not in last:
+            cpu[daemon] = cpu.get(daemon, 0.0) - ticks / TICK
+    return {k: max(0.0, v) for k, v in cpu.items()}
+
+
 def main() -> int:
     interval = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
     t0 = time.time()
@@ -134,10 +153,7 @@ def main() -> int:
         ready, _, _ = select.select([sys.stdin], [], [], interval)
         if ready and not sys.stdin.readline():
             break
-    cpu: dict[str, float] = {}
-    for pid, (daemon, ticks, _) in last.items():
-        before = first[pid][1] if pid in first and first[pid][0] == daemon else 0
-        cpu[daemon] = cpu.get(daemon, 0.0) + (ticks - before) / TICK
+    cpu = cpu_by_daemon(first, last)
     cpu1 = cpu_ns()
     cg = cgroup_memory()
     mb = 1024 * 1024

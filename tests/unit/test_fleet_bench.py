@@ -124,3 +124,13 @@ def test_session_rate_counts_the_load_window_only():
     load["events"].append([1.0, 2.0, "greylist", "error:ConnectionRefusedError", 0, "gw1", None])
     assert run.figures(load, {}, {})["sessions_per_s"] == 0.9  # a refused connection is none
     assert f["finished_after_window_s"] == 60.0
+
+
+def test_cpu_of_a_reaped_child_counts_once():
+    sample = _load("sample")
+    tick = sample.TICK
+    # spamd parent 1 (own 1 s), child 2 had 30 s before the run and 2 s in it, then was
+    # reaped: the parent's cutime grows by the child's whole 32 s.
+    first = {1: ("spamd", 1 * tick, 0), 2: ("spamd", 30 * tick, 0)}
+    last = {1: ("spamd", (1 + 32) * tick, 0), 3: ("spamd", 5 * tick, 0)}  # 3: born in the run
+    assert sample.cpu_by_daemon(first, last) == {"spamd": 2.0 + 5.0}
