@@ -2,9 +2,10 @@
 
 sendmail's ``FEATURE(ldap_routing)`` looks every recipient of an LDAP-routed domain up in two
 maps, ``ldapmh`` (mail host) and ``ldapmra`` (routing address). The sendmail role declares
-both as ``socketmap -T<TMPF> unix:/run/passerelle/route.sock``: this daemon answers them from
-the directory (the same search as ``passerelle route``, ``directory.py``) through a short
-TTL cache (``cache.py``), so one search serves both maps and a repeated recipient costs none.
+both as ``socket -T<TMPF> unix:/run/passerelle/route.sock`` (``socket`` is sendmail's map
+class for socket maps): this daemon answers them from the directory (the same search as
+``passerelle route``, ``directory.py``) through a short TTL cache (``cache.py``), so one
+search serves both maps and a repeated recipient costs none.
 
 Protocol (sendmail's socket map, one netstring each way, connections kept open)::
 
