@@ -138,3 +138,17 @@ def wait_for_mail(host: str, user: str, tag: str, timeout: float = 90) -> str:
 
 def main_pid(host: str, unit: str = "sendmail") -> int:
     return int(podman_exec(host, "systemctl", "show", "-p", "MainPID", "--value", unit).strip())
+
+
+def wait_ldap_answers(host: str = "ldap1", timeout: float = 60) -> None:
+    """Wait until slapd on ``host`` answers a search and listens on the LDAP port."""
+    deadline = time.monotonic() + timeout
+    search = ["ldapsearch", "-Q", "-LLL", "-Y", "EXTERNAL", "-H", "ldapi:///", "-s", "base"]
+    while True:
+        out = podman_exec(host, *search, "-b", "", "namingContexts", check=False)
+        listening = podman_exec(host, "ss", "-Hltn", "sport = :389", check=False)
+        if "namingContexts:" in out and "LISTEN" in listening:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"slapd on {host} does not answer: {out} {listening}")
+        time.sleep(1)

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-from labsmtp import PREFIX, mailbox_has, message, podman_exec, smtp, wait_for_mail
+from labsmtp import (
+    PREFIX,
+    mailbox_has,
+    message,
+    podman_exec,
+    smtp,
+    wait_for_mail,
+    wait_ldap_answers,
+)
 
 GATEWAY = "gw1"
 SENDER = "dave@internet.test"
@@ -58,14 +66,16 @@ def _fresh_cache() -> None:
 
 
 def _stop_slapd() -> None:
-    # Debian's slapd unit (from its init script) may leave slapd running on stop: kill it all.
-    podman_exec("ldap1", "systemctl", "stop", "slapd", check=False)
-    podman_exec("ldap1", "systemctl", "kill", "--kill-whom=all", "slapd", check=False)
+    # slapd runs under the role's native unit: stop waits until it has exited.
+    podman_exec("ldap1", "systemctl", "stop", "slapd")
+    assert podman_exec("ldap1", "pgrep", "-x", "slapd", check=False).strip() == ""
 
 
 def _start_slapd() -> None:
+    """Start slapd and leave the directory as the tests found it: answering searches."""
     podman_exec("ldap1", "systemctl", "start", "slapd")
     _wait_active("ldap1", "slapd")
+    wait_ldap_answers("ldap1")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from labsmtp import NET, PREFIX, podman_exec
+from labsmtp import NET, PREFIX, podman_exec, wait_ldap_answers
 from nagios import (
     force_host_checks,
     force_service_check,
@@ -125,6 +125,24 @@ def test_stopped_spamd_is_critical_then_restarted_by_the_watch(spamd_back):
     since = force_service_check("gw1", "Daemon restarts")
     warn = wait_service("gw1", "Daemon restarts", {1, 2}, since, timeout=60)
     assert "spamd.service" in warn["plugin_output"]
+
+
+def test_killed_slapd_is_back_and_reported():
+    """slapd killed as the OOM killer would (SIGKILL): systemd restarts it (the watch's
+    Restart=on-failure drop-in on the role's native unit), it answers searches again, and the
+    restart is reported by "Daemon restarts" on ldap1."""
+    before = podman_exec("ldap1", "systemctl", "show", "-p", "MainPID", "--value", "slapd").strip()
+    assert before not in ("", "0"), "slapd has no main PID: systemd does not follow it"
+    podman_exec("ldap1", "kill", "-KILL", before)
+    wait_ldap_answers("ldap1", timeout=60)
+    after = podman_exec("ldap1", "systemctl", "show", "-p", "MainPID", "--value", "slapd").strip()
+    assert after not in ("0", before)
+    since = force_service_check("ldap1", "Daemon restarts")
+    warn = wait_service("ldap1", "Daemon restarts", {1, 2}, since, timeout=150)
+    assert "slapd.service" in warn["plugin_output"], warn["plugin_output"]
+    # A restart through the role's handler path works as well (stop waits for the old one).
+    podman_exec("ldap1", "systemctl", "restart", "slapd")
+    wait_ldap_answers("ldap1", timeout=60)
 
 
 QUEUE_TAG = "nagios-queue-test"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +90,20 @@ class UnitStatus:
     active_state: str  # active, reloading, inactive, failed, activating, deactivating
     sub_state: str
     nrestarts: int
+    tasks: int | None = None  # processes in the unit's cgroup (TasksCurrent), None: unknown
+    cgroup: str = ""  # the unit's control group (ControlGroup)
+
+    @property
+    def exited(self) -> bool:
+        """Active but nothing runs: a unit generated from an init script (RemainAfterExit)
+        whose daemon died. ``systemctl start`` does nothing on it; it must be restarted."""
+        return self.active_state == "active" and self.sub_state == "exited" and self.tasks == 0
 
     @property
     def down(self) -> bool:
-        return self.load_state == "loaded" and self.active_state in ("inactive", "failed")
+        return self.load_state == "loaded" and (
+            self.active_state in ("inactive", "failed") or self.exited
+        )
 
 
 @dataclass
@@ -174,19 +184,42 @@ Runner = Callable[[Sequence[str], Path | None], tuple[int, str]]
 
 
 def parse_show(unit: str, text: str) -> UnitStatus:
-    """``systemctl show -p LoadState,ActiveState,SubState,NRestarts UNIT`` output."""
+    """``systemctl show -p LoadState,ActiveState,SubState,NRestarts,TasksCurrent UNIT``."""
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     try:
         nrestarts = int(props.get("NRestarts", "0") or 0)
     except ValueError:
         nrestarts = 0
+    try:
+        tasks: int | None = int(props.get("TasksCurrent", ""))
+    except ValueError:
+        tasks = None  # "[not set]": no tasks accounting, so nothing is known
     return UnitStatus(
         unit=unit,
         load_state=props.get("LoadState", "not-found"),
         active_state=props.get("ActiveState", "unknown"),
         sub_state=props.get("SubState", "unknown"),
         nrestarts=nrestarts,
+        tasks=tasks,
+        cgroup=props.get("ControlGroup", ""),
     )
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+def count_cgroup_procs(cgroup: str, roots: Sequence[str] = CGROUP_ROOTS) -> int | None:
+    """Processes in a control group, for hosts without tasks accounting (cgroup v1 or
+    hybrid, where TasksCurrent is "[not set]"). None when no hierarchy has the group."""
+    if not cgroup.startswith("/") or ".." in cgroup:
+        return None
+    for root in roots:
+        try:
+            text = Path(root + cgroup, "cgroup.procs").read_text(encoding="ascii")
+        except (OSError, ValueError):
+            continue
+        return len(text.split())
+    return None
 
 
 def load_state(path: str | Path) -> WatchState:
@@ -213,25 +246,30 @@ def run_once(
     now: float,
     runner: Runner = run_command,
     logger: logging.Logger | None = None,
+    count_procs: Callable[[str], int | None] = count_cgroup_procs,
 ) -> RunResult:
     log = logger or logging.getLogger("passerelle")
     statuses = []
+    props = "LoadState,ActiveState,SubState,NRestarts,TasksCurrent,ControlGroup"
     for unit in cfg.units:
-        rc, out = runner(
-            [cfg.systemctl, "show", "-p", "LoadState,ActiveState,SubState,NRestarts", unit], None
-        )
+        rc, out = runner([cfg.systemctl, "show", "-p", props, unit], None)
         if rc != 0:
             log.error("watch: systemctl show %s failed (%d): %s", unit, rc, out)
             continue
-        statuses.append(parse_show(unit, out))
+        st = parse_show(unit, out)
+        if st.active_state == "active" and st.sub_state == "exited" and st.tasks is None:
+            st = replace(st, tasks=count_procs(st.cgroup))
+        statuses.append(st)
     p = plan(load_state(cfg.state), statuses, now, cfg.grace, cfg.keep)
     for e in p.new_events:
         if e["kind"] == "systemd-restart":
             log.warning("watch: %s was restarted by systemd (it failed)", e["unit"])
     failed = []
+    exited = {st.unit for st in statuses if st.exited}
     for unit in p.start:
         runner([cfg.systemctl, "reset-failed", unit], None)
-        rc, out = runner([cfg.systemctl, "start", unit], None)
+        verb = "restart" if unit in exited else "start"
+        rc, out = runner([cfg.systemctl, verb, unit], None)
         if rc == 0:
             log.warning("watch: %s was down, started it again", unit)
         else:

@@ -11,8 +11,8 @@ from passerelle.ops.watch import UnitStatus, WatchState, plan
 T = 1_800_000_000.0
 
 
-def st(unit, active="active", nrestarts=0, load="loaded", sub="running"):
-    return UnitStatus(unit, load, active, sub, nrestarts)
+def st(unit, active="active", nrestarts=0, load="loaded", sub="running", tasks=None):
+    return UnitStatus(unit, load, active, sub, nrestarts, tasks)
 
 
 def test_systemd_restarts_become_events():
@@ -115,3 +115,69 @@ def test_run_once_failed_start_retries_later(tmp_path):
     r = watch.run_once(cfg, T + 60, runner)
     assert r.failed == ["x.service"]
     assert json.loads((tmp_path / "s.json").read_text())["down"] == {"x.service": T + 60}
+
+
+def test_daemon_unit_active_but_exited_is_down():
+    # A unit generated from an init script (RemainAfterExit) stays "active (exited)" when its
+    # daemon is killed: nothing runs, so the watch must see it down.
+    units = [st("slapd.service", active="active", sub="exited", tasks=0)]
+    p1 = plan(WatchState(), units, T, 60, 86400)
+    assert p1.waiting == ("slapd.service",)
+    p2 = plan(p1.state, units, T + 60, 60, 86400)
+    assert p2.start == ("slapd.service",)
+    # The same state with a process left in the unit (RemainAfterExit=yes with its daemon
+    # running), or without tasks accounting, is not down: nothing is known to be dead.
+    for tasks in (1, None):
+        alive = [st("slapd.service", active="active", sub="exited", tasks=tasks)]
+        assert plan(WatchState(), alive, T, 60, 86400).waiting == ()
+
+
+def test_run_once_restarts_an_active_but_exited_unit(tmp_path):
+    # "systemctl start" does nothing on an active unit: it must be restarted.
+    cfg = watch.WatchConfig(units=("slapd.service",), state=str(tmp_path / "s.json"), grace=60)
+    calls = []
+    sub = {"slapd.service": "exited"}
+
+    def runner(argv, stdin):
+        calls.append(list(argv))
+        if argv[1] == "show":
+            n = 0 if sub[argv[-1]] == "exited" else 2
+            return 0, (
+                f"LoadState=loaded\nActiveState=active\nSubState={sub[argv[-1]]}\n"
+                f"TasksCurrent={n}\n"
+            )
+        if argv[1] == "restart":
+            sub[argv[-1]] = "running"
+        return 0, ""
+
+    watch.run_once(cfg, T, runner)
+    r = watch.run_once(cfg, T + 60, runner)
+    assert r.started == ["slapd.service"]
+    assert ["/usr/bin/systemctl", "restart", "slapd.service"] in calls
+    assert ["/usr/bin/systemctl", "start", "slapd.service"] not in calls
+    assert watch.run_once(cfg, T + 120, runner).waiting == []
+
+
+def test_run_once_counts_processes_without_tasks_accounting(tmp_path):
+    # In containers (cgroup v1/hybrid) TasksCurrent is "[not set]": the cgroup is read.
+    cfg = watch.WatchConfig(units=("slapd.service",), state=str(tmp_path / "s.json"), grace=60)
+    show = (
+        "LoadState=loaded\nActiveState=active\nSubState=exited\nTasksCurrent=[not set]\n"
+        "ControlGroup=/system.slice/slapd.service\n"
+    )
+    procs = {"/system.slice/slapd.service": 0}
+    r = watch.run_once(cfg, T, lambda a, s: (0, show), count_procs=procs.get)
+    assert r.waiting == ["slapd.service"]
+    procs["/system.slice/slapd.service"] = 3
+    (tmp_path / "s.json").unlink()
+    r = watch.run_once(cfg, T, lambda a, s: (0, show), count_procs=procs.get)
+    assert r.waiting == []
+
+
+def test_count_cgroup_procs(tmp_path):
+    (tmp_path / "unified" / "system.slice" / "x.service").mkdir(parents=True)
+    (tmp_path / "unified" / "system.slice" / "x.service" / "cgroup.procs").write_text("12\n13\n")
+    roots = (str(tmp_path), str(tmp_path / "unified"))
+    assert watch.count_cgroup_procs("/system.slice/x.service", roots) == 2
+    assert watch.count_cgroup_procs("/system.slice/y.service", roots) is None
+    assert watch.count_cgroup_procs("/../etc", roots) is None
