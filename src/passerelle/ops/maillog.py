@@ -29,6 +29,32 @@ session also ends with one of the lines above, and skipping it saves a pass over
 
 The address is ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``, after an optional host name and
 before an optional ``(may be forged)``; IPv4-mapped IPv6 addresses count as IPv4.
+
+Where the client is read
+------------------------
+The client chooses part of these lines: the envelope sender (``from=``, ``arg1=`` of
+check_mail), the recipients (``arg1=`` of check_rcpt, quoted again in the ``reject=`` reply),
+the Message-ID (``msgid=``), a VRFY argument. Any of them can hold ``relay=[198.51.100.7]``,
+commas, brackets, 8-bit bytes (sendmail writes them as ``\\ooo``). So the kind of a line is
+decided by its start only, and the client is read from sendmail's own field, ``relay=`` +
+``$_`` (``[ident@][host ][addr][ (may be forged)]``, no client text in it: the host name comes
+from the reverse DNS, the ident is cleaned by sendmail, the HELO name is not part of it):
+
+- ``from=`` (and ``STARTTLS=server, error: ...``): ``relay=`` is the *last* field, written
+  after every field the client chose, so it is the last ``, relay=`` and runs to the end of
+  the line. A line sendmail cut in parts (over its syslog buffer, only with many escaped
+  bytes) does not end with the address: skipped;
+- ``STARTTLS=server, relay=``, ``AUTH=server, relay=``, ``... did not issue MAIL``,
+  ``lost input channel from ...``: the field is at a fixed place, before any client text;
+- ``ruleset=check_*, arg1=<client text>[, arg2=..], relay=$_, reject=<reply>`` (or
+  ``quarantine=``, ``discard``): the client text before and the reply after can both hold
+  ``, relay=.., reject=``. Every ``relay=`` so placed is a candidate; the real one is among
+  them. One distinct address: it. Several: the client of the same connection already known
+  from its other lines if it is one of them, else the line is not attributed and is counted
+  in ``ScanStats.ambiguous``. A client thus never gets a third party counted; the price: a
+  connection whose only client lines are such refusals (refused MAIL commands, nothing
+  else) is not counted. Refused recipients do not hide a connection: they follow an accepted
+  MAIL, whose ``from=`` line (``nrcpts=0`` if every recipient was refused) counts it.
 ``to=`` lines (their ``relay=`` is the *next hop*), ``STARTTLS=client``,
 ``ruleset=check_compat`` and ``ruleset=tls_*`` lines are about deliveries and are ignored, as
 are local submissions (``relay=root@localhost``, no address).
@@ -37,12 +63,15 @@ counted in ``ScanStats.refusing`` only.
 
 Counting rule
 -------------
-One SMTP connection is one session of one daemon child, so a session is keyed by
-(syslog host, pid). A client event opens a new session for its IP unless the previous event
-of the same (host, pid) had the same IP and is at most ``session_gap`` seconds (default
-10 minutes) away; the gap is refreshed by every event. Several messages sent over one
-connection (one ``from=`` each, plus STARTTLS, rejections, "did not issue", ...) thus count
-once, and a pid reused later by the kernel for another connection counts again.
+One SMTP connection is one session of one daemon child (sendmail forks a child per
+connection and every line of the connection carries its pid, with a queue id or
+``NOQUEUE``), so a session is keyed by (syslog host, pid), not by queue id (a connection has
+one queue id per message and ``NOQUEUE`` for refusals before one). A client event opens a
+new session for its IP unless the previous event of the same (host, pid) had the same IP and
+is at most ``session_gap`` seconds (default 10 minutes) away; the gap is refreshed by every
+event. Several messages sent over one connection (one ``from=`` each, plus STARTTLS, refused
+recipients, "did not issue", ...) thus count once, and a pid reused later by the kernel for
+another connection counts again.
 
 Limits (documented, accepted):
 
@@ -51,17 +80,19 @@ Limits (documented, accepted):
   listener refuses (load, MaxDaemonChildren, ConnectionRateThrottle) -- see ``refusing``;
 - one connection idle for more than ``session_gap`` between two logged events counts twice;
 - a pid reused for a new connection of the *same* client within ``session_gap`` counts once
-  (needs the pid space to wrap within the gap);
+  (needs the pid space to wrap within the gap: 32768 or 4 million forks in 10 minutes; it
+  can only make a client count less, never count another one);
 - the window is applied per line: a session that started before the window start and logs
   again inside it counts in the window;
 - traditional timestamps carry no year nor zone: local time (or ``tz``) and the year that
   puts the line at most one day after "now" (so December lines read in January are last
   year's).
 
-Lines that look like a client event (they contain ``relay=`` or one of the phrases above)
-but cannot be read -- garbage, truncated, bad timestamp, bad address -- are counted in
-``skipped``; every other line is ignored without being parsed (that is what makes the scan
-fast: candidate lines are found with ``bytes.find`` over large chunks).
+Lines that look like a client event (they contain ``relay=`` or one of the phrases above,
+and start as a client line) but whose sendmail field cannot be read -- garbage, truncated,
+bad timestamp, bad address -- are counted in ``skipped``; every other line is ignored without
+being parsed (that is what makes the scan fast: candidate lines are found with ``bytes.find``
+over large chunks).
 """
 
 from __future__ import annotations
