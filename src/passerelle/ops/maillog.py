@@ -698,7 +698,9 @@ def merge_partials(parts: Iterable[Partial], session_gap: float = SESSION_GAP) -
 
     A piece counted the first event of each session key as a new session; if the previous
     pieces left that key open with the same IP within ``session_gap``, it was the same
-    connection: one session less.
+    connection: one session less. (A check_* line naming two clients at the start of a piece
+    cannot be matched with its connection's client of the previous piece: it is counted in
+    ``ambiguous`` where a sequential scan would have ignored it; the counts are the same.)
     """
     out = SessionCounter(0, 0, session_gap=session_gap)
     sessions: dict[bytes, tuple[str, float]] = {}
