@@ -444,7 +444,7 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
     st = out.stats
     log.info(
         "connwatch %s: %d lines, %d sessions from %d clients in the last %s "
-        "(%d skipped lines, %d refused-connection notices)",
+        "(%d skipped lines, %d refused-connection notices, %d lines naming two clients)",
         cfg.direction,
         st.lines,
         st.sessions,
@@ -452,6 +452,7 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
         win,
         st.skipped,
         st.refusing,
+        st.ambiguous,
     )
     for d in out.decisions:
         if d.action == "block":

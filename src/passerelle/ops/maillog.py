@@ -29,6 +29,32 @@ session also ends with one of the lines above, and skipping it saves a pass over
 
 The address is ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``, after an optional host name and
 before an optional ``(may be forged)``; IPv4-mapped IPv6 addresses count as IPv4.
+
+Where the client is read
+------------------------
+The client chooses part of these lines: the envelope sender (``from=``, ``arg1=`` of
+check_mail), the recipients (``arg1=`` of check_rcpt, quoted again in the ``reject=`` reply),
+the Message-ID (``msgid=``), a VRFY argument. Any of them can hold ``relay=[198.51.100.7]``,
+commas, brackets, 8-bit bytes (sendmail writes them as ``\\ooo``). So the kind of a line is
+decided by its start only, and the client is read from sendmail's own field, ``relay=`` +
+``$_`` (``[ident@][host ][addr][ (may be forged)]``, no client text in it: the host name comes
+from the reverse DNS, the ident is cleaned by sendmail, the HELO name is not part of it):
+
+- ``from=`` (and ``STARTTLS=server, error: ...``): ``relay=`` is the *last* field, written
+  after every field the client chose, so it is the last ``, relay=`` and runs to the end of
+  the line. A line sendmail cut in parts (over its syslog buffer, only with many escaped
+  bytes) does not end with the address: skipped;
+- ``STARTTLS=server, relay=``, ``AUTH=server, relay=``, ``... did not issue MAIL``,
+  ``lost input channel from ...``: the field is at a fixed place, before any client text;
+- ``ruleset=check_*, arg1=<client text>[, arg2=..], relay=$_, reject=<reply>`` (or
+  ``quarantine=``, ``discard``): the client text before and the reply after can both hold
+  ``, relay=.., reject=``. Every ``relay=`` so placed is a candidate; the real one is among
+  them. One distinct address: it. Several: the client of the same connection already known
+  from its other lines if it is one of them, else the line is not attributed and is counted
+  in ``ScanStats.ambiguous``. A client thus never gets a third party counted; the price: a
+  connection whose only client lines are such refusals (refused MAIL commands, nothing
+  else) is not counted. Refused recipients do not hide a connection: they follow an accepted
+  MAIL, whose ``from=`` line (``nrcpts=0`` if every recipient was refused) counts it.
 ``to=`` lines (their ``relay=`` is the *next hop*), ``STARTTLS=client``,
 ``ruleset=check_compat`` and ``ruleset=tls_*`` lines are about deliveries and are ignored, as
 are local submissions (``relay=root@localhost``, no address).
@@ -37,12 +63,15 @@ counted in ``ScanStats.refusing`` only.
 
 Counting rule
 -------------
-One SMTP connection is one session of one daemon child, so a session is keyed by
-(syslog host, pid). A client event opens a new session for its IP unless the previous event
-of the same (host, pid) had the same IP and is at most ``session_gap`` seconds (default
-10 minutes) away; the gap is refreshed by every event. Several messages sent over one
-connection (one ``from=`` each, plus STARTTLS, rejections, "did not issue", ...) thus count
-once, and a pid reused later by the kernel for another connection counts again.
+One SMTP connection is one session of one daemon child (sendmail forks a child per
+connection and every line of the connection carries its pid, with a queue id or
+``NOQUEUE``), so a session is keyed by (syslog host, pid), not by queue id (a connection has
+one queue id per message and ``NOQUEUE`` for refusals before one). A client event opens a
+new session for its IP unless the previous event of the same (host, pid) had the same IP and
+is at most ``session_gap`` seconds (default 10 minutes) away; the gap is refreshed by every
+event. Several messages sent over one connection (one ``from=`` each, plus STARTTLS, refused
+recipients, "did not issue", ...) thus count once, and a pid reused later by the kernel for
+another connection counts again.
 
 Limits (documented, accepted):
 
@@ -51,17 +80,19 @@ Limits (documented, accepted):
   listener refuses (load, MaxDaemonChildren, ConnectionRateThrottle) -- see ``refusing``;
 - one connection idle for more than ``session_gap`` between two logged events counts twice;
 - a pid reused for a new connection of the *same* client within ``session_gap`` counts once
-  (needs the pid space to wrap within the gap);
+  (needs the pid space to wrap within the gap: 32768 or 4 million forks in 10 minutes; it
+  can only make a client count less, never count another one);
 - the window is applied per line: a session that started before the window start and logs
   again inside it counts in the window;
 - traditional timestamps carry no year nor zone: local time (or ``tz``) and the year that
   puts the line at most one day after "now" (so December lines read in January are last
   year's).
 
-Lines that look like a client event (they contain ``relay=`` or one of the phrases above)
-but cannot be read -- garbage, truncated, bad timestamp, bad address -- are counted in
-``skipped``; every other line is ignored without being parsed (that is what makes the scan
-fast: candidate lines are found with ``bytes.find`` over large chunks).
+Lines that look like a client event (they contain ``relay=`` or one of the phrases above,
+and start as a client line) but whose sendmail field cannot be read -- garbage, truncated,
+bad timestamp, bad address -- are counted in ``skipped``; every other line is ignored without
+being parsed (that is what makes the scan fast: candidate lines are found with ``bytes.find``
+over large chunks).
 """
 
 from __future__ import annotations
@@ -94,6 +125,38 @@ _MONTHS = {
 # daemon" both contain "connection"; "lost input channel from ...".
 _RARE = (b"connection", b"lost input channel from ")
 
+# Kinds of client lines (see "Where the client is read" above).
+_K_FIELD = 1  # the client field at a fixed place: STARTTLS=server, AUTH=server, did not issue
+_K_LAST = 2  # the client field is the last one: from=
+_K_CHECK = 3  # ruleset=check_*: client text before and after the client field
+_K_LOST = 4  # lost input channel from <client> to ...
+_K_REFUSING = 5  # rejecting connections on daemon ...: no client
+_FORGED = b" (may be forged)"
+MAX_RELAY = 400  # sendmail's $_ (ident@, host name, address): far shorter
+
+
+def _relay_addr(buf: bytes, vs: int, ve: int) -> bytes | None:
+    """The address inside sendmail's client field ``buf[vs:ve]``, or None.
+
+    The field is sendmail's macro ``$_``: ``[ident@][host ][addr]`` plus an optional
+    `` (may be forged)``; ``host`` (from the reverse DNS) and ``ident`` hold no space. The
+    address is the last ``[...]``, which must end the field.
+    """
+    if ve - vs > MAX_RELAY:
+        return None
+    if buf.endswith(_FORGED, vs, ve):
+        ve -= len(_FORGED)
+    if ve - vs < 3 or buf[ve - 1] != 93:  # "]"
+        return None
+    lb = buf.rfind(b"[", vs, ve)
+    if lb < 0:
+        return None
+    if lb > vs:
+        sep = buf[lb - 1]
+        if (sep != 32 and sep != 64) or buf.find(b" ", vs, lb - 1) >= 0:  # "h [a]", "u@[a]"
+            return None
+    return buf[lb + 1 : ve - 1]
+
 
 @dataclass
 class ScanStats:
@@ -106,6 +169,7 @@ class ScanStats:
     skipped: int = 0
     out_of_window: int = 0
     refusing: int = 0
+    ambiguous: int = 0  # check_* lines naming two clients, not counted
     bytes: int = 0
     seeked: int = 0  # bytes before the window not read (see window_offset)
     files: list[str] = field(default_factory=list)
@@ -213,9 +277,9 @@ class SessionCounter:
         """Read whole lines (``\\n``-separated; the last one may lack its newline).
 
         The hot path: candidate lines are found with ``bytes.find`` over the whole buffer
-        (``relay=`` lines, minus deliveries recognised by the ``pri=`` just before their
-        ``relay=``; plus the rare phrases) and each is read in place with offsets: no per-line
-        copies, no regex.
+        (``relay=`` lines plus the rare phrases) and each is read in place with offsets: no
+        per-line copies, no regex. What a line is (reception, delivery, ...) is decided by
+        its start only (see ``_scan``): text a client chose never makes a line skipped.
         """
         if not buf:
             return
@@ -225,32 +289,35 @@ class SessionCounter:
         find = buf.find
         rfind = buf.rfind
         end = len(buf)
-        spans: list[tuple[int, int, int]] = []
+        spans: list[tuple[int, int]] = []
         append = spans.append
         i = find(b"relay=")
         while i >= 0:
             nl = find(b"\n", i)
             if nl < 0:
                 nl = end
-            if find(b"pri=", i - 24, i) < 0:  # not "to=<..>, ..., pri=120530, relay=..."
-                append((rfind(b"\n", 0, i) + 1, nl, i))
+            append((rfind(b"\n", 0, i) + 1, nl))
             i = find(b"relay=", nl)
-        rare: list[tuple[int, int, int]] = []
+        rare: list[tuple[int, int]] = []
         for pat in _RARE:
             i = find(pat)
             while i >= 0:
                 nl = find(b"\n", i)
                 if nl < 0:
                     nl = end
-                rare.append((rfind(b"\n", 0, i) + 1, nl, -1))
+                rare.append((rfind(b"\n", 0, i) + 1, nl))
                 i = find(pat, nl)
         if rare:
             spans += rare
-            spans.sort()  # two sorted runs (a few rare lines): cheap
+            spans.sort()  # two sorted runs (a few rare lines): cheap; duplicates: see _scan
         self._scan(buf, spans)
 
-    def _scan(self, buf: bytes, spans: list[tuple[int, int, int]]) -> None:
-        """Read each candidate line ``(start, end, position of relay= or -1)`` in place."""
+    def _scan(self, buf: bytes, spans: list[tuple[int, int]]) -> None:
+        """Read each candidate line ``(start, end)`` in place.
+
+        The client address is taken only where sendmail writes it (see the module docstring,
+        "Where the client is read"); a line whose sendmail field cannot be read is skipped.
+        """
         st = self.stats
         find = buf.find
         rfind = buf.rfind
@@ -262,8 +329,12 @@ class SessionCounter:
         ips = self._ips
         times = self._times
         last_tsb, last_ts = self._last_tsb, self._last_ts
-        skipped = events = new = out = refusing = 0
-        for ls, le, rel in spans:
+        skipped = events = new = out = refusing = ambiguous = 0
+        prev_ls = -1
+        for ls, le in spans:
+            if ls == prev_ls:
+                continue  # found by relay= and by a rare phrase: read once
+            prev_ls = ls
             tag = find(b"]: ", ls, le)
             if tag < 0:
                 skipped += 1
@@ -273,22 +344,29 @@ class SessionCounter:
             sp = find(b" ", m, le)
             if sp > m and buf[sp - 1] == 58:  # ":"
                 m = sp + 1
-            if startswith(b"from=", m) or startswith(b"STARTTLS=server", m):
-                kind = 1
+            # kind, and where sendmail's client field starts (vs) and ends (ve)
+            vs = ve = -1
+            if startswith(b"from=", m):
+                kind = _K_LAST
             elif startswith(b"to=", m):
                 continue  # a delivery: its relay= is the next hop
+            elif startswith(b"STARTTLS=server", m):
+                if startswith(b", relay=", m + 15):
+                    kind, vs = _K_FIELD, m + 23
+                else:  # "STARTTLS=server, error: accept failed=..., relay=h [ip]"
+                    kind = _K_LAST
             elif startswith(b"ruleset=check_", m):
                 if startswith(b"compat", m + 14):
                     continue
-                kind = 1
-            elif startswith(b"AUTH=server", m):
-                kind = 1
-            elif (k := find(b" did not issue MAIL", m, le)) >= 0:
-                kind = 2
+                kind = _K_CHECK
+            elif startswith(b"AUTH=server, relay=", m):
+                kind, vs = _K_FIELD, m + 19
             elif startswith(b"lost input channel from ", m):
-                kind = 3
-            elif find(b"rejecting connections on daemon", m, le) >= 0:
-                kind = 4
+                kind, vs = _K_LOST, m + 24
+            elif startswith(b"rejecting connections on daemon", m):
+                kind = _K_REFUSING
+            elif (k := find(b" did not issue MAIL", m, le)) >= 0:
+                kind, vs, ve = _K_FIELD, m, k
             else:
                 continue  # STARTTLS=client, Milter, ...: not about a client
             # syslog header: timestamp, host, program[pid]
@@ -321,40 +399,80 @@ class SessionCounter:
             if ts <= since or ts > until:
                 out += 1
                 continue
-            if kind == 1:
-                v = rel if rel >= m else find(b"relay=", m, le)
-                if v < 0:
-                    skipped += 1
-                    continue
-                v += 6
-                if buf[v : v + 1] != b"[":  # relay=host [ip]
-                    sp = find(b" ", v, le)
-                    if sp < 0 or buf[sp + 1 : sp + 2] != b"[":
-                        if find(b"@", v, sp if sp > 0 else le) < 0:
-                            skipped += 1
-                        continue  # relay=root@localhost: a local submission
-                    v = sp + 1
-            elif kind == 2:
-                v = rfind(b"[", m, k)
-            elif kind == 3:
-                v = find(b"[", m + 24, le)
-            else:
+            if kind == _K_REFUSING:
                 refusing += 1
                 continue
-            rb = find(b"]", v, le) if v >= 0 else -1
-            if rb < 0:
-                skipped += 1
-                continue
-            raw = buf[v + 1 : rb]
-            ip = ips.get(raw)
-            if ip is None:
-                ip = self._parse_ip(raw)
-            if not ip:
-                skipped += 1
-                continue
-            events += 1
             key = buf[hs + 1 : tag]  # "host prog[pid"
             prev = sessions.get(key)
+            if kind == _K_CHECK:
+                # "ruleset=R, arg1=<client's text>[, arg2=..], relay=V, reject=<reply>": the
+                # client's text (and the reply that quotes it) may hold ", relay=.., reject=";
+                # every relay= so placed is a candidate, the real one is among them.
+                cands: set[str] = set()
+                r = find(b", relay=", m, le)
+                while r >= 0:
+                    vs = r + 8
+                    ve = find(b", ", vs, le)
+                    if ve < 0:
+                        ve = le
+                    if (
+                        startswith(b", reject=", ve)
+                        or startswith(b", quarantine=", ve)
+                        or (ve + 9 == le and startswith(b", discard", ve))
+                    ):
+                        raw = _relay_addr(buf, vs, ve)
+                        if raw is not None:
+                            ip = ips.get(raw)
+                            if ip is None:
+                                ip = self._parse_ip(raw)
+                            if ip:
+                                cands.add(ip)
+                    r = find(b", relay=", vs, le)
+                if len(cands) == 1:
+                    ip = cands.pop()
+                elif not cands:
+                    skipped += 1
+                    continue
+                elif prev is not None and prev[0] in cands and -gap <= ts - prev[1] <= gap:
+                    ip = prev[0]  # the connection's client, known from its other lines
+                else:
+                    ambiguous += 1  # two clients named, nothing tells which one is real
+                    continue
+            else:
+                if kind == _K_LAST:
+                    # the last field, written after every field the client chose
+                    r = rfind(b", relay=", m, le)
+                    if r < 0:
+                        skipped += 1
+                        continue
+                    vs, ve = r + 8, le
+                elif kind == _K_LOST:
+                    ve = find(b" to ", vs, le)
+                    if ve < 0:
+                        skipped += 1
+                        continue
+                elif ve < 0:  # _K_FIELD: "relay=V, key=..."
+                    ve = find(b", ", vs, le)
+                    if ve < 0:
+                        ve = le
+                # inline fast path of _relay_addr for "host [a]" / "[a]"
+                lb = rfind(b"[", vs, ve) if 2 < ve - vs < MAX_RELAY and buf[ve - 1] == 93 else -2
+                if lb == vs or (lb > vs and buf[lb - 1] == 32 and find(b" ", vs, lb - 1) < 0):
+                    raw = buf[lb + 1 : ve - 1]
+                else:
+                    raw = _relay_addr(buf, vs, ve) if ve > vs else None
+                if raw is None:
+                    if find(b"[", vs, le) < 0 and find(b"@", vs, le) >= 0:
+                        continue  # relay=root@localhost: a local submission
+                    skipped += 1
+                    continue
+                ip = ips.get(raw)
+                if ip is None:
+                    ip = self._parse_ip(raw)
+                if not ip:
+                    skipped += 1
+                    continue
+            events += 1
             sessions[key] = (ip, ts)
             if prev is not None:
                 if prev[0] == ip and -gap <= ts - prev[1] <= gap:
@@ -373,6 +491,7 @@ class SessionCounter:
         st.sessions += new
         st.out_of_window += out
         st.refusing += refusing
+        st.ambiguous += ambiguous
 
     def feed_lines(self, lines: Iterable[bytes | str]) -> None:
         """Convenience for tests and small inputs."""
@@ -579,7 +698,9 @@ def merge_partials(parts: Iterable[Partial], session_gap: float = SESSION_GAP) -
 
     A piece counted the first event of each session key as a new session; if the previous
     pieces left that key open with the same IP within ``session_gap``, it was the same
-    connection: one session less.
+    connection: one session less. (A check_* line naming two clients at the start of a piece
+    cannot be matched with its connection's client of the previous piece: it is counted in
+    ``ambiguous`` where a sequential scan would have ignored it; the counts are the same.)
     """
     out = SessionCounter(0, 0, session_gap=session_gap)
     sessions: dict[bytes, tuple[str, float]] = {}
@@ -604,6 +725,7 @@ def merge_partials(parts: Iterable[Partial], session_gap: float = SESSION_GAP) -
             "skipped",
             "out_of_window",
             "refusing",
+            "ambiguous",
             "bytes",
             "seeked",
         ):
