@@ -21,9 +21,10 @@ LAB_DOMAIN = "lab.passerelle.test"
 PROJECT = Path(__file__).resolve().parents[3]
 
 # Runs inside a container: one SMTP dialog, every reply recorded, stops at the first 4xx/5xx.
+# Its arguments come as JSON on stdin (a message can be larger than one argv string may be).
 DIALOG = r"""
 import json, smtplib, sys
-a = json.loads(sys.argv[1])
+a = json.loads(sys.stdin.read())
 out = {"steps": []}
 def step(name, code, msg):
     if isinstance(msg, bytes):
@@ -101,11 +102,14 @@ def smtp(
     rcpts: list[str],
     data: str | None = None,
     source: str | None = None,
+    helo: str | None = None,
 ) -> Dialog:
     args = {"server": server, "mail_from": mail_from, "rcpts": rcpts, "data": data}
     if source:
         args["source"] = source
-    out = podman_exec(client, "python3", "-c", DIALOG, json.dumps(args))
+    if helo:
+        args["helo"] = helo
+    out = podman_exec(client, "python3", "-c", DIALOG, stdin=json.dumps(args))
     parsed = json.loads(out)
     return Dialog(parsed["steps"], parsed.get("error"))
 
