@@ -16,7 +16,7 @@ from typing import Any
 import Milter
 
 from passerelle.greylist.config import GreylistConfig
-from passerelle.greylist.engine import Client, Greylister
+from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
 from passerelle.milterrun import run_milter, setup_logging
@@ -30,10 +30,6 @@ def _macro(m: Milter.Base, name: str) -> str | None:
     except Exception:
         return None
     return v or None
-
-
-# the headers this milter writes (Greylister.delayed_header / skipped_header)
-OWNED_HEADERS = ("X-Delayed", "X-Greylist")
 
 
 class GreylistMilter(Milter.Base):
