@@ -114,8 +114,7 @@ def test_missing_subject_gets_the_tag(spam_milter):
 
 @pytest.mark.parametrize(
     ("case", "headers", "body"),
-    list(hostile_headers.oversized_spam(2000)),
-    ids=lambda x: x if isinstance(x, str) else "",
+    [pytest.param(c, h, b, id=c) for c, h, b in hostile_headers.oversized_spam(2000)],
 )
 def test_oversize_spam_is_scanned_on_its_first_max_size_bytes(spamd, tmp_path, case, headers, body):
     m = start_milter(tmp_path, [spamd.address], "max_size = 2000\n")
