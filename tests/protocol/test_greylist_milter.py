@@ -8,6 +8,7 @@ import pytest
 from miltertest import MilterConnection
 from miltertest import constants as C
 
+import hostile_headers
 from passerelle.greylist.store import open_store
 
 # fixtures shared with tests/unit/greylist (no conftest here: other areas own this folder)
@@ -52,6 +53,14 @@ class Session:
     def rcpt(self, rcpt):
         return self.conn.send_ar(C.SMFIC_RCPT, args=[f"<{rcpt}>"])
 
+    def headers(self, headers):
+        """Send headers the way sendmail does: not at all when the milter asked for none."""
+        if self.conn.protocol_flags & C.SMFIP_NOHDRS:
+            return
+        for name, value in headers:
+            r = self._maybe_reply(C.SMFIP_NR_HDR, C.SMFIC_HEADER, name=name, value=value)
+            assert r[0] == C.SMFIR_CONTINUE, r
+
     def eom(self):
         return self.conn.send_eom()
 
@@ -84,13 +93,16 @@ def backdate(url, seconds):
     s.close()
 
 
-def deliver(path, ip, sender, rcpts, hostname=None, resolve="OK", auth=None):
+def deliver(path, ip, sender, rcpts, hostname=None, resolve="OK", auth=None, hdrs=(), eoms=None):
     s = Session(path)
     try:
         s.connect(ip, hostname, resolve)
         assert s.mail(sender, auth)[0] == C.SMFIR_CONTINUE
         replies = [s.rcpt(r) for r in rcpts]
+        s.headers(hdrs)
         eom = s.eom()
+        if eoms is not None:
+            eoms.extend(eom)
         assert eom[-1][0] == C.SMFIR_ACCEPT
         return replies, headers(eom)
     finally:
@@ -205,3 +217,95 @@ def test_store_down(tmp_path, policy, kind):
     finally:
         m.stop()
     assert "store" in m.log.read_text()
+
+
+FORGED = [pytest.param(c, h, id=c) for c, h in hostile_headers.forged_gateway_headers()]
+
+
+def final_headers(sent, eom_replies):
+    """The message's headers once sendmail applied the milter's end-of-message actions."""
+    slots = [[n, v] for n, v in sent]
+    for cmd, d in eom_replies:
+        if cmd == C.SMFIR_ADDHEADER:
+            slots.append([d["name"], d["value"]])
+        elif cmd == C.SMFIR_CHGHEADER:
+            same = [x for x in slots if x[0].lower() == d["name"].lower()]
+            assert d["value"] == "" and 1 <= d["index"] <= len(same), d
+            same[d["index"] - 1][1] = None  # sendmail keeps the slot until the end
+    return [(n, v) for n, v in slots if v is not None]
+
+
+def owned(final):
+    names = {n.lower() for n in hostile_headers.GREYLIST_OWNED}
+    return [(n, v) for n, v in final if n.lower() in names]
+
+
+def test_greylist_milter_gets_headers_cheaply(greylist_milter):
+    """Headers are negotiated (to find forgeries) without a reply each; the body is not."""
+    s = Session(greylist_milter.sock)
+    try:
+        flags = s.conn.protocol_flags
+    finally:
+        s.close()
+    assert not flags & C.SMFIP_NOHDRS
+    assert flags & C.SMFIP_NR_HDR
+    assert flags & C.SMFIP_NOBODY
+
+
+@pytest.mark.parametrize(("case", "forged"), FORGED)
+def test_forged_greylist_headers_are_removed_before_ours(greylist_milter, case, forged):
+    m = greylist_milter
+    ip = f"192.0.2.{100 + len(case)}"
+    rcpt = f"{case}@example.org"
+    deliver(m.sock, ip, "f@forger.example", [rcpt], hdrs=forged)
+    backdate(m.store_url, 2500)
+    eoms = []
+    r, _h = deliver(m.sock, ip, "f@forger.example", [rcpt], hdrs=forged, eoms=eoms)
+    assert r[0][0] == C.SMFIR_CONTINUE
+    out = owned(final_headers(forged, eoms))
+    assert len(out) == 1 and out[0][0] == "X-Delayed" and out[0][1].startswith("4"), out
+    # deletions go from the last occurrence to the first, before the new header is added
+    kinds = [cmd for cmd, _d in eoms if cmd in (C.SMFIR_CHGHEADER, C.SMFIR_ADDHEADER)]
+    assert kinds[-1] == C.SMFIR_ADDHEADER and C.SMFIR_ADDHEADER not in kinds[:-1]
+    for name in ("x-delayed", "x-greylist"):
+        idx = [
+            d["index"] for cmd, d in eoms if cmd == C.SMFIR_CHGHEADER and d["name"].lower() == name
+        ]
+        assert idx == sorted(idx, reverse=True)
+
+
+@pytest.mark.parametrize(("case", "forged"), FORGED)
+def test_forged_greylist_headers_are_removed_when_not_delayed(greylist_milter, case, forged):
+    """Whitelisted client (and a passed triplet): no header of ours, and no forgery either."""
+    eoms = []
+    r, _h = deliver(
+        greylist_milter.sock,
+        "198.51.100.7",
+        "x@y.example",
+        ["u@example.org"],
+        hdrs=forged,
+        eoms=eoms,
+    )
+    assert r[0][0] == C.SMFIR_CONTINUE
+    final = final_headers(forged, eoms)
+    assert owned(final) == []
+    # other headers untouched
+    names = {n.lower() for n in hostile_headers.GREYLIST_OWNED}
+    assert final == [(n, v) for n, v in forged if n.lower() not in names]
+
+
+def test_forged_headers_removed_when_store_is_down(tmp_path):
+    url = "sqlite:////proc/no/such/dir/g.sqlite"
+    sock = tmp_path / "gl.sock"
+    cfg = write_config(tmp_path / "g.toml", url, sock)
+    m = MilterProcess(cfg, sock)
+    m.start()
+    forged = dict(hostile_headers.forged_gateway_headers())["mixed-case-repeated"]
+    try:
+        eoms = []
+        deliver(sock, "192.0.2.1", "a@b.example", ["r@example.org"], hdrs=forged, eoms=eoms)
+    finally:
+        m.stop()
+    assert owned(final_headers(forged, eoms)) == [
+        ("X-Greylist", "skipped (store unavailable) by gw1.example.org")
+    ]

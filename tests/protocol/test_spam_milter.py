@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import pytest
 from miltertest import constants as c
 from spam_fixtures import (  # noqa: F401  (fixtures)
     CLEAN_BODY,
@@ -18,6 +19,7 @@ from spam_fixtures import (  # noqa: F401  (fixtures)
     start_spamd,
 )
 
+import hostile_headers
 from passerelle.spam.marking import HeaderEdit, apply_edits
 
 TAG = "[MESSAGE MARQUE SPAM]"
@@ -110,21 +112,27 @@ def test_missing_subject_gets_the_tag(spam_milter):
     assert get(out, "Subject") == [TAG]
 
 
-def test_oversize_message_is_not_scanned(spamd, tmp_path):
+@pytest.mark.parametrize(
+    ("case", "headers", "body"),
+    [pytest.param(c, h, b, id=c) for c, h, b in hostile_headers.oversized_spam(2000)],
+)
+def test_oversize_spam_is_scanned_on_its_first_max_size_bytes(spamd, tmp_path, case, headers, body):
     m = start_milter(tmp_path, [spamd.address], "max_size = 2000\n")
     try:
-        headers = [*clean_headers(), ("X-Spam-Status", "No, forged")]
-        body = gtube_body() + b"filler line\r\n" * 400
-        res = send_message(m.socket, headers, body)
+        sent = [*headers, ("X-Spam-Status", "No, forged"), ("X-Spam-Partial", "no")]
+        res = send_message(m.socket, sent, body)
     finally:
         m.stop()
     assert res.reply == c.SMFIR_ACCEPT
-    out = final_headers(headers, res)
+    out = final_headers(sent, res)
+    assert get(out, "X-status") == ["HIGH"]
+    assert get(out, "Subject") == [f"{TAG} Cheap watches"]
     status = get(out, "X-Spam-Status")
-    assert len(status) == 1
-    assert status[0].startswith("not scanned (size ")
-    assert "> max_size 2000)" in status[0]
-    assert get(out, "X-status") == []
+    assert len(status) == 1 and status[0].startswith("Yes, score=") and "GTUBE" in status[0]
+    partial = get(out, "X-Spam-Partial")
+    assert len(partial) == 1 and partial[0].startswith("first "), partial
+    assert f"of {len(body) + sum(len(n) + len(v) + 4 for n, v in sent) + 2} bytes" in partial[0]
+    assert partial[0].endswith("scanned (max_size 2000)")
 
 
 def test_failover_to_second_spamd(spamd, tmp_path):

@@ -1,7 +1,10 @@
 """pymilter glue: one ``GreylistMilter`` per SMTP connection, decisions at RCPT.
 
 Per recipient: a greylisted recipient gets ``451 4.7.1`` while the others of the same message
-go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of message.
+go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of message, after
+every copy of those two the client sent has been removed (delayed or not): the milter asks for
+the headers without a reply to each (``@noreply``) and only counts its own names; it never
+asks for the body.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 import Milter
 
 from passerelle.greylist.config import GreylistConfig
-from passerelle.greylist.engine import Client, Greylister
+from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
+from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
 from passerelle.milterrun import run_milter, setup_logging
 
 log = logging.getLogger("passerelle.greylist")
@@ -35,6 +39,7 @@ class GreylistMilter(Milter.Base):
         self.engine = engine
         self.client: Client | None = None
         self.auto: bool | None = None
+        self.owned = OwnedHeaders(OWNED_HEADERS)
         self._reset()
 
     def _reset(self) -> None:
@@ -42,6 +47,7 @@ class GreylistMilter(Milter.Base):
         self.exemption: str | None = None
         self.delay: float | None = None
         self.skipped = False
+        self.owned.reset()
 
     @Milter.noreply
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
@@ -78,11 +84,18 @@ class GreylistMilter(Milter.Base):
         self.setreply(code, xcode, text)
         return Milter.TEMPFAIL
 
+    @Milter.noreply
+    def header(self, name: str, value: str) -> int:
+        self.owned.see(name)
+        return Milter.CONTINUE
+
     def eom(self) -> int:
+        edits = self.owned.deletions()
         if self.delay is not None:
-            self.addheader(*self.engine.delayed_header(self.delay))
+            edits.append(HeaderEdit("add", *self.engine.delayed_header(self.delay)))
         elif self.skipped:
-            self.addheader(*self.engine.skipped_header())
+            edits.append(HeaderEdit("add", *self.engine.skipped_header()))
+        apply(self, edits)
         self._reset()
         return Milter.ACCEPT
 
@@ -119,7 +132,7 @@ def serve(cfg: GreylistConfig) -> None:
             factory,
             cfg.socket,
             timeout=cfg.milter_timeout,
-            flags=Milter.ADDHDRS,
+            flags=Milter.ADDHDRS | Milter.CHGHDRS,
         )
     finally:
         engine.close()

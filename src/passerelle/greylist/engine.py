@@ -31,6 +31,11 @@ log = logging.getLogger("passerelle.greylist")
 GREYLIST_REPLY = ("451", "4.7.1", "greylisted, retry later")
 STORE_ERROR_REPLY = ("451", "4.3.0", "greylisting temporarily unavailable, retry later")
 
+# The headers this milter writes, and so owns: every copy a client sends is removed.
+DELAYED_HEADER = "X-Delayed"
+SKIPPED_HEADER = "X-Greylist"
+OWNED_HEADERS = (DELAYED_HEADER, SKIPPED_HEADER)
+
 # reasons that mean "whitelisted one way or another" (counted as whitelisted machines)
 EXEMPT_REASONS = ("trusted", "client", "auth", "sender", "recipient", "auto")
 
@@ -230,10 +235,10 @@ class Greylister:
     # -- headers -----------------------------------------------------------------------
     def delayed_header(self, delay: float) -> tuple[str, str]:
         d = round(delay)
-        return "X-Delayed", f"{format_duration(d)} ({d} s) by {self.cfg.hostname}"
+        return DELAYED_HEADER, f"{format_duration(d)} ({d} s) by {self.cfg.hostname}"
 
     def skipped_header(self) -> tuple[str, str]:
-        return "X-Greylist", f"skipped (store unavailable) by {self.cfg.hostname}"
+        return SKIPPED_HEADER, f"skipped (store unavailable) by {self.cfg.hostname}"
 
     # -- background: counters and whitelist table ------------------------------------
     def flush_counters(self) -> int:

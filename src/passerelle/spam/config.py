@@ -7,7 +7,7 @@ Example (every key with its default)::
     spamd = ["127.0.0.1:783"]                  # tried in order: "host:port", "unix:/path"
     connect_timeout = "2s"                     # per spamd host
     timeout = "30s"                            # per spamd host, whole exchange
-    max_size = 512000                          # bytes; bigger messages are not scanned
+    max_size = 512000                          # bytes; bigger messages: the first max_size scanned
     on_error = "accept"                        # or "tempfail" when no spamd answers
     hostname = ""                              # for X-Spam-Checker; "" = this host's name
     user = "passerelle"                        # spamc "User:" (Bayes/user prefs owner)
@@ -23,7 +23,9 @@ Example (every key with its default)::
     score_header = "X-Spam-Score"
     spam_status_header = "X-Spam-Status"
     checker_header = "X-Spam-Checker"          # "" to leave it out
-    strip_headers = ["X-status", "X-Spam-*"]   # removed from incoming mail ("*" = prefix)
+    partial_header = "X-Spam-Partial"          # on messages scanned on their first max_size
+    strip_headers = ["X-status", "X-Spam-*"]   # removed from incoming mail ("*" = prefix),
+                                               # with every *_header above in any case
 
     [spam.ocr]
     enabled = false
@@ -55,6 +57,7 @@ class Tiers:
     score_header: str = "X-Spam-Score"
     spam_status_header: str = "X-Spam-Status"
     checker_header: str = "X-Spam-Checker"
+    partial_header: str = "X-Spam-Partial"
     strip_headers: tuple[str, ...] = ("X-status", "X-Spam-*")
 
 
@@ -140,6 +143,7 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> SpamConfig:
             score_header=_header_name(t, "score_header", "X-Spam-Score"),
             spam_status_header=_header_name(t, "spam_status_header", "X-Spam-Status"),
             checker_header=_header_name(t, "checker_header", "X-Spam-Checker", True),
+            partial_header=_header_name(t, "partial_header", "X-Spam-Partial"),
             strip_headers=tuple(t.str_list("strip_headers", ["X-status", "X-Spam-*"])),
         )
         if not tiers.low <= tiers.medium <= tiers.high:

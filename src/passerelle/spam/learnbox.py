@@ -29,7 +29,16 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Learner = Callable[[str, list[bytes]], bool]
 
 TAKEN_SUFFIX = ".learning"
-_FROM_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+# sendmail's default ``HReceived: $?sfrom $s $.$?_($?s$|from $.$_) $.$?{auth_type}(...) $.by
+# $j ...``: ``$s`` is the client's HELO (its own word, anything once AllowBogusHELO is on),
+# ``$_`` what sendmail recorded for the connection: ``[ident@]name [ip]`` (``[ip]`` alone
+# without PTR; IPv6 as ``[IPv6:...]``), then `` (may be forged)`` when the PTR name does not
+# resolve back. This matches one ``($_)`` followed by sendmail's ``by`` (the optional
+# ``(authenticated ...)`` in between).
+_AUTHINFO = re.compile(
+    r" \((?:[^\s()\[\]@]+@)?(?:[^\s()\[\]]+ )?\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]"
+    r"(?: \(may be forged\))?\)(?= (?:\(authenticated[^()]*\) )?by )"
+)
 
 
 class LockBusy(Exception):
@@ -50,16 +59,22 @@ def parse_networks(values: Iterable[str]) -> list[Network]:
 def client_ip(msg: Message) -> str | None:
     """The address of the client that handed the message to this gateway.
 
-    That is the topmost Received header (the one this gateway's sendmail added): its
-    ``from`` part, ``from helo (name [192.0.2.7])``. Everything below it is the sender's word.
+    That is the topmost Received header: the one this gateway's sendmail added when it took
+    the forward (the spam milter's own Received line is only shown to spamd, never written
+    into the message). Everything below it is the sender's word, and so is the HELO inside it:
+    ``EHLO [10.1.2.3]`` gives ``from [10.1.2.3] (evil.example [203.0.113.9]) by ...``. The
+    address is taken by position from the ``(name [ip])`` sendmail writes right before
+    ``by``; when the client's text (HELO, recipient) reproduces that shape so that two
+    candidates exist, the line cannot be read safely and None is returned (untrusted).
     """
     received = msg.get_all("Received") or []
     if not received:
         return None
     top = " ".join(str(received[0]).split())
-    from_part = top.split(" by ", 1)[0]
-    m = _FROM_IP.search(from_part)
-    return m.group(1) if m else None
+    if not top.startswith("from "):
+        return None
+    found = _AUTHINFO.findall(top)
+    return found[0] if len(found) == 1 else None
 
 
 def is_trusted(ip: str | None, networks: Sequence[Network]) -> bool:

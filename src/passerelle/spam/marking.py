@@ -10,11 +10,13 @@ Tiers (defaults; every threshold is configurable, comparisons are exactly these)
 ``X-Spam-Status: Yes`` follows spamd's own verdict (``score >= required``), so a message at
 exactly 5.0 with ``required=5.0`` says ``Yes`` but is tier MEDIUM, as in the reference.
 
-Edits are expressed the way libmilter applies them: ``chgheader(name, index, value)`` where
-``index`` is the 1-based occurrence among headers of that name compared case-insensitively,
-and an empty value deletes. Sendmail keeps a deleted header's slot while a message is being
-processed, so deletions are emitted from the last occurrence to the first: the indexes of the
-remaining ones never move, whichever way the MTA counts.
+A message bigger than ``max_size`` is scanned on its first ``max_size`` bytes and says so in
+``X-Spam-Partial`` (``partial_header``); the tiers apply to that partial verdict.
+
+Every header the milter writes is owned: ``strip_headers`` plus each configured output name
+(``owned_patterns``) is removed from incoming mail before ours are added. Edits and their
+libmilter semantics (1-based index per name, deletions last occurrence first) are those of
+``passerelle.milterheaders``, shared with the other milters.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 
+from passerelle.milterheaders import HeaderEdit, strip_edits
 from passerelle.spam.config import Tiers
+
+__all__ = ["Header", "HeaderEdit", "ScanResult"]  # HeaderEdit re-exported for callers
 
 Header = tuple[str, str]
 
@@ -38,20 +43,6 @@ class ScanResult:
     threshold: float
     is_spam: bool
     rules: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HeaderEdit:
-    """One milter header action: ``change`` (empty value = delete) or ``add``."""
-
-    action: str  # "change" | "add"
-    name: str
-    value: str
-    index: int = 0  # 1-based occurrence for "change"
-
-    @property
-    def is_delete(self) -> bool:
-        return self.action == "change" and self.value == ""
 
 
 def tier(score: float, tiers: Tiers) -> str | None:
@@ -102,16 +93,16 @@ def subject_edit(headers: Sequence[Header], tag: str) -> HeaderEdit | None:
     return HeaderEdit("add", "Subject", tag)
 
 
-def _matches(name: str, patterns: Sequence[str]) -> bool:
-    low = name.lower()
-    for p in patterns:
-        pl = p.lower()
-        if pl.endswith("*"):
-            if low.startswith(pl[:-1]):
-                return True
-        elif low == pl:
-            return True
-    return False
+def owned_patterns(tiers: Tiers) -> tuple[str, ...]:
+    """Names removed from incoming mail: ``strip_headers`` and every header we write."""
+    ours = (
+        tiers.status_header,
+        tiers.score_header,
+        tiers.spam_status_header,
+        tiers.checker_header,
+        tiers.partial_header,
+    )
+    return tuple(tiers.strip_headers) + tuple(n for n in ours if n)
 
 
 def sanitise(headers: Sequence[Header], patterns: Sequence[str]) -> list[HeaderEdit]:
@@ -119,14 +110,19 @@ def sanitise(headers: Sequence[Header], patterns: Sequence[str]) -> list[HeaderE
 
     Emitted last occurrence first, per name, so the indexes stay valid.
     """
-    seen: dict[str, int] = {}
-    found: list[HeaderEdit] = []
-    for name, _value in headers:
-        low = name.lower()
-        seen[low] = seen.get(low, 0) + 1
-        if _matches(name, patterns):
-            found.append(HeaderEdit("change", name, "", seen[low]))
-    return list(reversed(found))
+    return strip_edits(headers, patterns)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A message scanned on its first ``scanned`` bytes only (of ``size``)."""
+
+    scanned: int
+    size: int
+    limit: int
+
+    def note(self) -> str:
+        return f"first {self.scanned} of {self.size} bytes scanned (max_size {self.limit})"
 
 
 def fold_list(prefix: str, items: Sequence[str], width: int = 76) -> str:
@@ -155,10 +151,14 @@ def spam_status_value(result: ScanResult) -> str:
 
 
 def marking_edits(
-    headers: Sequence[Header], result: ScanResult, tiers: Tiers, checker: str = ""
+    headers: Sequence[Header],
+    result: ScanResult,
+    tiers: Tiers,
+    checker: str = "",
+    partial: Partial | None = None,
 ) -> list[HeaderEdit]:
     """All edits for a scanned message: sanitise, tag the subject, add our headers."""
-    edits = sanitise(headers, tiers.strip_headers)
+    edits = sanitise(headers, owned_patterns(tiers))
     level = tier(result.score, tiers)
     if level == "HIGH":
         subj = subject_edit(headers, tiers.subject_tag)
@@ -170,6 +170,8 @@ def marking_edits(
     edits.append(HeaderEdit("add", tiers.spam_status_header, spam_status_value(result)))
     if level is not None:
         edits.append(HeaderEdit("add", tiers.status_header, level))
+    if partial is not None:
+        edits.append(HeaderEdit("add", tiers.partial_header, partial.note()))
     return edits
 
 
@@ -177,15 +179,11 @@ def not_scanned_edits(
     headers: Sequence[Header], reason: str, tiers: Tiers, checker: str = ""
 ) -> list[HeaderEdit]:
     """Edits for a message that was not scanned: outside values removed, reason stated."""
-    edits = sanitise(headers, tiers.strip_headers)
+    edits = sanitise(headers, owned_patterns(tiers))
     if tiers.checker_header and checker:
         edits.append(HeaderEdit("add", tiers.checker_header, checker))
     edits.append(HeaderEdit("add", tiers.spam_status_header, f"not scanned ({reason})"))
     return edits
-
-
-def oversize_reason(size: int, limit: int) -> str:
-    return f"size {size} > max_size {limit}"
 
 
 def apply_edits(headers: Sequence[Header], edits: Sequence[HeaderEdit]) -> list[Header]:

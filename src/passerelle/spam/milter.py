@@ -11,21 +11,13 @@ from typing import Any
 
 import Milter
 
+from passerelle.milterheaders import apply
 from passerelle.milterrun import run_milter, setup_logging
 from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import Header, received_header
 from passerelle.spam.scanner import Scanner
 
 log = logging.getLogger("passerelle.spam")
-
-
-def _encodable(value: str) -> str:
-    """Raw 8-bit bytes (surrogate escapes) cannot go back through pymilter: replace them."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value
 
 
 class SpamMilter(Milter.Base):
@@ -66,6 +58,8 @@ class SpamMilter(Milter.Base):
         return Milter.CONTINUE
 
     def body(self, chunk: bytes) -> int:
+        # Kept: at most max_size + 1 bytes (a bigger message is scanned on its first
+        # max_size bytes, headers included, see Scanner.scan).
         self.size += len(chunk)
         room = self.max_size + 1 - len(self._body)
         if room > 0:
@@ -88,12 +82,7 @@ class SpamMilter(Milter.Base):
             self.setreply("451", "4.7.1", "Content scanner unavailable, try again later")
             self._reset()
             return Milter.TEMPFAIL
-        for edit in outcome.edits:
-            value = _encodable(edit.value)
-            if edit.action == "add":
-                self.addheader(edit.name, value)
-            else:
-                self.chgheader(edit.name, edit.index, value)
+        apply(self, outcome.edits)
         self._reset()
         return Milter.ACCEPT
 

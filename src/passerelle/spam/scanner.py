@@ -15,9 +15,9 @@ from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import (
     Header,
     HeaderEdit,
+    Partial,
     marking_edits,
     not_scanned_edits,
-    oversize_reason,
     tier,
 )
 from passerelle.spam.ocr import OcrLimits, OcrRunner, augment, tesseract_runner
@@ -37,6 +37,16 @@ def build_message(headers: Sequence[Header], body: bytes) -> bytes:
     out += b"\r\n"
     out += body
     return bytes(out)
+
+
+def cut_body(body: bytes, budget: int) -> bytes:
+    """At most ``budget`` bytes of ``body``, cut after the last line end that fits; a single
+    line longer than that is cut where the budget ends."""
+    if len(body) <= budget:
+        return body
+    head = body[: max(0, budget)]
+    end = head.rfind(b"\n")
+    return head[: end + 1] if end >= 0 else head
 
 
 @dataclass(frozen=True)
@@ -71,16 +81,21 @@ class Scanner:
     ) -> Outcome:
         """``size`` is the full message size; ``body`` may be cut when over max_size.
 
+        Over ``max_size``, spamd gets the headers intact and as much of the body as fits in
+        ``max_size`` bytes, cut at a line end; the verdict (and its tier) is given for that
+        part and the message says so (``partial_header``).
+
         ``received``: the Received value of the current hop (see ``received_header``), put on
         top of the copy spamd sees; the header edits are computed on ``headers`` only.
         """
         cfg = self.config
-        if size > cfg.max_size:
-            reason = oversize_reason(size, cfg.max_size)
-            return Outcome(
-                "accept", not_scanned_edits(headers, reason, cfg.tiers, cfg.hostname), reason
-            )
         seen = [("Received", received), *headers] if received else headers
+        partial = None
+        if size > cfg.max_size:
+            head = len(build_message(seen, b""))
+            body = cut_body(body, cfg.max_size - head)
+            own = len(build_message(headers, b""))  # without the Received made for spamd
+            partial = Partial(own + len(body), size, cfg.max_size)
         message = build_message(seen, body)
         images = 0
         if self.ocr is not None:
@@ -108,5 +123,7 @@ class Scanner:
             f"score={result.score:g} required={result.threshold:g} tier={level} "
             f"tests={','.join(result.rules) or 'none'} spamd={host} time={took:.2f}s"
             + (f" ocr_images={images}" if images else "")
+            + (f" partial={partial.scanned}/{partial.size}" if partial else "")
         )
-        return Outcome("accept", marking_edits(headers, result, cfg.tiers, cfg.hostname), summary)
+        edits = marking_edits(headers, result, cfg.tiers, cfg.hostname, partial)
+        return Outcome("accept", edits, summary)

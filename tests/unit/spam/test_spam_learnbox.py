@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import hostile_headers
 from passerelle.spam.learnbox import (
     LockBusy,
     client_ip,
@@ -56,6 +57,44 @@ def test_client_ip_is_from_the_topmost_received_only():
     # No address in our own Received: nothing below it is believed.
     assert client_ip(email.message_from_string(forward("ws.example"))) is None
     assert client_ip(email.message_from_string("Subject: x\n\nbody\n")) is None
+
+
+@pytest.mark.parametrize(
+    ("received", "expected"),
+    [pytest.param(r, ip, id=case) for case, r, ip in hostile_headers.hostile_helo_received()],
+)
+def test_client_ip_is_the_address_sendmail_recorded_not_the_helo(received, expected):
+    """The HELO (``$s``) is the client's word, even when it looks like an address or like
+    sendmail's own ``(name [ip])``; only the parenthesised ``$_`` right before ``by`` counts,
+    and a line where that cannot be told apart gives no address at all."""
+    msg = email.message_from_string(f"Received: {received}\nSubject: x\n\nbody\n")
+    assert client_ip(msg) == expected
+
+
+def test_client_ip_of_a_folded_received_line():
+    msg = email.message_from_string(
+        "Received: from [10.89.78.9] (evil.example\n\t[203.0.113.9])\n"
+        "\tby gw1.example.org (8.17.1.9/8.17.1.9) with ESMTP id Q1;\n"
+        "\tTue, 1 Dec 2026 10:00:00 +0000\nSubject: x\n\nbody\n"
+    )
+    assert client_ip(msg) == "203.0.113.9"
+
+
+def test_hostile_helo_cannot_teach_bayes(tmp_path):
+    """An outside client saying ``EHLO [10.89.78.51]`` (a trusted address) is dropped."""
+    box = tmp_path / "passerelle-learn-spam"
+    hostile = forward("[10.89.78.51]", n=1).replace(
+        "from ws.example ([10.89.78.51])", "from [10.89.78.51] (evil.example [203.0.113.9])"
+    )
+    assert "from [10.89.78.51] (evil.example [203.0.113.9]) by gw1" in hostile
+    forged_hop = forward("[10.89.78.51]", n=2).replace(
+        "from ws.example ([10.89.78.51])",
+        "from x ([10.89.78.51]) by gw1.example (evil.example [203.0.113.9])",
+    )
+    mbox(box, [hostile, forged_hop, forward("ws [10.89.78.51]", n=3)])
+    seen = []
+    r = learn_mailbox("spam", box, NETS, lambda kind, msgs: seen.extend(msgs) or True)
+    assert (r.messages, r.learned, r.untrusted) == (3, 1, 2)
 
 
 def test_trusted_networks():

@@ -229,3 +229,14 @@ def test_received_header_never_carries_client_line_breaks_or_spaces():
     v = received_header("evil\r\nX-status: LOW", "", "", "", "", 0.0)
     assert "\n" not in v and "\r" not in v
     assert v.startswith("from evil??X-status:?LOW ([0.0.0.0]) by localhost with ESMTP id unknown; ")
+
+
+def test_output_headers_are_owned_even_when_strip_headers_forgets_them():
+    """Every header the milter writes is removed from incoming mail, whatever strip_headers
+    says: a forged X-Score would otherwise sit above the real one."""
+    t = Tiers(status_header="X-Level", score_header="X-Score", strip_headers=())
+    h = headers("Hi", ("X-Score", "-100"), ("x-level", "LOW"), ("X-Spam-Checker", "forged"))
+    out = final(h, ScanResult(6.0, 5.0, True, ()), t)
+    assert get(out, "X-Score") == ["6.0"]
+    assert get(out, "X-Level") == ["HIGH"]
+    assert get(out, "X-Spam-Checker") == ["gw1"]

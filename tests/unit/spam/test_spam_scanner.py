@@ -1,5 +1,7 @@
 from dataclasses import replace
 
+import pytest
+
 from passerelle.spam.config import OcrConfig, SpamConfig
 from passerelle.spam.marking import ScanResult, apply_edits
 from passerelle.spam.scanner import Scanner, build_message
@@ -47,13 +49,53 @@ def test_scanned_high():
     assert client.messages[0].endswith(b"\r\n\r\nbody\r\n")
 
 
-def test_oversize_not_sent_to_spamd():
-    client = FakeClient(ScanResult(8.0, 5.0, True, ()))
-    out = Scanner(cfg(max_size=1000), client).scan(H, b"x" * 1001, 1200)
-    assert client.messages == []
-    final = apply_edits(H, out.edits)
-    assert get(final, "X-Spam-Status") == ["not scanned (size 1200 > max_size 1000)"]
+@pytest.mark.parametrize(("score", "status"), [(8.0, "HIGH"), (4.5, "MEDIUM"), (3.5, "LOW")])
+def test_oversize_first_max_size_bytes_are_scanned_and_marked(score, status):
+    """Like spamc with its own limit: the headers intact, the body cut at a line boundary so
+    the whole is at most max_size; the tiers apply to that partial scan, which is stated."""
+    client = FakeClient(ScanResult(score, 5.0, score >= 5.0, ("GTUBE",)))
+    body = b"".join(b"line %04d of the body\r\n" % i for i in range(200))
+    out = Scanner(cfg(max_size=1000), client).scan(H, body[:1001], 5200)
     assert out.action == "accept"
+    assert len(client.messages) == 1
+    sent = client.messages[0]
+    assert len(sent) <= 1000
+    head, _, sent_body = sent.partition(b"\r\n\r\n")
+    assert head == build_message(H, b"").rstrip(b"\r\n")  # headers intact
+    assert sent_body.endswith(b"\r\n") and body.startswith(sent_body)  # cut at a line end
+    assert len(sent) > 1000 - len(b"line 0000 of the body\r\n")  # no more cut than needed
+    final = apply_edits(H, out.edits)
+    assert get(final, "X-status") == [status]
+    assert get(final, "Subject") == (
+        ["[MESSAGE MARQUE SPAM] Hello"] if status == "HIGH" else ["Hello"]
+    )
+    assert get(final, "X-Spam-Status")[0].startswith(("Yes, score=", "No, score="))
+    partial = get(final, "X-Spam-Partial")
+    assert partial == [f"first {len(sent)} of 5200 bytes scanned (max_size 1000)"]
+    assert f"partial={len(sent)}/5200" in out.summary
+
+
+def test_oversize_with_one_long_line_is_still_scanned():
+    client = FakeClient(ScanResult(8.0, 5.0, True, ()))
+    out = Scanner(cfg(max_size=1000), client).scan(H, b"A" * 1001, 90000)
+    sent = client.messages[0]
+    assert 0 < len(sent) <= 1000 and sent.endswith(
+        b"\r\n\r\n" + b"A" * (1000 - sent.index(b"\r\n\r\n") - 4)
+    )
+    assert get(apply_edits(H, out.edits), "X-status") == ["HIGH"]
+
+
+def test_not_oversize_has_no_partial_note():
+    client = FakeClient(ScanResult(8.0, 5.0, True, ()))
+    final = apply_edits(H, Scanner(cfg(max_size=1000), client).scan(H, b"b\r\n", 100).edits)
+    assert get(final, "X-Spam-Partial") == []
+
+
+def test_forged_partial_note_is_removed():
+    h = [*H, ("X-Spam-Partial", "no")]
+    client = FakeClient(ScanResult(1.0, 5.0, False, ()))
+    final = apply_edits(h, Scanner(cfg(), client).scan(h, b"b\r\n", 100).edits)
+    assert get(final, "X-Spam-Partial") == []
 
 
 def test_spamd_down_accept():
