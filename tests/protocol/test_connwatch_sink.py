@@ -11,7 +11,7 @@ import greylist_fixtures
 import pytest
 
 from passerelle.cli import main
-from passerelle.greylist.store.url import parse_store_url
+from passerelle.dburl import parse_store_url
 from passerelle.ops.blocks import load_state
 from passerelle.ops.connwatch import Deps, load_config, run_once
 from passerelle.ops.sink import SCHEMA_VERSION, MariaDBSink, SinkError

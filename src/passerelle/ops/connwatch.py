@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml
+from passerelle.dburl import StoreURLError, parse_store_url
 from passerelle.durations import format_duration
-from passerelle.greylist.store.url import StoreURLError, parse_store_url
 from passerelle.ops import alerts
 from passerelle.ops.blocks import (
     Block,

@@ -32,7 +32,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from passerelle.greylist.store.url import StoreURL, StoreURLError, parse_store_url
+from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
 SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, list[str]] = {

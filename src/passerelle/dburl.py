@@ -1,5 +1,8 @@
-"""Store URLs: ``sqlite:///relative`` / ``sqlite:////absolute`` and
-``mysql://user:password@host[:port]/db[?unix_socket=/path]`` (user and password URL-quoted)."""
+"""Database URLs: ``sqlite:///relative`` / ``sqlite:////absolute`` and
+``mysql://user:password@host[:port]/db[?unix_socket=/path]`` (user and password URL-quoted).
+
+Read by the greylist store (``greylist.store``) and the connection guard's shared count
+sink (``connwatch.sink``)."""
 
 from __future__ import annotations
 
