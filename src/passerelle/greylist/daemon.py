@@ -15,7 +15,8 @@ import Milter
 from passerelle.greylist.config import GreylistConfig
 from passerelle.greylist.engine import Client, Greylister
 from passerelle.greylist.store import open_store
-from passerelle.milterrun import run_milter, setup_logging
+from passerelle.logsetup import setup_logging
+from passerelle.milterrun import run_milter
 
 log = logging.getLogger("passerelle.greylist")
 

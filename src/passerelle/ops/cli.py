@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from passerelle.config import ConfigError, check_config_command
-from passerelle.milterrun import setup_logging
+from passerelle.logsetup import setup_logging
 from passerelle.ops.blocks import BlockError, iso, load_state
 from passerelle.ops.connwatch import (
     DEFAULT_CONFIG,

@@ -8,7 +8,7 @@ import time
 
 from passerelle.config import ConfigError, check_config_command
 from passerelle.durations import DurationError, parse_duration
-from passerelle.milterrun import setup_logging
+from passerelle.logsetup import setup_logging
 from passerelle.ops import checks, watch
 from passerelle.ops.checks import UNKNOWN, Result
 
