@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from passerelle.ops.blocks import atomic_write
+from passerelle.atomicfile import atomic_write
 
 # (argv, message bytes) -> (exit status, output)
 Mailer = Callable[[Sequence[str], bytes], tuple[int, str]]
@@ -45,7 +45,7 @@ def build_mail(sender: str, to: Sequence[str], subject: str, body: str) -> bytes
 
 def send_mail(command: Sequence[str], message: bytes) -> tuple[int, str]:
     """Default Mailer: pipe the message to ``sendmail -oi -t``."""
-    from passerelle.ops.blocks import run_command
+    from passerelle.runner import run_command
 
     with tempfile.NamedTemporaryFile(prefix="connwatch-mail.") as fh:
         fh.write(message)

@@ -22,15 +22,13 @@ import fcntl
 import ipaddress
 import json
 import os
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-# (argv, stdin file or None) -> (exit status, output)
-Runner = Callable[[Sequence[str], Path | None], tuple[int, str]]
+from passerelle.atomicfile import atomic_write
+from passerelle.runner import Runner, run_command
 
 
 class BlockError(RuntimeError):
@@ -105,24 +103,6 @@ def load_state(path: str | Path) -> dict[str, Block]:
     return {b.ip: b for b in blocks}
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    """Write to a temporary file in the same directory, fsync, rename over ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_state(path: str | Path, blocks: dict[str, Block]) -> None:
     doc = {"version": 1, "blocks": [blocks[ip].to_json() for ip in sorted(blocks, key=_ipkey)]}
     try:
@@ -165,23 +145,6 @@ def render_map(blocks: dict[str, Block]) -> str:
         msg = f"550 5.7.1 Too many connections from {ip}; blocked until {iso_minutes(b.expires)}"
         lines.append(f'{map_key(ip)}\tERROR:"{msg}"')
     return "\n".join(lines) + "\n"
-
-
-def run_command(argv: Sequence[str], stdin: Path | None = None) -> tuple[int, str]:
-    """Default Runner: run ``argv`` (stdin from a file), return (status, stdout+stderr)."""
-    try:
-        if stdin is not None:
-            with stdin.open("rb") as fh:
-                cp = subprocess.run(
-                    list(argv), stdin=fh, capture_output=True, timeout=300, check=False
-                )
-        else:
-            cp = subprocess.run(
-                list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=False
-            )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return 127, str(exc)
-    return cp.returncode, (cp.stdout + cp.stderr).decode("utf-8", "replace").strip()
 
 
 @dataclass

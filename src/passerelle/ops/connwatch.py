@@ -54,15 +54,14 @@ from passerelle.ops.blocks import (
     Block,
     BlockError,
     MapBuilder,
-    Runner,
     load_state,
     render_map,
-    run_command,
     save_state,
     state_lock,
 )
 from passerelle.ops.maillog import ScanStats, scan_logs
 from passerelle.ops.sink import CountSink, LocalSink, MariaDBSink, SinkError
+from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -37,7 +37,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from passerelle.ops.blocks import BlockError, atomic_write, load_state, state_lock
+from passerelle.atomicfile import atomic_write
+from passerelle.ops.blocks import BlockError, load_state, state_lock
 from passerelle.ops.events import (
     ANTIVIRUS_RESULTS,
     CONNWATCH_ACTIONS,

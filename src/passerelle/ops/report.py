@@ -26,10 +26,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from passerelle.atomicfile import atomic_write
 from passerelle.durations import format_duration
 from passerelle.greylist.stats import delay_distribution
 from passerelle.ops import alerts
-from passerelle.ops.blocks import atomic_write
 from passerelle.ops.events import (
     ANTIVIRUS_RESULTS,
     GREYLIST_DELAYING,

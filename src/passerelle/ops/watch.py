@@ -29,8 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from passerelle.atomicfile import atomic_write
 from passerelle.config import ConfigError, Section, load_toml
-from passerelle.ops.blocks import atomic_write, run_command
+from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/watch.toml"
 
@@ -180,7 +181,6 @@ def plan(
 
 
 # -- I/O -----------------------------------------------------------------------------------
-Runner = Callable[[Sequence[str], Path | None], tuple[int, str]]
 
 
 def parse_show(unit: str, text: str) -> UnitStatus:

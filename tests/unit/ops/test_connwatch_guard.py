@@ -11,7 +11,7 @@ import pytest
 
 from passerelle.cli import main
 from passerelle.config import ConfigError
-from passerelle.ops.blocks import Block, load_state, map_key, render_map, run_command
+from passerelle.ops.blocks import Block, load_state, map_key, render_map
 from passerelle.ops.connwatch import (
     Config,
     Deps,
@@ -22,6 +22,7 @@ from passerelle.ops.connwatch import (
     run_once,
 )
 from passerelle.ops.sink import LocalSink, SinkError
+from passerelle.runner import run_command
 
 from .smlog import NOW, session
 
