@@ -47,10 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml
-from passerelle.dburl import StoreURLError, parse_store_url
-from passerelle.durations import format_duration
-from passerelle.ops import alerts
-from passerelle.ops.blocks import (
+from passerelle.connwatch import alerts
+from passerelle.connwatch.blocks import (
     Block,
     BlockError,
     MapBuilder,
@@ -59,8 +57,10 @@ from passerelle.ops.blocks import (
     save_state,
     state_lock,
 )
-from passerelle.ops.maillog import ScanStats, scan_logs
-from passerelle.ops.sink import CountSink, LocalSink, MariaDBSink, SinkError
+from passerelle.connwatch.sink import CountSink, LocalSink, MariaDBSink, SinkError
+from passerelle.dburl import StoreURLError, parse_store_url
+from passerelle.durations import format_duration
+from passerelle.maillog import ScanStats, scan_logs
 from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
@@ -278,7 +278,7 @@ def status_line(
     plan: BlockPlan,
     notes: Sequence[str] = (),
 ) -> str:
-    """The Nagios line (see passerelle.ops.alerts for the format); ``notes`` (e.g. shared
+    """The Nagios line (see passerelle.connwatch.alerts for the format); ``notes`` (e.g. shared
     counts unavailable) make an OK run a WARNING."""
     win = format_duration(cfg.window)
     blocked = [d for d in decisions if d.action == "block" and d.ip in plan.blocks]
@@ -510,7 +510,7 @@ def mail_body(cfg: Config, out: Outcome) -> str:
         extra = ""
         b = out.plan.blocks.get(d.ip)
         if d.action == "block" and b is not None:
-            from passerelle.ops.blocks import iso
+            from passerelle.connwatch.blocks import iso
 
             extra = f" until {iso(b.expires)}"
         lines.append(f"  {d.ip:<40} {d.count:>8}  {what[d.action]}{extra}")

@@ -3,12 +3,12 @@
 from datetime import UTC
 
 import pytest
+from maillog.smlog import NOW, isots, trad
 
-from passerelle.ops.events import Tally, parse_line, scan_events
-from passerelle.ops.maillog import TimestampReader
+from passerelle.maillog import TimestampReader
+from passerelle.reports.events import Tally, parse_line, scan_events
 
 from . import opslog
-from .smlog import NOW, isots, trad
 
 T = NOW - 600
 

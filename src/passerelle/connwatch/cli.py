@@ -11,9 +11,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from passerelle.config import ConfigError, check_config_command
-from passerelle.logsetup import setup_logging
-from passerelle.ops.blocks import BlockError, iso, load_state
-from passerelle.ops.connwatch import (
+from passerelle.connwatch.blocks import BlockError, iso, load_state
+from passerelle.connwatch.guard import (
     DEFAULT_CONFIG,
     Config,
     Deps,
@@ -22,7 +21,8 @@ from passerelle.ops.connwatch import (
     run_once,
     unblock,
 )
-from passerelle.ops.sink import MariaDBSink, SinkError
+from passerelle.connwatch.sink import MariaDBSink, SinkError
+from passerelle.logsetup import setup_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:

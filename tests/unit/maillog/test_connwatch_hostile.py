@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.ops.maillog import SessionCounter, scan_logs
+from passerelle.maillog import SessionCounter, scan_logs
 
 from .smlog import NOW, trad
 

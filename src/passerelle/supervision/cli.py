@@ -9,8 +9,8 @@ import time
 from passerelle.config import ConfigError, check_config_command
 from passerelle.durations import DurationError, parse_duration
 from passerelle.logsetup import setup_logging
-from passerelle.ops import checks, watch
-from passerelle.ops.checks import UNKNOWN, Result
+from passerelle.supervision import checks, watch
+from passerelle.supervision.checks import UNKNOWN, Result
 
 
 def _duration(text: str) -> int:
@@ -69,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser(
         "watch",
         help="process watch: start wanted daemons found down, remember restarts",
-        description="Run by passerelle-watch.timer every minute (see passerelle.ops.watch).",
+        description=(
+            "Run by passerelle-watch.timer every minute (see passerelle.supervision.watch)."
+        ),
     )
     wa = w.add_subparsers(dest="watch_action", metavar="ACTION")
     wa.required = True

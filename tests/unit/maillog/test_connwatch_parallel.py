@@ -7,7 +7,7 @@ from datetime import UTC
 
 import pytest
 
-from passerelle.ops.maillog import (
+from passerelle.maillog import (
     Partial,
     ScanStats,
     SessionCounter,

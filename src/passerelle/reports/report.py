@@ -7,7 +7,7 @@ is kept on disk (``<output_dir>/YYYY-MM-DD.html``, written atomically) and maile
 admins through the local ``sendmail -t`` as a multipart message (text summary + the page).
 
 Sources, all on this host: the milters' decision lines in the mail log and its rotations
-(``passerelle.ops.events``) and the SMTP sessions per client (``passerelle.ops.maillog``).
+(``passerelle.reports.events``) and the SMTP sessions per client (``passerelle.maillog``).
 The delay histogram reuses the greylist report's buckets (``greylist.stats``).
 
 ``build`` (pure: a ``Tally`` and the session counts in, a ``DayReport`` out) and the
@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.atomicfile import atomic_write
+from passerelle.connwatch import alerts
 from passerelle.durations import format_duration
 from passerelle.greylist.stats import delay_distribution
-from passerelle.ops import alerts
-from passerelle.ops.events import (
+from passerelle.maillog import TimestampReader, read_chunks, rotated_files, scan_logs
+from passerelle.reports.config import OpsConfig, ReportConfig
+from passerelle.reports.events import (
     ANTIVIRUS_RESULTS,
     GREYLIST_DELAYING,
     GREYLIST_REASONS,
@@ -38,8 +40,6 @@ from passerelle.ops.events import (
     Tally,
     scan_events,
 )
-from passerelle.ops.maillog import TimestampReader, read_chunks, rotated_files, scan_logs
-from passerelle.ops.opsconfig import OpsConfig, ReportConfig
 
 SUGGESTIONS_SHOWN = 12
 COLORS = {

@@ -3,14 +3,13 @@
 from datetime import UTC
 
 import pytest
+from maillog.smlog import NOW
 
 from passerelle.cli import main
 from passerelle.config import ConfigError
-from passerelle.ops import status
-from passerelle.ops.opsconfig import parse_config
-from passerelle.ops.status import Snapshot, Unit, assess, parse_systemctl_show
-
-from .smlog import NOW
+from passerelle.reports import status
+from passerelle.reports.config import parse_config
+from passerelle.reports.status import Snapshot, Unit, assess, parse_systemctl_show
 
 SHOW = """Id=sendmail.service
 LoadState=loaded

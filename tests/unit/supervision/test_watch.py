@@ -5,8 +5,8 @@ import json
 import pytest
 
 from passerelle.config import ConfigError
-from passerelle.ops import watch
-from passerelle.ops.watch import UnitStatus, WatchState, plan
+from passerelle.supervision import watch
+from passerelle.supervision.watch import UnitStatus, WatchState, plan
 
 T = 1_800_000_000.0
 

@@ -7,15 +7,15 @@ import re
 from datetime import UTC, date, datetime
 
 import pytest
+from maillog.smlog import session
 
 from passerelle.cli import main
-from passerelle.ops import report
-from passerelle.ops.events import Tally, parse_line
-from passerelle.ops.maillog import TimestampReader
-from passerelle.ops.opsconfig import ReportConfig, parse_config
+from passerelle.maillog import TimestampReader
+from passerelle.reports import report
+from passerelle.reports.config import ReportConfig, parse_config
+from passerelle.reports.events import Tally, parse_line
 
 from . import opslog
-from .smlog import session
 
 DAY = date(2026, 11, 26)
 START = datetime(2026, 11, 26, tzinfo=UTC).timestamp()

@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from passerelle.config import ConfigError, check_config_command
-from passerelle.ops import metrics, report, status
-from passerelle.ops.opsconfig import DEFAULT_CONFIG, OpsConfig, load_config, parse_config
+from passerelle.reports import metrics, report, status
+from passerelle.reports.config import DEFAULT_CONFIG, OpsConfig, load_config, parse_config
 
 
 def _common() -> argparse.ArgumentParser:

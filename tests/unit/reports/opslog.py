@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .smlog import trad
+from maillog.smlog import trad
 
 
 def gl(ts, reason, ip="192.0.2.1", group=None, delay=None, pid=812, host="gw1"):

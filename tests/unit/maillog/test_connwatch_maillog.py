@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from passerelle.ops.maillog import (
+from passerelle.maillog import (
     SessionCounter,
     TimestampReader,
     parse_ip,

@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import UTC
 
 import pytest
+from maillog.smlog import NOW, session
 
 from passerelle.cli import main
 from passerelle.config import ConfigError
-from passerelle.ops.blocks import Block, load_state, map_key, render_map
-from passerelle.ops.connwatch import (
+from passerelle.connwatch.blocks import Block, load_state, map_key, render_map
+from passerelle.connwatch.guard import (
     Config,
     Deps,
     decide,
@@ -21,10 +22,8 @@ from passerelle.ops.connwatch import (
     plan_blocks,
     run_once,
 )
-from passerelle.ops.sink import LocalSink, SinkError
+from passerelle.connwatch.sink import LocalSink, SinkError
 from passerelle.runner import run_command
-
-from .smlog import NOW, session
 
 A, B, W, V6 = "192.0.2.10", "198.51.100.7", "10.0.0.5", "2001:db8::bad"
 

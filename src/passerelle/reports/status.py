@@ -15,9 +15,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from passerelle.durations import format_duration
-from passerelle.ops.events import GREYLIST_DELAYING
-from passerelle.ops.metrics import queue_length, today_counts
-from passerelle.ops.opsconfig import OpsConfig
+from passerelle.reports.config import OpsConfig
+from passerelle.reports.events import GREYLIST_DELAYING
+from passerelle.reports.metrics import queue_length, today_counts
 
 SIGNATURE_SUFFIXES = (".cvd", ".cld", ".cud", ".hdb", ".hsb", ".ndb", ".ldb", ".yar")
 SIGNATURES_OLD = 24 * 3600  # older: WARNING (freshclam runs every 15 minutes)

@@ -1,4 +1,5 @@
-"""Real-looking sendmail 8.17 syslog lines for the connection guard tests."""
+"""Real-looking sendmail 8.17 syslog lines, for the tests of the log reader, the connection
+guard and the reports (imported as ``maillog.smlog``)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from passerelle.cli import main
-from passerelle.ops import checks
-from passerelle.ops.checks import CRITICAL, OK, UNKNOWN, WARNING
+from passerelle.supervision import checks
+from passerelle.supervision.checks import CRITICAL, OK, UNKNOWN, WARNING
 
 
 def test_threshold_state():

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from passerelle.durations import DurationError, parse_duration
-from passerelle.ops.maillog import TimestampReader
+from passerelle.maillog import TimestampReader
 
 AREAS = {
     b"passerelle-greylist": "greylist",

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from passerelle.ops.maillog import Partial, SessionCounter, merge_partials
+from passerelle.maillog import Partial, SessionCounter, merge_partials
 
 from .smlog import NOW
 

@@ -4,14 +4,15 @@ import json
 import os
 from datetime import UTC
 
+from maillog.smlog import NOW
+
 from passerelle.cli import main
-from passerelle.ops import metrics
-from passerelle.ops.blocks import Block, save_state
-from passerelle.ops.metrics import Cursor, queue_length, read_new, render
-from passerelle.ops.opsconfig import parse_config
+from passerelle.connwatch.blocks import Block, save_state
+from passerelle.reports import metrics
+from passerelle.reports.config import parse_config
+from passerelle.reports.metrics import Cursor, queue_length, read_new, render
 
 from . import opslog
-from .smlog import NOW
 
 T = NOW - 600
 

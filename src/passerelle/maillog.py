@@ -1,8 +1,14 @@
-"""Count SMTP client sessions per client IP from sendmail's syslog lines.
+"""Reading sendmail's mail log: line timestamps, the log's rotations, SMTP sessions per client.
 
-Pure and streaming: the input is bytes (whole lines), the output a ``{ip: sessions}`` dict and
-statistics; memory is bounded by the number of distinct clients in the window plus the
-sessions still open, never by the size of the log.
+Shared by the connection guard (``passerelle.connwatch``: sessions per client in its window)
+and the reports (``passerelle.reports``: the decision lines are read with the same
+``TimestampReader``, ``rotated_files`` and ``read_chunks``, and the daily report's busiest
+clients come from ``scan_logs``).
+
+Counting sessions (``SessionCounter``, ``scan_logs``) is pure and streaming: the input is
+bytes (whole lines), the output a ``{ip: sessions}`` dict and statistics; memory is bounded by
+the number of distinct clients in the window plus the sessions still open, never by the size
+of the log.
 
 Lines read
 ----------

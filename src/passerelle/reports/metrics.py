@@ -4,7 +4,7 @@ Run every minute by a timer. Each run:
 
 1. reads the mail log from where the last run stopped (offset and inode in the state file;
    after a rotation the rest of the rotated file, then the new one), and adds the milters'
-   decisions (``passerelle.ops.events``) to counters kept in the state file, so the counters
+   decisions (``passerelle.reports.events``) to counters kept in the state file, so the counters
    only grow (Prometheus ``_total`` semantics) and each log byte is read once;
 2. counts the messages in sendmail's queues (``qf*`` files) and the connection guard's
    active blocks (its state file);
@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.atomicfile import atomic_write
-from passerelle.ops.blocks import BlockError, load_state, state_lock
-from passerelle.ops.events import (
+from passerelle.connwatch.blocks import BlockError, load_state, state_lock
+from passerelle.maillog import CHUNK_SIZE, TimestampReader, rotated_files
+from passerelle.reports.config import OpsConfig
+from passerelle.reports.events import (
     ANTIVIRUS_RESULTS,
     CONNWATCH_ACTIONS,
     GREYLIST_REASONS,
@@ -47,8 +49,6 @@ from passerelle.ops.events import (
     Tally,
     scan_events,
 )
-from passerelle.ops.maillog import CHUNK_SIZE, TimestampReader, rotated_files
-from passerelle.ops.opsconfig import OpsConfig
 
 STATE_VERSION = 1
 
