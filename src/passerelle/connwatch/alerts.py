@@ -1,4 +1,4 @@
-"""Telling people: the Nagios status file and the mail to the admins.
+"""The connection guard's Nagios status file (its mail to the admins: ``passerelle.adminmail``).
 
 Status file (``/var/lib/passerelle/connwatch.status``), one line, Nagios plugin output::
 
@@ -18,36 +18,10 @@ when the file is older than two runs (the timer runs hourly), e.g.::
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Sequence
-from email.message import EmailMessage
 from pathlib import Path
 
 from passerelle.atomicfile import atomic_write
 
-# (argv, message bytes) -> (exit status, output)
-Mailer = Callable[[Sequence[str], bytes], tuple[int, str]]
-
 
 def write_status(path: str | Path, line: str) -> None:
     atomic_write(path, (line.replace("\n", " ") + "\n").encode(), 0o644)
-
-
-def build_mail(sender: str, to: Sequence[str], subject: str, body: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = ", ".join(to)
-    msg["Subject"] = subject
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(body, cte="8bit")
-    return msg.as_bytes()
-
-
-def send_mail(command: Sequence[str], message: bytes) -> tuple[int, str]:
-    """Default Mailer: pipe the message to ``sendmail -oi -t``."""
-    from passerelle.runner import run_command
-
-    with tempfile.NamedTemporaryFile(prefix="connwatch-mail.") as fh:
-        fh.write(message)
-        fh.flush()
-        return run_command(command, Path(fh.name))

@@ -46,6 +46,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
+from passerelle import adminmail
 from passerelle.config import ConfigError, Section, load_toml
 from passerelle.connwatch import alerts
 from passerelle.connwatch.blocks import (
@@ -341,7 +342,7 @@ class Deps:
     """What a run talks to; tests replace any of it."""
 
     runner: Runner = run_command
-    mailer: alerts.Mailer = alerts.send_mail
+    mailer: adminmail.Mailer = adminmail.send_mail
     sink: CountSink = field(default_factory=LocalSink)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("passerelle"))
     tz: tzinfo | None = None
@@ -490,7 +491,7 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
     if cfg.admin_mail and (out.decisions or out.plan.removed or out.errors):
         body = mail_body(cfg, out)
         subject = f"[connwatch] {cfg.hostname} {cfg.direction}: {out.status.split(' |')[0]}"
-        msg = alerts.build_mail(cfg.mail_from, cfg.admin_mail, subject[:200], body)
+        msg = adminmail.build_mail(cfg.mail_from, cfg.admin_mail, subject[:200], body)
         rc, text = deps.mailer(list(cfg.mail_command), msg)
         if rc != 0:
             out.errors.append(f"mail to {', '.join(cfg.admin_mail)} failed ({rc}): {text}")

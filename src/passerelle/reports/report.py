@@ -26,8 +26,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from passerelle import adminmail
 from passerelle.atomicfile import atomic_write
-from passerelle.connwatch import alerts
 from passerelle.durations import format_duration
 from passerelle.greylist.stats import delay_distribution
 from passerelle.maillog import TimestampReader, read_chunks, rotated_files, scan_logs
@@ -574,7 +574,7 @@ def deliver(
     html_text: str,
     output_dir: str | None = None,
     mail_to: Sequence[str] | None = None,
-    mailer: alerts.Mailer = alerts.send_mail,
+    mailer: adminmail.Mailer = adminmail.send_mail,
     now: float | None = None,
 ) -> Delivered:
     """Write ``<dir>/<day>.html`` atomically, delete reports older than keep_days, mail it."""
