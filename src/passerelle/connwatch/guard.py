@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from passerelle import adminmail
-from passerelle.config import ConfigError, Section, load_toml
+from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.connwatch import alerts
 from passerelle.connwatch.blocks import (
     Block,
@@ -100,7 +100,7 @@ class Config:
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
     """Validate a parsed TOML document; errors name the key (``connwatch.window``)."""
-    try:
+    with naming_file(source):
         top = Section(data)
         s = top.table("connwatch")
         d = Config()
@@ -174,10 +174,6 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
             raise ConfigError("connwatch.sink_timeout", "must be longer than 0s")
         s.finish()
         top.finish()
-    except ConfigError as exc:
-        if source and exc.source is None:
-            raise ConfigError(exc.key, exc.message, source) from None
-        raise
     return cfg
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from passerelle.config import ConfigError, Section, load_toml
+from passerelle.config import ConfigError, Section, load_toml, naming_file
 
 DEFAULT_CONFIG = "/etc/passerelle/ops.toml"
 DEFAULT_UNITS = (
@@ -91,7 +91,7 @@ def _abs(key: str, value: str) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str | None = None) -> OpsConfig:
-    try:
+    with naming_file(source):
         top = Section(data)
         o = top.table("ops")
         d = OpsConfig()
@@ -153,10 +153,6 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> OpsConfig:
         )
         for s in (o, m, r, top):
             s.finish()
-    except ConfigError as exc:
-        if source and exc.source is None:
-            raise ConfigError(exc.key, exc.message, source) from None
-        raise
     return cfg
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.atomicfile import atomic_write
-from passerelle.config import ConfigError, Section, load_toml
+from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/watch.toml"
@@ -47,7 +47,7 @@ class WatchConfig:
 
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> WatchConfig:
-    try:
+    with naming_file(source):
         top = Section(data)
         s = top.table("watch")
         units = s.str_list("units")
@@ -70,10 +70,6 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> WatchCon
         )
         s.finish()
         top.finish()
-    except ConfigError as exc:
-        if source and exc.source is None:
-            raise ConfigError(exc.key, exc.message, source) from None
-        raise
     return cfg
 
 
