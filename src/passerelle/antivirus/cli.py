@@ -46,7 +46,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _setup_log(name: str, cfg: Any = None) -> None:
-    from passerelle.milterrun import setup_logging
+    from passerelle.logsetup import setup_logging
 
     setup_logging(name, cfg.log_level if cfg else "info", stderr=False)
 
@@ -63,7 +63,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    from passerelle.milterrun import setup_logging
+    from passerelle.logsetup import setup_logging
 
     try:
         cfg = _load(args)

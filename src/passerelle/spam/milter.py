@@ -11,8 +11,9 @@ from typing import Any
 
 import Milter
 
+from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import apply
-from passerelle.milterrun import run_milter, setup_logging
+from passerelle.milterrun import run_milter
 from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import Header, received_header
 from passerelle.spam.scanner import Scanner
