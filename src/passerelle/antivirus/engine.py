@@ -161,6 +161,39 @@ class Engine:
             hits = []
         return None, RulesResult(hits, [why])
 
+    def _uninspectable(
+        self,
+        env: Envelope,
+        spool: BinaryIO,
+        size: int,
+        reasons: list[str],
+        scan: cl.ScanResult | None,
+    ) -> Verdict | None:
+        """The uninspectable-content policy (None: accept, with a note in the header)."""
+        why = "; ".join(reasons)[:500]
+        policy = self.cfg.uninspectable_action
+        if policy == REJECT:
+            return Verdict(
+                REJECT,
+                "554",
+                "5.7.1",
+                "Message content cannot be inspected",
+                log=f"uninspectable: {why}",
+                scan=scan,
+            )
+        if policy == TEMPFAIL:
+            return Verdict(
+                TEMPFAIL,
+                "451",
+                "4.7.1",
+                "Message content could not be inspected, try again later",
+                log=f"uninspectable: {why}",
+                scan=scan,
+            )
+        if policy == "quarantine":
+            return self._hold(env, spool, size, UNINSPECTABLE, why, scan)
+        return None
+
     def process(
         self, env: Envelope, headers: Sequence[tuple[str, str]], spool: BinaryIO, size: int
     ) -> Verdict:
@@ -198,6 +231,12 @@ class Engine:
                 log=f"rule {m.rule}: {m.detail}",
             )
         spool.seek(0)
+        if (w is None or w.uninspectable) and cfg.uninspectable_action != ACCEPT:
+            # Too costly for our parser (time, parts): clamd's MIME parser would choke on it
+            # too; decide now rather than hold a clamd thread for it.
+            held = self._uninspectable(env, spool, size, rules.uninspectable, None)
+            if held is not None:
+                return held
         if oversize:
             scan = cl.ScanResult(cl.TOO_LARGE, detail=f"{size} bytes > max_size {cfg.max_size}")
         else:
@@ -236,28 +275,9 @@ class Engine:
             m = rules.first("quarantine")
             return self._hold(env, spool, size, "rule", f"{m.rule}: {m.detail}", scan)
         if uninspectable:
-            why = "; ".join(uninspectable)[:500]
-            policy = cfg.uninspectable_action
-            if policy == REJECT:
-                return Verdict(
-                    REJECT,
-                    "554",
-                    "5.7.1",
-                    "Message content cannot be inspected",
-                    log=f"uninspectable: {why}",
-                    scan=scan,
-                )
-            if policy == TEMPFAIL:
-                return Verdict(
-                    TEMPFAIL,
-                    "451",
-                    "4.7.1",
-                    "Message content could not be inspected, try again later",
-                    log=f"uninspectable: {why}",
-                    scan=scan,
-                )
-            if policy == "quarantine":
-                return self._hold(env, spool, size, UNINSPECTABLE, why, scan)
+            held = self._uninspectable(env, spool, size, uninspectable, scan)
+            if held is not None:
+                return held
             scanned_header = (
                 scanned_header[0],
                 scanned_header[1] + " (content not fully inspected)",
