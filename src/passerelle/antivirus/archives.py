@@ -199,6 +199,19 @@ def inspect_archive(
 inspect_zip = inspect_archive  # the former name (zip only)
 
 
+def gzip_name(data: bytes) -> str:
+    """The original file name a gzip header carries (FNAME), or ""."""
+    if len(data) < 10 or data[:2] != b"\x1f\x8b" or not data[3] & 0x08:
+        return ""
+    p = 10
+    if data[3] & 0x04:  # FEXTRA
+        if len(data) < 12:
+            return ""
+        p += 2 + int.from_bytes(data[10:12], "little")
+    end = data.find(b"\0", p, p + 1024)
+    return data[p:end].decode("latin-1") if end > p else ""
+
+
 def _raw_name(outer: str) -> str:
     low = outer.lower()
     for suffix, repl in ((".tgz", ".tar"), (".gz", ""), (".bz2", ""), (".xz", ""), (".z", "")):
@@ -233,13 +246,14 @@ def _walk(
         formats.append("raw")  # a single compressed file, not a compressed tar
     import libarchive
 
+    raw_name = gzip_name(data) or _raw_name(outer_name.rsplit("!", 1)[-1])
     for fmt in formats:
         seen = 0
         try:
             for name, size, isdir, blocks in _entries(data, fmt):
                 seen += 1
                 _member(
-                    name if fmt != "raw" else _raw_name(outer_name.rsplit("!", 1)[-1]),
+                    name if fmt != "raw" else raw_name,
                     size,
                     isdir,
                     blocks,
