@@ -34,6 +34,9 @@ HEAD = 4096
 BLOCK = 64 * 1024
 _EOCD = b"PK\x05\x06"
 _EOCD_MAX_BACK = 22 + 65535
+# Data of unknown type inside an archive is held up to this size in case it is a zip after
+# other bytes (self-extracting); beyond, a zip directory at its end makes it uninspectable.
+_UNKNOWN_KEEP = 4 * 1024 * 1024
 
 
 @dataclass
@@ -298,8 +301,10 @@ def _member(
     if size is not None and report.total + size > limits.max_total_size:
         _too_big(report, f"more than {limits.max_total_size} bytes uncompressed")
     head = b""
-    kept: list[bytes] | None = []
+    tail = b""  # the last bytes, where a zip's end of central directory would be
+    kept: list[bytes] | None = []  # the member, while it may be an archive to open
     kept_size = 0
+    kind_now: str | None = None
     for block in blocks:
         budget.check()
         report.total += len(block)
@@ -308,22 +313,30 @@ def _member(
             _too_big(report, f"more than {limits.max_total_size} bytes uncompressed")
         if len(head) < HEAD:
             head += block[: HEAD - len(head)]
-        if kept is not None:
-            kept_size += len(block)
-            kind_now = detect_type(head) if len(head) >= 262 or kept_size >= HEAD else None
-            if kept_size > limits.max_nested_size or (
-                kind_now is not None and kind_now not in ARCHIVE_TYPES
-            ):
-                if kind_now in ARCHIVE_TYPES:
-                    report.members.append(Member(full, kind_now, depth))
-                    _too_big(report, f"nested archive {full} larger than {limits.max_nested_size}")
-                kept = None
-            else:
-                kept.append(block)
+            kind_now = detect_type(head) if len(head) >= HEAD else None
+            if kind_now in ARCHIVE_TYPES and size is not None and size > limits.max_nested_size:
+                report.members.append(Member(full, kind_now, depth))
+                _too_big(report, f"nested archive {full} declares {size} bytes")
+        tail = (tail + block)[-_EOCD_MAX_BACK:]
+        if kept is None:
+            continue
+        kept_size += len(block)
+        cap = limits.max_nested_size if kind_now in ARCHIVE_TYPES else _UNKNOWN_KEEP
+        if kind_now is not None and kind_now not in ARCHIVE_TYPES:
+            kept = None  # a PDF, an executable...: its type is all the rules need
+        elif kept_size > cap:
+            if kind_now in ARCHIVE_TYPES:
+                report.members.append(Member(full, kind_now, depth))
+                _too_big(report, f"nested archive {full} larger than {limits.max_nested_size}")
+            kept = None  # unknown data: only its tail is kept (see below)
+        else:
+            kept.append(block)
     kind = detect_type(head)
     report.members.append(Member(full, kind, depth))
+    zip_tail = kind is None and looks_like_zip(tail)
     if kept is None:
+        if zip_tail:  # a zip behind other bytes, too large to hold: not clean
+            _unreadable(report, f"{full}: zip after other data, larger than {_UNKNOWN_KEEP}")
         return
-    content = b"".join(kept)
-    if kind in ARCHIVE_TYPES or (kind is None and looks_like_zip(content)):
-        _walk(content, limits, budget, report, depth + 1, full + "!", full)
+    if kind in ARCHIVE_TYPES or zip_tail:
+        _walk(b"".join(kept), limits, budget, report, depth + 1, full + "!", full)

@@ -97,7 +97,7 @@ class AntivirusConfig:
     # message that cannot be decoded, too costly to inspect, clamd stopped at its limits,
     # an error while inspecting a part): quarantine, reject, tempfail or accept.
     uninspectable_action: str = "quarantine"
-    # CPU/wall budget of the rules' inspection of one message (seconds, monotonic clock).
+    # Budget of the rules' inspection of one message (seconds of the milter thread's CPU).
     inspect_time_budget: float = 2.0
     rules: tuple[Rule, ...] = ()
     archives: ArchiveLimits = ArchiveLimits()

@@ -107,7 +107,7 @@ def test_time_budget_uses_the_injected_clock(tmp_path):
         scanner=ReplyScanner(),
         quarantine=Quarantine(tmp_path / "q"),
         outbreak=OutbreakStore(tmp_path / "ob.json"),
-        monotonic=lambda: float(next(ticks)),
+        inspect_clock=lambda: float(next(ticks)),
     )
     v = run(e, built("tar_exe"))
     assert v.action == "discard"
