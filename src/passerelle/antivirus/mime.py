@@ -103,7 +103,7 @@ def _payload(part: email.message.Message, limit: int) -> bytes:
     return b""
 
 
-_BOUNDARY = re.compile(rb"""(?i)boundary\s*=\s*(?:"([^"\n]{1,200})"|([^\s;"]{1,200}))""")
+_BOUNDARY = re.compile(rb"""boundary\s*=\s*(?:"([^"\n]{1,200})"|([^\s;"]{1,200}))""")
 _DELIM = re.compile(rb"(?m)^--([^\n]{0,202})")
 
 
@@ -111,8 +111,9 @@ def count_parts(raw: bytes, max_parts: int, budget: Budget) -> str:
     """Why ``raw`` has too many MIME parts to be parsed ("" when it has not), from the raw
     bytes only: declared boundaries, then delimiter lines that use one of them."""
     bounds: set[bytes] = set()
-    for m in _BOUNDARY.finditer(raw):
-        bounds.add((m.group(1) or m.group(2)).rstrip())
+    for m in _BOUNDARY.finditer(raw.lower()):  # values sliced from the original (case)
+        g = 1 if m.group(1) is not None else 2
+        bounds.add(raw[m.start(g) : m.end(g)].rstrip())
         if len(bounds) > max_parts:
             return f"more than {max_parts} multipart boundaries"
     if not bounds or raw.count(b"\n--") <= max_parts:
@@ -258,10 +259,12 @@ _NAME_PARAM = re.compile(
     (?P<val>"(?:[^"\\\n]|\\.)*"|[^;\s]+)
     """
 )
-_MIME_HEADER = re.compile(rb"(?im)^content-(?:type|disposition)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*")
+# Matched on a lower-cased copy (case-sensitive patterns with a literal prefix are searched
+# in C, case-insensitive ones are not: seconds on a 25 MB message), sliced from the original.
+_MIME_HEADER = re.compile(rb"\ncontent-(?:type|disposition)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*")
 # Only the first line of a body (right after a blank line) can start an encoded file:
 # random binary data elsewhere would otherwise match by chance.
-_B64_LINE = re.compile(rb"(?<=\n\n)(?P<head>TV[opqr]|f0VMR)[A-Za-z0-9+/]{56,}={0,2}[ \t]*$", re.M)
+_B64_LINE = re.compile(rb"(?P<head>TV[opqr]|f0VMR)[A-Za-z0-9+/]{56,}={0,2}[ \t]*$", re.M)
 
 
 def _raw_value(val: bytes, extended: bool) -> str:
@@ -285,7 +288,9 @@ def scan_raw(raw: bytes, result: Walk) -> None:
     encoded in base64 lines, whatever the MIME structure says."""
     names: list[str] = []
     current: str | None = None
-    for m in (m for h in _MIME_HEADER.finditer(raw) for m in _NAME_PARAM.finditer(h.group())):
+    low = b"\n" + raw.lower()  # offsets in ``low`` are one more than in ``raw``
+    headers = (raw[h.start() : h.end() - 1] for h in _MIME_HEADER.finditer(low))
+    for m in (m for h in headers for m in _NAME_PARAM.finditer(h)):
         value = _raw_value(m.group("val"), bool(m.group("ext")))
         idx = m.group("idx")
         if idx and idx != b"*0" and current is not None:
@@ -295,5 +300,9 @@ def scan_raw(raw: bytes, result: Walk) -> None:
         current = value
         names.append(value)
     result.raw_names = [n.strip() for n in names if n.strip()]
-    for m in _B64_LINE.finditer(raw):
-        result.raw_types.add("pe" if m.group("head").startswith(b"TV") else "elf")
+    pos = raw.find(b"\n\n")
+    while pos >= 0:
+        m = _B64_LINE.match(raw, pos + 2)
+        if m:
+            result.raw_types.add("pe" if m.group("head").startswith(b"TV") else "elf")
+        pos = raw.find(b"\n\n", pos + 2)
