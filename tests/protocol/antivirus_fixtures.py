@@ -72,6 +72,49 @@ class Clamd:
         time.sleep(1.0)
 
 
+CLAMAV_ROLE = Path(__file__).resolve().parents[2] / "roles" / "clamav"
+
+
+def clamav_role_defaults() -> dict[str, object]:
+    """The clamav role's defaults, Jinja expressions resolved the way Ansible would (those
+    needing host facts are left out)."""
+    import jinja2
+    import yaml
+
+    raw = yaml.safe_load((CLAMAV_ROLE / "defaults" / "main.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    values = {k: v for k, v in raw.items() if not (isinstance(v, str) and "{{" in v)}
+    pending = {k: v for k, v in raw.items() if k not in values}
+    while pending:
+        done = {}
+        for k, v in pending.items():
+            try:
+                done[k] = env.from_string(v).render(**values).strip()
+            except jinja2.UndefinedError:
+                continue
+        if not done:
+            break
+        values.update(done)
+        for k in done:
+            del pending[k]
+    return values
+
+
+def clamd_limits_conf(**overrides: object) -> str:
+    """The scan-limit lines of the clamav role's clamd.conf (AlertExceedsMax included),
+    rendered from the role's own template and defaults: the throwaway clamd of these tests
+    stops and alerts exactly where the gateways' clamd does."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(CLAMAV_ROLE / "templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    values = {**clamav_role_defaults(), **overrides}
+    return env.get_template("etc/clamav/clamd-limits.conf.j2").render(**values)
+
+
 def start_clamd(base: Path, stream_max: str = "20M") -> Clamd:
     exe = find_clamd()
     base.mkdir(parents=True, exist_ok=True)
@@ -91,6 +134,7 @@ def start_clamd(base: Path, stream_max: str = "20M") -> Clamd:
         MaxThreads 4
         SelfCheck 3600
         """)
+        + clamd_limits_conf()
     )
     proc = subprocess.Popen(
         [exe, f"--config-file={conf}", "--foreground"],

@@ -54,3 +54,31 @@ def test_rules_with_backslashes_and_quotes_survive_rendering():
     assert cfg.rules[1].pattern.search('[bad] "42"')
     assert cfg.rules[0].types == frozenset({"pe"})
     assert cfg.rules[2].archives is False
+
+
+def test_uninspectable_policy_and_budget_rendered():
+    cfg = parse_config(tomllib.loads(render()))
+    assert cfg.uninspectable_action == "quarantine"
+    assert cfg.inspect_time_budget == 2
+    assert cfg.mime.max_parts == 1000
+    cfg = parse_config(
+        tomllib.loads(
+            render(antivirus_uninspectable_action="tempfail", antivirus_inspect_time_budget="5s")
+        )
+    )
+    assert (cfg.uninspectable_action, cfg.inspect_time_budget) == ("tempfail", 5)
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    opt = specs["argument_specs"]["main"]["options"]["antivirus_uninspectable_action"]
+    assert opt["choices"] == ["quarantine", "reject", "tempfail", "accept"]
+    assert opt["default"] == "quarantine"
+
+
+def test_clamd_conf_alerts_when_limits_are_reached():
+    clamav = ROLE.parent / "clamav" / "templates" / "etc" / "clamav"
+    assert (
+        "{% include 'etc/clamav/clamd-limits.conf.j2' %}" in (clamav / "clamd.conf.j2").read_text()
+    )
+    limits = (clamav / "clamd-limits.conf.j2").read_text()
+    for key in ("MaxScanSize", "MaxFileSize", "MaxRecursion", "MaxFiles", "MaxScanTime"):
+        assert f"\n{key} " in limits
+    assert "\nAlertExceedsMax yes\n" in limits
