@@ -204,9 +204,13 @@ def sizing_kinds() -> dict[str, str]:
 
 
 def passerelle_play_hosts(play: str, lab: bool = False) -> str:
-    """The host pattern of a play: every group one of its roles runs on (lab ones in the lab)."""
+    """The host pattern of a play: every group one of its roles runs on (lab ones in the lab).
+    ``packages``: every group of every play (the packages play installs for all of them)."""
+    if play != "packages" and play not in PLAYS:
+        raise KeyError(f"passerelle_play_hosts: unknown play {play!r} (known: {', '.join(PLAYS)})")
+    entries = [r for e in PLAYS.values() for r in e] if play == "packages" else PLAYS[play]
     groups: list[str] = []
-    for r in PLAYS[play]:
+    for r in entries:
         if r.get("lab_only") and not lab:
             continue
         for g in r["groups"]:
