@@ -26,7 +26,10 @@ pushes it over: then the validate play stops the run.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
@@ -39,21 +42,38 @@ PROFILES: dict[str, dict[str, int]] = {
     "large-2024": {"cores": 16, "memory_mb": 65536},
 }
 
-# What each inventory group runs on a host.
+
+def _components() -> Any:
+    """The fleet's component table (filter_plugins/passerelle_components.py), loaded by path:
+    Ansible loads each filter file on its own, so a sibling cannot be imported by name."""
+    name = "passerelle_components"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+# The daemons this filter sizes, under the table's names (the spam milter is "spam" there).
+_SIZED = {
+    "sendmail": "sendmail",
+    "greylist": "greylist",
+    "antivirus": "antivirus",
+    "spam": "spam_milter",
+    "spamd": "spamd",
+    "clamd": "clamd",
+    "mariadb": "mariadb",
+}
+# What each inventory group runs on a host, from the component table.
 GROUP_SERVICES: dict[str, frozenset[str]] = {
-    "gateways": frozenset({"sendmail", "greylist", "antivirus", "spam_milter", "spamd", "clamd"}),
-    "smtpx": frozenset({"sendmail", "antivirus", "clamd"}),
-    "mailstores": frozenset({"sendmail"}),
-    "internet": frozenset({"sendmail"}),
-    "greylist_db": frozenset({"mariadb"}),
+    group: frozenset(_SIZED[d] for d in _components().group_daemons(group) if d in _SIZED)
+    for group in _components().GROUPS
 }
-# One kind instead of the groups (the sendmail role's sendmail_kind).
-KIND_GROUPS = {
-    "gateway": "gateways",
-    "smtpx": "smtpx",
-    "mailstore": "mailstores",
-    "database": "greylist_db",
-}
+# One kind instead of the groups (the sendmail role's sendmail_kind): kind -> its group.
+KIND_GROUPS: dict[str, str] = _components().sizing_kinds()
 KINDS = tuple(KIND_GROUPS)
 MILTERS = ("greylist", "antivirus", "spam_milter")
 

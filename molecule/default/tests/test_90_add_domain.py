@@ -36,7 +36,7 @@ def _playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[dict
             str(PROJECT / ".venv/bin/ansible-playbook"),
             "-i",
             str(PROJECT / "inventory/lab"),
-            str(PROJECT / "site.yml"),
+            str(PROJECT / "playbooks/lab/site.yml"),
             "--limit",
             limit,
             "-e",
