@@ -11,6 +11,7 @@ undefined one fails the rendering (``StrictUndefined`` semantics, like Ansible).
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ LAB = ROOT / "inventory" / "lab"
 
 @cache
 def _plugins() -> None:
-    init_plugin_loader()
+    with warnings.catch_warnings():  # another test module may have set the loader up already
+        warnings.filterwarnings("ignore", "AnsibleCollectionFinder has already been configured")
+        init_plugin_loader()
     filter_loader.add_directory(str(ROOT / "filter_plugins"))
 
 
