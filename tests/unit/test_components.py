@@ -9,7 +9,6 @@ host is contacted.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,16 +22,12 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader, init_plugin_loader
 from ansible.template import Templar, trust_as_template
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_components", ROOT / "filter_plugins" / "passerelle_components.py"
-)
-assert _spec is not None and _spec.loader is not None
-pc = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_components"] = pc
-_spec.loader.exec_module(pc)
+pc = load("filter_plugins/passerelle_components.py")
 
 init_plugin_loader()
 filter_loader.add_directory(str(ROOT / "filter_plugins"))

@@ -4,22 +4,16 @@ memory plan and its check."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_sizing", ROOT / "filter_plugins" / "passerelle_sizing.py"
-)
-assert _spec is not None and _spec.loader is not None
-ps = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_sizing"] = ps
-_spec.loader.exec_module(ps)
+ps = load("filter_plugins/passerelle_sizing.py")
 
 sizing = ps.passerelle_sizing
 

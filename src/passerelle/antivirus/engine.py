@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from passerelle import decisionlog
 from passerelle.antivirus import clamd as cl
 from passerelle.antivirus.budget import Budget, BudgetExceeded
 from passerelle.antivirus.config import AntivirusConfig
@@ -136,14 +137,14 @@ class Engine:
                 "451",
                 "4.3.0",
                 "Temporary failure, try again later",
-                log=f"quarantine write failed: {exc}",
+                log=decisionlog.av_quarantine_failed(exc),
                 scan=scan,
             )
         return Verdict(
             DISCARD,
             quarantine_id=item.id,
             scan=scan,
-            log=f"quarantined {item.id} ({reason}: {detail})",
+            log=decisionlog.av_quarantined(item.id, reason, detail),
         )
 
     def inspect(
@@ -183,7 +184,7 @@ class Engine:
                 "554",
                 "5.7.1",
                 "Message content cannot be inspected",
-                log=f"uninspectable: {why}",
+                log=decisionlog.av_uninspectable(why),
                 scan=scan,
             )
         if policy == TEMPFAIL:
@@ -192,7 +193,7 @@ class Engine:
                 "451",
                 "4.7.1",
                 "Message content could not be inspected, try again later",
-                log=f"uninspectable: {why}",
+                log=decisionlog.av_uninspectable(why),
                 scan=scan,
             )
         if policy == "quarantine":
@@ -213,14 +214,14 @@ class Engine:
                     "552",
                     "5.3.4",
                     "Message too big to be scanned",
-                    log=f"too large for clamd: {detail}",
+                    log=decisionlog.av_too_large(detail),
                 )
             return Verdict(
                 TEMPFAIL,
                 "451",
                 "4.7.1",
                 "Message could not be scanned",
-                log=f"too large for clamd: {detail}",
+                log=decisionlog.av_too_large(detail),
             )
         spool.seek(0)
         raw = spool.read()
@@ -233,7 +234,7 @@ class Engine:
                 "550",
                 "5.7.1",
                 f"Message refused by content rule {m.rule}",
-                log=f"rule {m.rule}: {m.detail}",
+                log=decisionlog.av_rule(m.rule, m.detail),
             )
         spool.seek(0)
         if (w is None or w.uninspectable) and cfg.uninspectable_action != ACCEPT:
@@ -259,7 +260,7 @@ class Engine:
                     "554",
                     "5.7.1",
                     f"Virus found: {scan.signature}",
-                    log=f"virus {scan.signature} (clamd {scan.host})",
+                    log=decisionlog.av_virus(scan.signature, scan.host),
                     scan=scan,
                 )
             return self._hold(env, spool, size, "signature", scan.signature, scan)
@@ -272,7 +273,7 @@ class Engine:
                     "451",
                     "4.7.1",
                     "Virus scanner unavailable, try again later",
-                    log=f"clamd error: {scan.detail}",
+                    log=decisionlog.av_clamd_error(scan.detail),
                     scan=scan,
                 )
             scanned_header = ("X-Virus-Scanned", "not scanned (clamd unavailable)")
@@ -294,7 +295,7 @@ class Engine:
             ACCEPT,
             headers=[scanned_header],
             scan=scan,
-            log=f"clean ({scan.status}, clamd {scan.host or '-'})"
+            log=decisionlog.av_clean(scan.status, scan.host)
             + (f", not fully inspected: {'; '.join(uninspectable)[:300]}" if uninspectable else ""),
         )
         if rules.action == "strip":
@@ -321,7 +322,7 @@ class Engine:
             names = sorted({m.rule for m in rules.matches if m.action == "strip"})
             verdict.body = body
             verdict.headers.append(("X-Passerelle-Stripped", ", ".join(names)))
-            verdict.log = f"stripped attachments ({', '.join(names)})"
+            verdict.log = decisionlog.av_stripped(names)
         return verdict
 
     def _auto(self, infected: bool) -> None:

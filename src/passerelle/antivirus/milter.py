@@ -8,6 +8,7 @@ from typing import Any
 
 import Milter
 
+from passerelle import decisionlog
 from passerelle.antivirus.config import AntivirusConfig
 from passerelle.antivirus.engine import (
     ACCEPT,
@@ -97,15 +98,17 @@ class AntivirusMilter(Milter.Base):
         self.env.queue_id = self.getsymval("i") or ""
         v = self.engine.process(self.env, self.headers, self.spool, self.size)
         log.info(
-            "%s: from=<%s> rcpts=%d size=%d client=%s [%s] %s -> %s",
-            self.env.queue_id or "-",
-            self.env.sender,
-            len(self.env.recipients),
-            self.size,
-            self.client_host,
-            self.client_ip,
-            v.log,
-            v.action,
+            "%s",
+            decisionlog.antivirus_line(
+                self.env.queue_id,
+                self.env.sender,
+                len(self.env.recipients),
+                self.size,
+                self.client_host,
+                self.client_ip,
+                v.log,
+                v.action,
+            ),
         )
         self._close_spool()
         if v.action == ACCEPT:

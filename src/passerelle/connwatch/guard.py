@@ -46,7 +46,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from passerelle import adminmail
+from passerelle import adminmail, decisionlog
 from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.connwatch import alerts
 from passerelle.connwatch.blocks import (
@@ -452,24 +452,20 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
     )
     for d in out.decisions:
         if d.action == "block":
+            outcome = "blocked" if d.ip in out.plan.blocks else "not-blocked"
             log.warning(
-                "connwatch %s: %s made %d connections in %s (> %d): %s",
-                cfg.direction,
-                d.ip,
-                d.count,
-                win,
-                cfg.block_threshold,
-                "blocked" if d.ip in out.plan.blocks else "not blocked (block = false)",
+                "%s",
+                decisionlog.connwatch_line(
+                    cfg.direction, d.ip, d.count, win, cfg.block_threshold, outcome
+                ),
             )
         else:
+            outcome = "whitelisted" if d.action == "whitelisted" else "alert"
             log.warning(
-                "connwatch %s: %s made %d connections in %s (> %d)%s",
-                cfg.direction,
-                d.ip,
-                d.count,
-                win,
-                cfg.alert_threshold,
-                ", whitelisted: never blocked" if d.action == "whitelisted" else "",
+                "%s",
+                decisionlog.connwatch_line(
+                    cfg.direction, d.ip, d.count, win, cfg.alert_threshold, outcome
+                ),
             )
     for b, why in out.plan.removed:
         log.info("connwatch: %s unblocked (%s)", b.ip, why)

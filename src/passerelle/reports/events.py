@@ -35,6 +35,9 @@ extra state in the milters and nothing to query on the shared database:
       passerelle-connwatch[815]: connwatch inbound: 198.51.100.7 made 3000 connections in
           1h (> 2500): blocked
 
+The text of each line is defined once, in ``passerelle.decisionlog``, which the milters and
+the connection guard write with and this module reads with.
+
 Pure: ``parse_line`` turns one line into an ``Event``; ``Tally`` adds events up;
 ``scan_events`` reads whole chunks (a cheap ``bytes.find`` prefilter: only lines holding
 `` passerelle-`` are parsed).
@@ -42,11 +45,17 @@ Pure: ``parse_line`` turns one line into an ``Event``; ``Tally`` adds events up;
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from passerelle.durations import DurationError, parse_duration
+from passerelle import decisionlog
+from passerelle.decisionlog import (  # noqa: F401  (re-exported: metrics, report)
+    ANTIVIRUS_RESULTS,
+    CONNWATCH_ACTIONS,
+    GREYLIST_DELAYING,
+    GREYLIST_REASONS,
+    SPAM_TIERS,
+)
 from passerelle.maillog import TimestampReader
 
 AREAS = {
@@ -55,41 +64,6 @@ AREAS = {
     b"passerelle-antivirus": "antivirus",
     b"passerelle-connwatch": "connwatch",
 }
-GREYLIST_REASONS = (
-    "new",
-    "early",
-    "restart",
-    "delayed",
-    "passed",
-    "trusted",
-    "client",
-    "auth",
-    "sender",
-    "recipient",
-    "auto",
-    "store-error",
-)
-GREYLIST_DELAYING = ("new", "early", "restart")  # answered 451
-SPAM_TIERS = ("none", "LOW", "MEDIUM", "HIGH", "unscanned", "tempfail")
-ANTIVIRUS_RESULTS = ("clean", "virus", "rule", "held", "unscanned", "error")
-CONNWATCH_ACTIONS = ("block", "alert")
-
-_GL = re.compile(
-    r"(?:greylisted|accepted) client=(?P<client>\S+)(?: group=(?P<group>\S+))?"
-    r"(?: .*?)?(?: delay=(?P<delay>\w+))? reason=(?P<reason>[\w-]+)$"
-)
-_GL_DOWN = re.compile(r"store unavailable, .*?client=(?P<client>\S+) reason=store-error")
-_SPAM = re.compile(r"\S+: client=(?P<client>\S*) (?P<rest>.*)$")
-_SPAM_TIER = re.compile(r"score=(?P<score>\S+) required=\S+ tier=(?P<tier>\w+)")
-_AV = re.compile(
-    r"\S+: from=<.*> rcpts=\d+ size=\d+ client=.*?\[(?P<client>[^\]]*)\] "
-    r"(?P<log>.*) -> (?P<action>\w+)$"
-)
-_AV_SIG = re.compile(r"(?:^virus (?P<a>\S+) |\(signature: (?P<b>.+)\)$)")
-_CW = re.compile(
-    r"connwatch (?P<dir>\w+): (?P<ip>\S+) made (?P<n>\d+) connections in \S+ \(> \d+\)"
-    r"(?P<rest>.*)$"
-)
 
 
 @dataclass(frozen=True)
@@ -104,65 +78,32 @@ class Event:
 
 
 def parse_message(area: str, msg: str, ts: float = 0.0) -> Event | None:
-    """The decision in one milter log message (the text after ``prog[pid]: ``), or None."""
+    """The decision in one milter log message (the text after ``prog[pid]: ``), or None.
+
+    The lines are read by ``passerelle.decisionlog``, the module their writers use.
+    """
     if area == "greylist":
-        m = _GL.match(msg)
-        if m:
-            delay = ""
-            if m["delay"]:
-                try:
-                    delay = str(parse_duration(m["delay"]))
-                except DurationError:
-                    delay = ""
-            return Event(ts, area, m["reason"], m["client"], delay, m["group"] or "")
-        m = _GL_DOWN.match(msg)
-        if m:
-            return Event(ts, area, "store-error", m["client"])
-        return None
+        g = decisionlog.parse_greylist(msg)
+        if g is None:
+            return None
+        delay = str(g.delay) if g.delay is not None else ""
+        return Event(ts, area, g.reason, g.client, delay, g.group)
     if area == "spam":
-        m = _SPAM.match(msg)
-        if not m:
+        s = decisionlog.parse_spam(msg)
+        if s is None:
             return None
-        client = m["client"]
-        if client.endswith("]") and "[" in client:
-            client = client[client.rindex("[") + 1 : -1]
-        rest = m["rest"]
-        t = _SPAM_TIER.match(rest)
-        if t:
-            tier = t["tier"] if t["tier"] in SPAM_TIERS else "none"
-            return Event(ts, area, tier, client, t["score"])
-        if rest.startswith("spamd unavailable, tempfail"):
-            return Event(ts, area, "tempfail", client)
-        return Event(ts, area, "unscanned", client, rest[:80])
+        detail = s.score if s.score else ("" if s.tier == "tempfail" else s.rest[:80])
+        return Event(ts, area, s.tier, s.ip, detail)
     if area == "antivirus":
-        m = _AV.match(msg)
-        if not m:
+        a = decisionlog.parse_antivirus(msg)
+        if a is None:
             return None
-        log, action = m["log"], m["action"]
-        sig = ""
-        s = _AV_SIG.search(log)
-        if s and (log.startswith("virus ") or "(signature: " in log):
-            label, sig = "virus", s["a"] or s["b"] or ""
-        elif log.startswith("clean (clean"):
-            label = "clean"
-        elif log.startswith("clean ("):  # accepted unscanned: too large, clamd down
-            label = "unscanned"
-        elif log.startswith(("rule ", "stripped ")) or "(rule: " in log:
-            label = "rule"
-        elif "(outbreak: " in log:
-            label = "held"
-        elif log.startswith("too large"):
-            label = "unscanned" if action == "accept" else "rule"
-        else:
-            label = "error"
-        return Event(ts, area, label, m["client"], sig)
+        return Event(ts, area, a.label, a.client_ip, a.signature)
     if area == "connwatch":
-        m = _CW.match(msg)
-        if not m:
+        c = decisionlog.parse_connwatch(msg)
+        if c is None:
             return None
-        rest = m["rest"]
-        label = "block" if rest.startswith(": blocked") else "alert"
-        return Event(ts, area, label, m["ip"], group=m["dir"], count=int(m["n"]))
+        return Event(ts, area, c.action, c.ip, group=c.direction, count=c.count)
     return None
 
 
