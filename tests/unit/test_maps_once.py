@@ -39,7 +39,7 @@ LEARN = [{"address": "spam@learn.test", "user": "passerelle-learn-spam"}]
 def test_the_model_validates_once_and_the_maps_do_not_validate_again():
     before = pm.VALIDATIONS
     model = pm.passerelle_fleet_model(DOMAINS, LDAP, LEARN)
-    assert pm.VALIDATIONS == before + 1
+    assert before + 1 == pm.VALIDATIONS
     derived = {
         "mailertable": pm.passerelle_mailertable(model),
         "port_mailers": pm.passerelle_port_mailers(model),
@@ -48,12 +48,12 @@ def test_the_model_validates_once_and_the_maps_do_not_validate_again():
         "access": pm.passerelle_access([], relay_domains=model["relay_domains"]),
         "local": pm.passerelle_local_addresses(LEARN, model),
     }
-    assert pm.VALIDATIONS == before + 1
+    assert before + 1 == pm.VALIDATIONS
     # The same maps as the filters give from the raw list (which they validate).
-    assert model["mailertable"] == pm.passerelle_mailertable(DOMAINS) + [["learn.test", "local:"]]
+    assert model["mailertable"] == [*pm.passerelle_mailertable(DOMAINS), ["learn.test", "local:"]]
     assert derived["mailertable"] == pm.passerelle_mailertable(DOMAINS)
     assert model["port_mailers"] == derived["port_mailers"] == pm.passerelle_port_mailers(DOMAINS)
-    assert model["relay_domains"] == pm.passerelle_relay_domains(DOMAINS) + ["learn.test"]
+    assert model["relay_domains"] == [*pm.passerelle_relay_domains(DOMAINS), "learn.test"]
     assert model["ldap_domains"] == derived["ldap_domains"] == ["ldap-a.test", "ldap-b.test"]
     assert model["ldap"] == pm.passerelle_ldap_settings(LDAP)
     assert model["local_aliases"] == [["spam", "passerelle-learn-spam"]]

@@ -38,7 +38,7 @@ def test_the_filter_loads_the_packages_rules_file():
 
 def test_ldap_defaults_are_the_same_on_both_sides():
     settings = LdapSettings(domains=("a.test",), uri="ldap://d", base="dc=x")
-    for key in rules.LDAP_NAME_KEYS + ("timeout", "bind_dn"):
+    for key in (*rules.LDAP_NAME_KEYS, "timeout", "bind_dn"):
         assert getattr(settings, key) == rules.LDAP_DEFAULTS[key]
     filled = pm.passerelle_ldap_settings({"uri": "ldap://d", "base": "dc=x"})
     assert {k: filled[k] for k in rules.LDAP_DEFAULTS} == rules.LDAP_DEFAULTS
