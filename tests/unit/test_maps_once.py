@@ -115,3 +115,28 @@ def test_a_run_validates_the_domains_once_per_host(tmp_path):
     # never again in the roles; passerelle_smtpx_routes (1 entry): once per host in the
     # validate play, once more in smtpx1's sendmail role (its own list).
     assert sizes == {3: hosts, 1: hosts + 1}, sizes
+
+
+def test_ansible_loads_the_filters_and_their_loader_without_a_warning():
+    """Ansible imports every .py of filter_plugins as a plugin ("Skipping plugin ... has no
+    attribute 'FilterModule'" otherwise): the shared loader is one, with no filter."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    expr = (
+        '{{ ([{"name": "a.test", "server": "m"}] | passerelle_fleet_model).mailertable }} '
+        '{{ "gwx-2008" | passerelle_sizing(["gateways"]) | length > 0 }} '
+        '{{ ["gateways"] | passerelle_checks | length > 0 }}'
+    )
+    res = subprocess.run(
+        [str(BIN / "ansible"), "localhost", "-m", "debug", "-a", f"msg='{expr}'"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "esmtp:[m]" in out and "True True" in out, out
+    assert "WARNING" not in out, out
+    loader = sys.modules.get("_passerelle_load")
+    assert loader is not None and loader.FilterModule().filters() == {}
