@@ -26,13 +26,16 @@ pushes it over: then the validate play stops the run.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
 
 # Named hardware profiles: the reference's 2008 machines and two modern ones.
 PROFILES: dict[str, dict[str, int]] = {
@@ -44,17 +47,8 @@ PROFILES: dict[str, dict[str, int]] = {
 
 
 def _components() -> Any:
-    """The fleet's component table (filter_plugins/passerelle_components.py), loaded by path:
-    Ansible loads each filter file on its own, so a sibling cannot be imported by name."""
-    name = "passerelle_components"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
+    """The fleet's component table, through the loader every Passerelle filter shares."""
+    return _passerelle_load.components()
 
 
 # The daemons this filter sizes, under the table's names (the spam milter is "spam" there).

@@ -23,7 +23,6 @@ the host's kind (first of gateway, smtpx, db, ldap, mailstore, monitoring) --
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,23 +31,18 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
+
 PLUGINS = "/usr/lib/nagios/plugins"
 PASSERELLE = "/usr/local/bin/passerelle"
 STATUS_DIR = "/var/lib/passerelle-status"
 
 
 def _components() -> Any:
-    """The fleet's component table (filter_plugins/passerelle_components.py), loaded by path:
-    Ansible loads each filter file on its own, so a sibling cannot be imported by name."""
-    name = "passerelle_components"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
+    """The fleet's component table, through the loader every Passerelle filter shares."""
+    return _passerelle_load.components()
 
 
 # Load per core (check_load -r: 1, 5 and 15 min), disk free %, memory used %, queued

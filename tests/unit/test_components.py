@@ -199,6 +199,8 @@ LAB_ROLES_BEFORE = {
     "gw1": {
         "resolver", "passerelle_tools", "greylist", "clamav", "antivirus", "spamassassin",
         "spam_milter", "sendmail", "ops_reports", "process_watch", "nrpe", "connwatch",
+        # since issue 15: the LDAP route daemon and routing.toml, out of the sendmail role
+        "ldap_route",
     },
     "smtpx1": {
         "resolver", "passerelle_tools", "clamav", "antivirus", "sendmail", "ops_reports",
@@ -324,3 +326,11 @@ def test_lab_site_runs_the_lab_roles_before_the_fleet():
             first.setdefault(role, index)
     assert first["slapd"] < first["greylist"] and first["slapd"] < first["sendmail"]
     assert first["clamav_lab_mirror"] < first["clamav"]
+
+
+def test_the_route_daemon_role_runs_on_gateways_before_sendmail():
+    fleet = [entry["role"] for entry in pc.PLAYS["fleet"]]
+    assert fleet.index("passerelle_tools") < fleet.index("ldap_route") < fleet.index("sendmail")
+    assert "ldap_route" in pc.passerelle_roles(["gateways"], "fleet")
+    for group in ("smtpx", "mailstores", "greylist_db"):
+        assert "ldap_route" not in pc.passerelle_roles([group], "fleet", lab=True)

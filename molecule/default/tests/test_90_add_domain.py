@@ -15,8 +15,9 @@ MAP_TASKS = {
     "sendmail : Render and build the mailertable",
     "sendmail : Render and build the access map",
     "sendmail : Render the relay-domains list",
-    # passerelle route reads the same mailertable
-    "sendmail : Render the routing of this gateway for passerelle route",
+    # passerelle route reads the same mailertable (routing.toml, role ldap_route); the route
+    # daemon does not restart for it (no "ldap_route : Restart passerelle route" here)
+    "ldap_route : Render the routing of this gateway for passerelle route",
     "sendmail : Reload sendmail",
 }
 
