@@ -340,9 +340,18 @@ def passerelle_memory_fits(sizing: Mapping[str, Any], host: str = "this host") -
     )
 
 
+def passerelle_milter_memory_max_mb(extra_mb: Any = 0, headroom: Any = 4) -> int:
+    """A milter's systemd MemoryMax (MB): ``headroom`` times what the plan counts for one
+    milter process (MILTER_MB), plus ``extra_mb`` (e.g. messages held in memory while they
+    are inspected). The plan is what the host is sized for; the ceiling only stops a
+    runaway process before it takes the host's memory."""
+    return int(MILTER_MB * float(headroom) + int(extra_mb))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "passerelle_milter_memory_max_mb": passerelle_milter_memory_max_mb,
             "passerelle_sizing": passerelle_sizing,
             "passerelle_memory_fits": passerelle_memory_fits,
         }

@@ -19,7 +19,11 @@ sizing = ps.passerelle_sizing
 
 
 def test_filter_module_exports():
-    assert set(ps.FilterModule().filters()) == {"passerelle_sizing", "passerelle_memory_fits"}
+    assert set(ps.FilterModule().filters()) == {
+        "passerelle_sizing",
+        "passerelle_memory_fits",
+        "passerelle_milter_memory_max_mb",
+    }
 
 
 # --- the reference's gateway: gwx-2008, 4 cores, 4096 MB ------------------------------------
@@ -271,3 +275,9 @@ def test_bad_kind_is_named():
 
 def test_memory_fits_passes_quietly():
     assert ps.passerelle_memory_fits(sizing("gwx-2008", "gateway"), "gw1") is True
+
+
+def test_milter_memory_max_from_the_plan():
+    assert ps.passerelle_milter_memory_max_mb() == 4 * ps.MILTER_MB
+    assert ps.passerelle_milter_memory_max_mb(100) == 4 * ps.MILTER_MB + 100
+    assert ps.passerelle_milter_memory_max_mb(0, 2) == 2 * ps.MILTER_MB

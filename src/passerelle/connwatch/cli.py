@@ -54,7 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[common],
         help="create/upgrade the shared counts table (sink = mariadb; a user allowed to CREATE)",
     )
-    mig.add_argument("--url", help="database URL with schema rights (default: the sink_url)")
+    src = mig.add_mutually_exclusive_group()
+    src.add_argument(
+        "--url",
+        help="database URL with schema rights (default: the sink_url); visible in ps: "
+        "prefer --url-file",
+    )
+    src.add_argument(
+        "--url-file",
+        metavar="PATH",
+        help="read the database URL from this file (mode 0600), or from stdin with -",
+    )
     mig.set_defaults(func=cmd_migrate)
 
     blocks = actions.add_parser("blocks", parents=[common], help="list the blocked clients")
@@ -118,6 +128,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     url = args.url or cfg.sink_url
+    if getattr(args, "url_file", None):
+        try:
+            if args.url_file == "-":
+                url = sys.stdin.readline().strip()
+            else:
+                with open(args.url_file, encoding="utf-8") as fh:
+                    url = fh.readline().strip()
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if not url:
         print("error: no sink_url in the config and no --url", file=sys.stderr)
         return 2
