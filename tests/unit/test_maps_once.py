@@ -7,7 +7,6 @@ gateway (46 validations for this run of 9 hosts; now 19)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,16 +14,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_maps", ROOT / "filter_plugins" / "passerelle_maps.py"
-)
-assert _spec is not None and _spec.loader is not None
-pm = sys.modules.get("passerelle_maps") or importlib.util.module_from_spec(_spec)
-if "passerelle_maps" not in sys.modules:
-    sys.modules["passerelle_maps"] = pm
-    _spec.loader.exec_module(pm)
+pm = load("filter_plugins/passerelle_maps.py")
 
 DOMAINS = [
     {"name": "static-a.test", "server": "mailstore1"},

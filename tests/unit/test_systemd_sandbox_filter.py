@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_systemd", ROOT / "filter_plugins" / "passerelle_systemd.py"
-)
-assert _spec is not None and _spec.loader is not None
-psd = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_systemd"] = psd
-_spec.loader.exec_module(psd)
+psd = load("filter_plugins/passerelle_systemd.py")
 sandbox = psd.passerelle_systemd_sandbox
 
 

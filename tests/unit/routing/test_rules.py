@@ -4,9 +4,7 @@ the same domain names, LDAP URIs, attribute names and timeouts."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +15,10 @@ import passerelle.routing.config as config_module
 import passerelle.routing.rules as rules
 from passerelle.config import ConfigError
 from passerelle.routing.config import LdapSettings, parse_config
+from plugins import load
 
 ROOT = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_maps", ROOT / "filter_plugins" / "passerelle_maps.py"
-)
-assert _spec is not None and _spec.loader is not None
-pm = sys.modules.get("passerelle_maps") or importlib.util.module_from_spec(_spec)
-if "passerelle_maps" not in sys.modules:
-    sys.modules["passerelle_maps"] = pm
-    _spec.loader.exec_module(pm)
+pm = load("filter_plugins/passerelle_maps.py")
 
 
 def test_the_filter_loads_the_packages_rules_file():
