@@ -54,6 +54,9 @@ class SQLStore:
     purge_statement = ""  # params: (before, batch)
     purge_clients_statement = ""
     purge_stats_statement = ""
+    # True: one connection for every thread, the caller serialises the calls (``lock``) and
+    # runs them in its own thread (the SQLite store of the milter: one writer, no hand-off).
+    serial = False
 
     def __init__(self, timeout: float = 2.0) -> None:
         self.timeout = timeout
@@ -61,6 +64,8 @@ class SQLStore:
         self._all: list[Any] = []
         self._lock = threading.Lock()
         self._schema_checked = False
+        self._shared: Any = None  # the one connection of a serial store
+        self.lock = threading.Lock()  # held by the caller around each call of a serial store
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -76,6 +81,12 @@ class SQLStore:
         """Release the migration lock."""
 
     def _thread_conn(self) -> Any:
+        if self.serial:
+            if self._shared is None:
+                self._shared = self._connect()
+                with self._lock:
+                    self._all.append(self._shared)
+            return self._shared
         c = getattr(self._local, "conn", None)
         if c is None:
             c = self._connect()
@@ -97,8 +108,11 @@ class SQLStore:
 
     def discard(self) -> None:
         """Forget this thread's connection after an error (a new one is made next time)."""
-        c = getattr(self._local, "conn", None)
-        self._local.conn = None
+        if self.serial:
+            c, self._shared = self._shared, None
+        else:
+            c = getattr(self._local, "conn", None)
+            self._local.conn = None
         if c is not None:
             with self._lock:
                 if c in self._all:
@@ -113,6 +127,10 @@ class SQLStore:
             with contextlib.suppress(Exception):
                 c.close()
         self._local = threading.local()
+        self._shared = None
+
+    def maintain(self) -> None:
+        """Periodic upkeep from the daemon's background thread (dialect specific)."""
 
     def q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)

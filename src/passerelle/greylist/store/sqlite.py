@@ -1,8 +1,22 @@
-"""Embedded SQLite store (WAL, one connection per worker thread)."""
+"""Embedded SQLite store (WAL).
+
+Two ways to use it: one connection per thread (tools, tests), or ``serial=True`` (the milter):
+one connection that the caller uses under ``store.lock`` from its own thread. SQLite has one
+writer at a time anyway; several connections of one process only wait on each other's locks
+(busy-handler sleeps) and keep the WAL from being checkpointed to its end.
+
+The WAL is bounded: a checkpoint runs every ``WAL_AUTOCHECKPOINT_PAGES`` pages written (on the
+committing connection), ``journal_size_limit`` truncates the file when it restarts, and
+``maintain`` (the daemon's background thread) forces a TRUNCATE checkpoint when another process
+(a report, a purge) kept it from restarting and the file grew beyond ``WAL_LIMIT_BYTES``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +41,11 @@ MIGRATIONS: dict[int, list[str]] = {
         " subject TEXT NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (bucket, kind, subject))",
     ],
 }
+
+
+WAL_AUTOCHECKPOINT_PAGES = 1000  # ~4 MB of 4 KiB pages (SQLite's default, set explicitly)
+WAL_LIMIT_BYTES = 8 * 1024 * 1024  # journal_size_limit, and when maintain() forces a checkpoint
+PROGRESS_STEPS = 20000  # SQLite VM steps between two deadline checks (serial store)
 
 
 class SQLiteStore(SQLStore):
@@ -54,9 +73,13 @@ class SQLiteStore(SQLStore):
         "DELETE FROM stats WHERE rowid IN (SELECT rowid FROM stats WHERE bucket < ? LIMIT ?)"
     )
 
-    def __init__(self, path: str, timeout: float = 2.0) -> None:
+    def __init__(self, path: str, timeout: float = 2.0, serial: bool = False) -> None:
         super().__init__(timeout)
         self.path = path
+        self.serial = serial
+        # serial store: a statement still running past this time.monotonic() is interrupted
+        # (set by the caller before each call; 0: no deadline)
+        self.deadline = 0.0
 
     def _connect(self) -> Any:
         if self.path != ":memory:":
@@ -67,7 +90,34 @@ class SQLiteStore(SQLStore):
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        c.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        if self.serial:
+            c.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         return c
+
+    def _past_deadline(self) -> int:
+        return 1 if self.deadline and time.monotonic() > self.deadline else 0
+
+    def wal_bytes(self) -> int:
+        """Size of the WAL file now (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def maintain(self) -> None:
+        """Force the WAL back to empty when it grew past WAL_LIMIT_BYTES (another process kept
+        the automatic checkpoints from restarting it). Waits at most 100 ms for readers."""
+        if self.path == ":memory:" or self.wal_bytes() <= WAL_LIMIT_BYTES:
+            return
+        c = self.conn()
+        c.execute("PRAGMA busy_timeout=100")
+        try:
+            with contextlib.suppress(sqlite3.OperationalError):  # busy: next time
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            c.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
 
     def _migrations(self) -> dict[int, list[str]]:
         return MIGRATIONS
