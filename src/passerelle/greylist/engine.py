@@ -306,6 +306,7 @@ class Greylister:
             log.warning("cannot read the whitelist table: %s", exc or "timeout")
         self._bg = threading.Thread(target=loop, name="greylist-background", daemon=True)
         self._bg.start()
+        self.store.start_checkpointer()
 
     def close(self) -> None:
         self._stop.set()

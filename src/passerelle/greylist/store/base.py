@@ -66,6 +66,7 @@ class SQLStore:
         self._schema_checked = False
         self._shared: Any = None  # the one connection of a serial store
         self.lock = threading.Lock()  # held by the caller around each call of a serial store
+        self._update_sql: dict[tuple[str, ...], str] = {}
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -132,6 +133,9 @@ class SQLStore:
     def maintain(self) -> None:
         """Periodic upkeep from the daemon's background thread (dialect specific)."""
 
+    def start_checkpointer(self) -> None:
+        """Start the store's own upkeep thread, if it has one (SQLite serial store)."""
+
     def q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
@@ -187,7 +191,12 @@ class SQLStore:
 
     # -- triplets ----------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
-        cur = self.execute(f"SELECT {_COLUMNS} FROM greylist WHERE k = ?", (key,))
+        got = self.get_with_expiry(key)
+        return None if got is None else got[0]
+
+    def get_with_expiry(self, key: bytes) -> tuple[Record, float] | None:
+        """The record and its stored ``expires``."""
+        cur = self.execute(f"SELECT {_COLUMNS}, expires FROM greylist WHERE k = ?", (key,))
         row = cur.fetchone()
         if row is None:
             return None
@@ -199,7 +208,7 @@ class SQLStore:
             attempts=int(row[4]),
             passes=int(row[5]),
             version=int(row[6]),
-        )
+        ), float(row[7])
 
     def insert(self, t: Triplet, rec: Record, expires: float) -> bool:
         """Insert a new record; False when another writer created it first."""
@@ -227,24 +236,51 @@ class SQLStore:
             return False
         return True
 
-    def update(self, key: bytes, rec: Record, expected_version: int, expires: float) -> bool:
-        """Compare-and-set: write ``rec`` only if the stored version is still the one read."""
-        cur = self.execute(
-            "UPDATE greylist SET state = ?, first_seen = ?, last_seen = ?, passed_at = ?,"
-            " expires = ?, attempts = ?, passes = ?, version = ? WHERE k = ? AND version = ?",
-            (
-                rec.state,
-                rec.first_seen,
-                rec.last_seen,
-                rec.passed_at,
-                expires,
-                rec.attempts,
-                rec.passes,
-                rec.version,
-                key,
-                expected_version,
-            ),
-        )
+    def update(
+        self,
+        key: bytes,
+        rec: Record,
+        expected_version: int,
+        expires: float,
+        old: Record | None = None,
+        old_expires: float | None = None,
+    ) -> bool:
+        """Compare-and-set: write ``rec`` only if the stored version is still the one read.
+
+        Given the record read (``old``, ``old_expires``), only the columns that changed are
+        written: an index whose column is not in the statement is not touched (an early retry
+        changes one row, not three index entries besides)."""
+        values = {
+            "state": rec.state,
+            "first_seen": rec.first_seen,
+            "last_seen": rec.last_seen,
+            "passed_at": rec.passed_at,
+            "expires": expires,
+            "attempts": rec.attempts,
+            "passes": rec.passes,
+        }
+        if old is not None:
+            before = {
+                "state": old.state,
+                "first_seen": old.first_seen,
+                "last_seen": old.last_seen,
+                "passed_at": old.passed_at,
+                "expires": old_expires,
+                "attempts": old.attempts,
+                "passes": old.passes,
+            }
+            values = {k: v for k, v in values.items() if before[k] != v}
+        cols = (*values, "version")
+        sql = self._update_sql.get(cols)
+        if sql is None:
+            sql = self.q(
+                "UPDATE greylist SET "
+                + ", ".join(f"{c} = ?" for c in cols)
+                + " WHERE k = ? AND version = ?"
+            )
+            self._update_sql[cols] = sql
+        cur = self.conn().cursor()
+        cur.execute(sql, (*values.values(), rec.version, key, expected_version))
         return bool(cur.rowcount == 1)
 
     def decide(self, t: Triplet, now: float, timing: Timing) -> Outcome:
@@ -252,13 +288,14 @@ class SQLStore:
         for attempt in range(MAX_RACE_RETRIES):
             if attempt:
                 time.sleep(random.uniform(0, 0.001 * min(attempt, 10)))  # noqa: S311 - jitter
-            rec = self.get(t.key)
+            got = self.get_with_expiry(t.key)
+            rec = None if got is None else got[0]
             out = evaluate(rec, now, timing)
             exp = out.record.expires(timing)
-            if rec is None:
+            if got is None:
                 if self.insert(t, out.record, exp):
                     return out
-            elif self.update(t.key, out.record, rec.version, exp):
+            elif self.update(t.key, out.record, got[0].version, exp, got[0], got[1]):
                 return out
         raise StoreError("too many concurrent updates on one triplet")
 

@@ -5,17 +5,26 @@ one connection that the caller uses under ``store.lock`` from its own thread. SQ
 writer at a time anyway; several connections of one process only wait on each other's locks
 (busy-handler sleeps) and keep the WAL from being checkpointed to its end.
 
-The WAL is bounded: a checkpoint runs every ``WAL_AUTOCHECKPOINT_PAGES`` pages written (on the
-committing connection), ``journal_size_limit`` truncates the file when it restarts, and
-``maintain`` (the daemon's background thread) forces a TRUNCATE checkpoint when another process
-(a report, a purge) kept it from restarting and the file grew beyond ``WAL_LIMIT_BYTES``.
+The WAL is bounded (a 10 s benchmark run used to leave a WAL thirty times the database):
+``journal_size_limit`` truncates the file each time it restarts from the beginning, which it
+does at the first write after a checkpoint copied every frame back into the database.
+- Per-thread connections: a checkpoint every ``WAL_AUTOCHECKPOINT_PAGES`` pages written, on the
+  committing connection (SQLite's automatic checkpoint).
+- Serial store (the milter): the automatic checkpoint is off, so that no decision pays for it;
+  a checkpointer thread with its own connection copies the WAL back when it passes
+  ``WAL_CHECKPOINT_BYTES``, first while decisions go on, then the few frames written meanwhile
+  under ``store.lock`` (no write in flight: the next one restarts the WAL).
+- ``maintain`` (the daemon's background thread) forces a TRUNCATE checkpoint when another process
+  (a report, a purge) kept the WAL from restarting and it grew beyond ``WAL_LIMIT_BYTES``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +52,11 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
+log = logging.getLogger("passerelle.greylist")
+
 WAL_AUTOCHECKPOINT_PAGES = 1000  # ~4 MB of 4 KiB pages (SQLite's default, set explicitly)
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # serial store: the checkpointer starts above this
+CHECKPOINT_EVERY = 0.05  # seconds between two looks at the WAL size (serial store)
 WAL_LIMIT_BYTES = 8 * 1024 * 1024  # journal_size_limit, and when maintain() forces a checkpoint
 PROGRESS_STEPS = 20000  # SQLite VM steps between two deadline checks (serial store)
 
@@ -80,6 +93,8 @@ class SQLiteStore(SQLStore):
         # serial store: a statement still running past this time.monotonic() is interrupted
         # (set by the caller before each call; 0: no deadline)
         self.deadline = 0.0
+        self._ckpt_stop = threading.Event()
+        self._ckpt: threading.Thread | None = None
 
     def _connect(self) -> Any:
         if self.path != ":memory:":
@@ -91,9 +106,11 @@ class SQLiteStore(SQLStore):
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         c.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-        c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         if self.serial:
+            c.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
             c.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+        else:
+            c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return c
 
     def _past_deadline(self) -> int:
@@ -105,6 +122,52 @@ class SQLiteStore(SQLStore):
             return os.stat(f"{self.path}-wal").st_size
         except OSError:
             return 0
+
+    # -- serial store: checkpoints off the decision path ---------------------------------
+    def start_checkpointer(self, every: float = CHECKPOINT_EVERY) -> None:
+        """Serial store: keep the WAL near ``WAL_CHECKPOINT_BYTES`` from a thread of its own."""
+        if not self.serial or self.path == ":memory:" or self._ckpt is not None:
+            return
+        self._ckpt_stop.clear()
+        self._ckpt = threading.Thread(
+            target=self._checkpoint_loop, args=(every,), name="greylist-checkpoint", daemon=True
+        )
+        self._ckpt.start()
+
+    def _checkpoint_loop(self, every: float) -> None:
+        c: Any = None
+        while not self._ckpt_stop.wait(every):
+            try:
+                if c is None:
+                    c = sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
+                self.checkpoint(c)
+            except Exception as exc:  # never let upkeep die: log, reconnect next time
+                log.warning("greylist WAL checkpoint failed: %s", exc or type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def checkpoint(self, c: Any, threshold: int = WAL_CHECKPOINT_BYTES) -> bool:
+        """One checkpoint of a serial store on connection ``c`` (not the decision one) when
+        the WAL passed ``threshold`` bytes; True when one ran."""
+        if self.wal_bytes() <= threshold:
+            return False
+        c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk; decisions go on
+        if self.lock.acquire(timeout=self.timeout):
+            try:  # the frames written meanwhile; with none in flight the WAL can restart
+                c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                self.lock.release()
+        return True
+
+    def close(self) -> None:
+        self._ckpt_stop.set()
+        if self._ckpt is not None:
+            self._ckpt.join(timeout=5)
+            self._ckpt = None
+        super().close()
 
     def maintain(self) -> None:
         """Force the WAL back to empty when it grew past WAL_LIMIT_BYTES (another process kept
