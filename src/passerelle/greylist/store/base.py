@@ -133,6 +133,9 @@ class SQLStore:
     def maintain(self) -> None:
         """Periodic upkeep from the daemon's background thread (dialect specific)."""
 
+    def _wrote(self) -> None:
+        """Called by a serial store after each decision's write (dialect specific)."""
+
     def start_checkpointer(self) -> None:
         """Start the store's own upkeep thread, if it has one (SQLite serial store)."""
 
@@ -293,9 +296,12 @@ class SQLStore:
             out = evaluate(rec, now, timing)
             exp = out.record.expires(timing)
             if got is None:
-                if self.insert(t, out.record, exp):
-                    return out
-            elif self.update(t.key, out.record, got[0].version, exp, got[0], got[1]):
+                done = self.insert(t, out.record, exp)
+            else:
+                done = self.update(t.key, out.record, got[0].version, exp, got[0], got[1])
+            if done:
+                if self.serial:
+                    self._wrote()
                 return out
         raise StoreError("too many concurrent updates on one triplet")
 

@@ -11,9 +11,12 @@ does at the first write after a checkpoint copied every frame back into the data
 - Per-thread connections: a checkpoint every ``WAL_AUTOCHECKPOINT_PAGES`` pages written, on the
   committing connection (SQLite's automatic checkpoint).
 - Serial store (the milter): the automatic checkpoint is off, so that no decision pays for it;
-  a checkpointer thread with its own connection copies the WAL back when it passes
-  ``WAL_CHECKPOINT_BYTES``, first while decisions go on, then the few frames written meanwhile
-  under ``store.lock`` (no write in flight: the next one restarts the WAL).
+  a checkpointer thread with its own connection copies the WAL back every
+  ``CHECKPOINT_ROWS`` rows written (about ``WAL_AUTOCHECKPOINT_PAGES`` pages: a decision
+  writes a few pages), first while decisions go on, then the few frames written meanwhile
+  under ``store.lock`` (no write in flight: the next one restarts the WAL). Should that thread
+  lag (a loaded host), the decision that reaches ``CHECKPOINT_ROWS_HARD`` rows checkpoints
+  itself: a hard bound.
 - ``maintain`` (the daemon's background thread) forces a TRUNCATE checkpoint when another process
   (a report, a purge) kept the WAL from restarting and it grew beyond ``WAL_LIMIT_BYTES``.
 """
@@ -55,7 +58,9 @@ MIGRATIONS: dict[int, list[str]] = {
 log = logging.getLogger("passerelle.greylist")
 
 WAL_AUTOCHECKPOINT_PAGES = 1000  # ~4 MB of 4 KiB pages (SQLite's default, set explicitly)
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # serial store: the checkpointer starts above this
+CHECKPOINT_ROWS = 200  # serial store: rows written between two checkpoints (~4 pages each)
+CHECKPOINT_ROWS_HARD = 400  # serial store: a decision checkpoints itself past this many
+SERIAL_CACHE_KIB = 32768  # serial store: page cache of its one connection (SQLite: 2 MiB)
 CHECKPOINT_EVERY = 0.05  # seconds between two looks at the WAL size (serial store)
 WAL_LIMIT_BYTES = 8 * 1024 * 1024  # journal_size_limit, and when maintain() forces a checkpoint
 PROGRESS_STEPS = 20000  # SQLite VM steps between two deadline checks (serial store)
@@ -95,6 +100,7 @@ class SQLiteStore(SQLStore):
         self.deadline = 0.0
         self._ckpt_stop = threading.Event()
         self._ckpt: threading.Thread | None = None
+        self._ckpt_done = 0  # total_changes of the decision connection at the last checkpoint
 
     def _connect(self) -> Any:
         if self.path != ":memory:":
@@ -108,6 +114,7 @@ class SQLiteStore(SQLStore):
         c.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         if self.serial:
             c.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+            c.execute(f"PRAGMA cache_size=-{SERIAL_CACHE_KIB}")
             c.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         else:
             c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
@@ -125,7 +132,7 @@ class SQLiteStore(SQLStore):
 
     # -- serial store: checkpoints off the decision path ---------------------------------
     def start_checkpointer(self, every: float = CHECKPOINT_EVERY) -> None:
-        """Serial store: keep the WAL near ``WAL_CHECKPOINT_BYTES`` from a thread of its own."""
+        """Serial store: checkpoint every ``CHECKPOINT_ROWS`` rows from a thread of its own."""
         if not self.serial or self.path == ":memory:" or self._ckpt is not None:
             return
         self._ckpt_stop.clear()
@@ -138,6 +145,9 @@ class SQLiteStore(SQLStore):
         c: Any = None
         while not self._ckpt_stop.wait(every):
             try:
+                shared = self._shared
+                if shared is None or not self._rows_since_checkpoint(shared, CHECKPOINT_ROWS):
+                    continue
                 if c is None:
                     c = sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
                 self.checkpoint(c)
@@ -149,18 +159,29 @@ class SQLiteStore(SQLStore):
         if c is not None:
             c.close()
 
-    def checkpoint(self, c: Any, threshold: int = WAL_CHECKPOINT_BYTES) -> bool:
-        """One checkpoint of a serial store on connection ``c`` (not the decision one) when
-        the WAL passed ``threshold`` bytes; True when one ran."""
-        if self.wal_bytes() <= threshold:
-            return False
+    def _rows_since_checkpoint(self, c: Any, rows: int) -> bool:
+        changes = c.total_changes
+        if changes < self._ckpt_done:  # a new decision connection
+            self._ckpt_done = 0
+        return bool(changes - self._ckpt_done >= rows)
+
+    def _wrote(self) -> None:
+        """After a decision's write (serial store, under ``store.lock``): the hard bound."""
+        c = self._shared
+        if c is not None and self._rows_since_checkpoint(c, CHECKPOINT_ROWS_HARD):
+            c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._ckpt_done = c.total_changes
+
+    def checkpoint(self, c: Any) -> None:
+        """One checkpoint of a serial store on connection ``c`` (not the decision one)."""
         c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk; decisions go on
         if self.lock.acquire(timeout=self.timeout):
             try:  # the frames written meanwhile; with none in flight the WAL can restart
                 c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self._shared is not None:
+                    self._ckpt_done = self._shared.total_changes
             finally:
                 self.lock.release()
-        return True
 
     def close(self) -> None:
         self._ckpt_stop.set()
