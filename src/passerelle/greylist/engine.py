@@ -5,8 +5,9 @@ worker threads (one database connection each) and the caller waits at most
 ``store_timeout``: a slow or dead store never holds a decision longer than that. A serial
 store (the milter's SQLite store, ``SQLStore.serial``) is called in the caller's own thread
 instead, one call at a time under ``store.lock``: the wait for the lock is bounded by
-``store_timeout`` and so is each statement (SQLite's busy timeout, and an interrupt past the
-deadline), without the cost of handing every decision to another thread. After a store
+``store_timeout`` and so is the call (SQLite's busy timeout on locks, and the store's
+checkpointer thread interrupts a call past its deadline), without the cost of handing every
+decision to another thread. After a store
 error the store is skipped for ``store_retry`` seconds, so a dead database costs one timeout,
 not one per recipient. Then ``on_store_error`` applies: ``accept`` (the message is marked
 ``X-Greylist: skipped``) or ``tempfail``.
@@ -246,7 +247,7 @@ class Greylister:
         if not lock.acquire(timeout=timeout):
             raise TimeoutError(f"store did not answer within {timeout:g}s")
         try:
-            self.store.deadline = self.monotonic() + timeout  # type: ignore[attr-defined]
+            self.store.deadline = time.monotonic() + timeout  # type: ignore[attr-defined]
             return self._guarded(fn, *args)
         finally:
             self.store.deadline = 0.0  # type: ignore[attr-defined]

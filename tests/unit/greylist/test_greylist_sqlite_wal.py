@@ -114,3 +114,24 @@ def test_decisions_unchanged_by_partial_updates(tmp_path, serial):
         assert expires == T0 + 3000 + T.pass_ttl
     finally:
         s.close()
+
+
+def test_serial_store_call_past_its_deadline_is_interrupted(tmp_path):
+    """The checkpointer thread is also the watchdog of the store_timeout bound."""
+    import sqlite3
+    import time
+
+    s = open_store(f"sqlite:///{tmp_path}/g.sqlite", serial=True)
+    s.migrate()
+    s.start_checkpointer(every=0.01)
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT MAX(i) FROM n"
+    try:
+        with s.lock:
+            s.deadline = time.monotonic() + 0.2
+            t = time.monotonic()
+            with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+                s.execute(endless).fetchall()
+            assert time.monotonic() - t < 2
+            s.deadline = 0.0
+    finally:
+        s.close()

@@ -64,9 +64,8 @@ WAL_AUTOCHECKPOINT_PAGES = 1000  # ~4 MB of 4 KiB pages (SQLite's default, set e
 CHECKPOINT_ROWS = 750  # serial store: rows written between two checkpoints (~4 pages each)
 CHECKPOINT_ROWS_HARD = 1500  # serial store: a decision checkpoints itself past this many
 SERIAL_CACHE_KIB = 32768  # serial store: page cache of its one connection (SQLite: 2 MiB)
-CHECKPOINT_EVERY = 0.05  # seconds between two looks at the rows written (serial store)
+CHECKPOINT_EVERY = 0.05  # seconds between two looks at rows written and deadline (serial)
 WAL_LIMIT_BYTES = 32 * 1024 * 1024  # journal_size_limit, and when maintain() forces a checkpoint
-PROGRESS_STEPS = 20000  # SQLite VM steps between two deadline checks (serial store)
 
 
 class SQLiteStore(SQLStore):
@@ -98,8 +97,10 @@ class SQLiteStore(SQLStore):
         super().__init__(timeout)
         self.path = path
         self.serial = serial
-        # serial store: a statement still running past this time.monotonic() is interrupted
-        # (set by the caller before each call; 0: no deadline)
+        # serial store: a call still running past this time.monotonic() is interrupted by the
+        # checkpointer thread (set by the caller before each call; 0: no deadline). A watchdog
+        # thread rather than a progress handler: that would call Python back from inside
+        # sqlite3_step on a libmilter thread, whose thread state pymilter manages itself.
         self.deadline = 0.0
         self._ckpt_stop = threading.Event()
         self._ckpt: threading.Thread | None = None
@@ -118,13 +119,9 @@ class SQLiteStore(SQLStore):
         if self.serial:
             c.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
             c.execute(f"PRAGMA cache_size=-{SERIAL_CACHE_KIB}")
-            c.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
         else:
             c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return c
-
-    def _past_deadline(self) -> int:
-        return 1 if self.deadline and time.monotonic() > self.deadline else 0
 
     def wal_bytes(self) -> int:
         """Size of the WAL file now (0 when there is none)."""
@@ -135,7 +132,8 @@ class SQLiteStore(SQLStore):
 
     # -- serial store: checkpoints off the decision path ---------------------------------
     def start_checkpointer(self, every: float = CHECKPOINT_EVERY) -> None:
-        """Serial store: checkpoint every ``CHECKPOINT_ROWS`` rows from a thread of its own."""
+        """Serial store: checkpoint every ``CHECKPOINT_ROWS`` rows from a thread of its own,
+        which also interrupts a call that runs past its ``deadline``."""
         if not self.serial or self.path == ":memory:" or self._ckpt is not None:
             return
         self._ckpt_stop.clear()
@@ -149,7 +147,13 @@ class SQLiteStore(SQLStore):
         while not self._ckpt_stop.wait(every):
             try:
                 shared = self._shared
-                if shared is None or not self._rows_since_checkpoint(shared, CHECKPOINT_ROWS):
+                if shared is None:
+                    continue
+                deadline = self.deadline
+                if deadline and time.monotonic() > deadline:
+                    shared.interrupt()  # a call past store_timeout: OperationalError there
+                    continue
+                if not self._rows_since_checkpoint(shared, CHECKPOINT_ROWS):
                     continue
                 if c is None:
                     c = sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
