@@ -42,6 +42,11 @@ def display_bytes(text: str) -> bytes:
 
 
 _COLUMNS = "state, first_seen, last_seen, passed_at, attempts, passes, version"
+INSERT_TRIPLET = (
+    "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
+    " passed_at, expires, attempts, passes, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLStore:
@@ -54,6 +59,9 @@ class SQLStore:
     purge_statement = ""  # params: (before, batch)
     purge_clients_statement = ""
     purge_stats_statement = ""
+    # dialect: INSERT_TRIPLET that does nothing (rowcount 0) when the key exists; when set, decide()
+    # tries it first: most triplets are new (a bot that never retries), one statement then
+    insert_if_absent = ""
     # True: one connection for every thread, the caller serialises the calls (``lock``) and
     # runs them in its own thread (the SQLite store of the milter: one writer, no hand-off).
     serial = False
@@ -213,28 +221,26 @@ class SQLStore:
             version=int(row[6]),
         ), float(row[7])
 
+    def _row(self, t: Triplet, rec: Record, expires: float) -> tuple[Any, ...]:
+        return (
+            t.key,
+            t.client,
+            display_bytes(t.sender),
+            display_bytes(t.recipient),
+            rec.state,
+            rec.first_seen,
+            rec.last_seen,
+            rec.passed_at,
+            expires,
+            rec.attempts,
+            rec.passes,
+            rec.version,
+        )
+
     def insert(self, t: Triplet, rec: Record, expires: float) -> bool:
         """Insert a new record; False when another writer created it first."""
         try:
-            self.execute(
-                "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
-                " passed_at, expires, attempts, passes, version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    t.key,
-                    t.client,
-                    display_bytes(t.sender),
-                    display_bytes(t.recipient),
-                    rec.state,
-                    rec.first_seen,
-                    rec.last_seen,
-                    rec.passed_at,
-                    expires,
-                    rec.attempts,
-                    rec.passes,
-                    rec.version,
-                ),
-            )
+            self.execute(INSERT_TRIPLET, self._row(t, rec, expires))
         except self.integrity_errors:
             return False
         return True
@@ -288,6 +294,14 @@ class SQLStore:
 
     def decide(self, t: Triplet, now: float, timing: Timing) -> Outcome:
         """Read, decide (policy.evaluate), write atomically; retried when a race is lost."""
+        if self.insert_if_absent:
+            out = evaluate(None, now, timing)  # what a triplet without a record gets
+            cur = self.conn().cursor()
+            cur.execute(self.insert_if_absent, self._row(t, out.record, out.record.expires(timing)))
+            if cur.rowcount == 1:
+                if self.serial:
+                    self._wrote()
+                return out
         for attempt in range(MAX_RACE_RETRIES):
             if attempt:
                 time.sleep(random.uniform(0, 0.001 * min(attempt, 10)))  # noqa: S311 - jitter
@@ -307,11 +321,7 @@ class SQLStore:
 
     def bulk_load(self, rows: Iterable[tuple[Any, ...]], chunk: int = 5000) -> int:
         """Fast fill (benchmarks, imports): rows are the 12 greylist columns in order."""
-        sql = self.q(
-            "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
-            " passed_at, expires, attempts, passes, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        sql = self.q(INSERT_TRIPLET)
         n = 0
         c = self.conn()
         batch: list[tuple[Any, ...]] = []

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from passerelle.greylist.store.base import SQLStore
+from passerelle.greylist.store.base import INSERT_TRIPLET, SQLStore
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -81,6 +81,7 @@ class SQLiteStore(SQLStore):
         " passes = CASE WHEN clients.expires < ? THEN 1 ELSE clients.passes + 1 END,"
         " last_pass = excluded.last_pass, expires = excluded.expires"
     )
+    insert_if_absent = INSERT_TRIPLET + " ON CONFLICT (k) DO NOTHING"
     purge_statement = (
         "DELETE FROM greylist WHERE k IN"
         " (SELECT k FROM greylist WHERE expires < ? ORDER BY expires LIMIT ?)"
