@@ -1,7 +1,8 @@
 # Passerelle: the two entry points of README.md, and a few helpers.
 #   make lab    bring up the lab fleet in local containers and push a test mail through it
 #   make test   the whole test suite: lint, unit and protocol tests, molecule scenarios
-.PHONY: lab test lint unit molecule lab-destroy lab-shell lab-mail bench setup
+#   make controller  a deployment controller only (ansible-core + collections, no lab)
+.PHONY: lab test lint unit molecule lab-destroy lab-shell lab-mail bench setup controller
 
 lab:
 	scripts/lab up
@@ -11,6 +12,9 @@ test:
 
 setup:
 	scripts/host-setup
+
+controller:
+	scripts/controller-setup
 
 lint:
 	scripts/test lint

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Time the add-a-domain rerun on the lab: the FULL `ansible-playbook site.yml` with one new
-# domain (routed to mailstore2), then the same rerun again (nothing to change), with the
-# profile_tasks callback's slowest tasks. The new domain comes in with -e (the lab's domains
-# plus one), so the inventory is not edited.
+# Time the add-a-domain rerun on the lab: the FULL `ansible-playbook playbooks/lab/site.yml`
+# (the lab's site.yml) with one new domain (routed to mailstore2), then the same rerun again
+# (nothing to change), with the profile_tasks callback's slowest tasks. The new domain comes
+# in with -e (the lab's domains plus one), so the inventory is not edited.
 #   bench/add_domain.sh [extra ansible-playbook args, e.g. --limit gw1,gw2,smtpx1,...]
 # Uses the PASSERELLE_LAB_* environment like scripts/lab.
 set -euo pipefail
@@ -18,7 +18,7 @@ run() {
     local name=$1; shift
     local t0 t1
     t0=$(date +%s.%N)
-    "$PB" -i inventory/lab site.yml "$@" >"$log.$name" 2>&1 || { tail -40 "$log.$name"; exit 1; }
+    "$PB" -i inventory/lab playbooks/lab/site.yml "$@" >"$log.$name" 2>&1 || { tail -40 "$log.$name"; exit 1; }
     t1=$(date +%s.%N)
     printf '== %s: %.1f s (%s)\n' "$name" "$(echo "$t1 - $t0" | bc)" "$(grep -A20 'PLAY RECAP' "$log.$name" | grep -oE 'changed=[0-9]+' | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
     sed -n '/^=====/,$p' "$log.$name" | sed -n '2,16p' | sed 's/^/   /'

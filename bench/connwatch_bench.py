@@ -167,7 +167,7 @@ def generate(path: Path, size_mb: int, seed: int = 42) -> tuple[int, float]:
 
 
 def scan(path: str, since: float, until: float, jobs: int = 1) -> dict[str, object]:
-    from passerelle.ops.maillog import scan_logs
+    from passerelle.maillog import scan_logs
 
     t0, c0 = time.perf_counter(), time.process_time()
     c = scan_logs([path], since, until, now=until, tz=UTC, skip_stale=False, jobs=jobs)

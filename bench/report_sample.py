@@ -21,8 +21,8 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from passerelle.ops import report
-from passerelle.ops.opsconfig import parse_config
+from passerelle.reports import report
+from passerelle.reports.config import parse_config
 
 DAY = date(2026, 11, 26)
 START = datetime(2026, 11, 26, tzinfo=UTC).timestamp()

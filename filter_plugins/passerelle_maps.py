@@ -2,9 +2,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters turning Passerelle inventory data into sendmail map entries.
 
-Every filter validates its input and raises ``AnsibleFilterError`` naming the offending
+``passerelle_domains | passerelle_fleet_model(ldap, local_addresses)`` validates the managed
+domains once and returns the model every map is derived from (``playbooks/validate.yml`` sets
+it once per host as the fact ``passerelle_routing``); the map filters below take that model
+without validating again, or, for compatibility, a raw list, which they validate.
+
+Every filter validates its raw input and raises ``AnsibleFilterError`` naming the offending
 entry by position and value, e.g. ``passerelle_domains[3] 'exa mple.org': invalid domain
 name``, so that a bad inventory fails the play before any host is touched.
+
+The rules shared with the gateways' ``passerelle`` package (domain labels, LDAP defaults and
+URI, timeout range) are defined once, in ``src/passerelle/routing/rules.py``, loaded here by
+path (``_passerelle_load.py``).
 
 Outputs are plain lists meant for the ``sendmail_map`` module (``entries``):
 
@@ -23,22 +32,30 @@ Outputs are plain lists meant for the ``sendmail_map`` module (``entries``):
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-ROUTINGS = ("static", "ldap")
-# The IPC mailers defined by sendmail's MAILER(`smtp').
-MAILERS = ("esmtp", "smtp", "relay", "smtp8", "dsmtp")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
+
+RULES = _passerelle_load.routing_rules()
+ROUTINGS: tuple[str, ...] = RULES.ROUTINGS
+MAILERS: tuple[str, ...] = RULES.MAILERS
+hostname_problem: Callable[..., str | None] = RULES.hostname_problem
+MODEL = "passerelle_fleet_model"
 DOMAIN_KEYS = frozenset({"name", "routing", "server", "mailer", "port"})
 BLACKLIST_KEYS = frozenset({"entry", "action", "message"})
 ACTIONS = ("reject", "error", "discard")
 DEFAULT_ERROR = "550 5.7.1 Access denied"
 MAX_EXPANSION = 65536
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SMTP_MESSAGE = re.compile(r"^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} \S.*$")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -59,32 +76,6 @@ def _as_list(value: Any, fname: str) -> list[Any]:
     if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
         raise AnsibleFilterError(f"{fname}: expected a list, got {type(value).__name__}")
     return list(value)
-
-
-def hostname_problem(name: Any, min_labels: int = 2) -> str | None:
-    """Return why ``name`` is not a valid host/domain name (RFC 1035/1123), or None.
-
-    Labels: 1-63 characters, letters, digits and hyphens, no leading or trailing hyphen;
-    total length <= 253; no trailing dot; the last label is not all-numeric (so that an
-    IPv4 address is never taken for a name). IDNs must be given in punycode (``xn--``).
-    """
-    if not isinstance(name, str):
-        return "invalid domain name (not a string)"
-    if not name.isascii():
-        return "invalid domain name (IDN must be given as punycode, xn--...)"
-    if name.endswith("."):
-        return "invalid domain name (trailing dot)"
-    if not name or len(name) > 253:
-        return "invalid domain name (empty or longer than 253 characters)"
-    labels = name.lower().split(".")
-    if len(labels) < min_labels:
-        return f"invalid domain name (needs at least {min_labels} labels)"
-    for label in labels:
-        if not _LABEL.match(label):
-            return f"invalid domain name (bad label {label!r})"
-    if labels[-1].isdigit():
-        return "invalid domain name (numeric top-level label)"
-    return None
 
 
 def _domain(value: Any, fname: str, index: int) -> str:
@@ -130,23 +121,9 @@ def _ldap_ready(ldap: Any) -> bool:
     return isinstance(ldap, dict) and bool(ldap.get("uri")) and bool(ldap.get("base"))
 
 
-# passerelle_ldap: the directory of the LDAP-routed domains. Attribute names default to the
-# ones of OpenLDAP's misc schema (objectClass inetLocalMailRecipient).
-LDAP_DEFAULTS: dict[str, Any] = {
-    "bind_dn": "",
-    "bind_password": "",
-    "object_class": "inetLocalMailRecipient",
-    "search_attribute": "mailLocalAddress",
-    "host_attribute": "mailHost",
-    "address_attribute": "mailRoutingAddress",
-    "timeout": 5,
-}
+# passerelle_ldap: the directory of the LDAP-routed domains (defaults: the shared rules).
+LDAP_DEFAULTS: dict[str, Any] = RULES.LDAP_DEFAULTS
 LDAP_KEYS = frozenset({"uri", "base", *LDAP_DEFAULTS})
-_LDAP_URI = re.compile(r"^ldaps?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$")
-_LDAP_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
-# A DN as sendmail's map options take it: no spaces around commas would matter, but
-# whitespace or quotes inside would split the option line.
-_LDAP_DN = re.compile(r"^[A-Za-z][A-Za-z0-9-]*=[^,\s\"'`]+(,[A-Za-z][A-Za-z0-9-]*=[^,\s\"'`]+)*$")
 
 
 def passerelle_ldap_settings(ldap: Any) -> dict[str, Any]:
@@ -169,14 +146,14 @@ def passerelle_ldap_settings(ldap: Any) -> dict[str, Any]:
     def bad(key: str, why: str) -> AnsibleFilterError:
         return AnsibleFilterError(f"{fname}.{key} {result.get(key)!r}: {why}")
 
-    uri = result.get("uri")
-    if not isinstance(uri, str) or not _LDAP_URI.match(uri):
-        raise bad("uri", "required: one ldap://host[:port] or ldaps://host[:port]")
+    problem = RULES.ldap_uri_problem(result.get("uri"))
+    if problem:
+        raise bad("uri", f"required: {problem}")
     for key in ("base", "bind_dn"):
         value = result.get(key)
         if key == "base" and not value:
             raise bad(key, "required (the search base DN)")
-        if not isinstance(value, str) or (value and not _LDAP_DN.match(value)):
+        if not isinstance(value, str) or (value and not RULES.LDAP_DN.match(value)):
             raise bad(key, "not a DN like ou=people,dc=example,dc=org (no spaces or quotes)")
     if not isinstance(result["bind_password"], str):
         raise bad("bind_password", "must be a string")
@@ -184,27 +161,53 @@ def passerelle_ldap_settings(ldap: Any) -> dict[str, Any]:
         raise AnsibleFilterError(
             f"{fname}: bind_dn and bind_password go together (both empty: anonymous search)"
         )
-    for key in ("object_class", "search_attribute", "host_attribute", "address_attribute"):
-        if not isinstance(result[key], str) or not _LDAP_ATTRIBUTE.match(result[key]):
+    for key in RULES.LDAP_NAME_KEYS:
+        if not isinstance(result[key], str) or not RULES.LDAP_ATTRIBUTE.match(result[key]):
             raise bad(key, "not an LDAP attribute or class name")
     timeout = result["timeout"]
-    if isinstance(timeout, bool) or not str(timeout).isdigit() or not 1 <= int(str(timeout)) <= 300:
-        raise bad("timeout", "must be a number of seconds in 1-300")
+    problem = RULES.ldap_timeout_problem(timeout)
+    if problem:
+        raise bad("timeout", problem)
     result["timeout"] = int(str(timeout))
     return result
 
 
+def _valid(domains: Any) -> list[dict[str, Any]]:
+    """The normalised domains of a model (no validation), or a raw list validated."""
+    if isinstance(domains, dict) and domains.get("model") == MODEL:
+        return list(domains["domains"])
+    return _validate_domains(domains, None, check_ldap=False)
+
+
 def passerelle_ldap_domains(domains: Any) -> list[str]:
-    """Sorted names of the LDAP-routed domains."""
-    return sorted(
-        item["name"]
-        for item in _validate_domains(domains, None, check_ldap=False)
-        if item["routing"] == "ldap"
-    )
+    """Sorted names of the LDAP-routed domains (a model, or a raw list)."""
+    return _ldap_domains(_valid(domains))
+
+
+def _ldap_domains(valid: list[dict[str, Any]]) -> list[str]:
+    return sorted(item["name"] for item in valid if item["routing"] == "ldap")
+
+
+# How many times a domain list was validated in this process, and, when the environment
+# names a file in PASSERELLE_MAPS_COUNT, one line appended there per validation (Ansible templates
+# in forked workers: a file is what adds up across them). Tests use both to prove that a
+# run validates the inventory once per host.
+VALIDATIONS = 0
+
+
+def _count_validation(domains: Any) -> None:
+    global VALIDATIONS
+    VALIDATIONS += 1
+    log = os.environ.get("PASSERELLE_MAPS_COUNT")
+    if log:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()} {len(_as_list(domains, 'passerelle_domains'))}\n")
 
 
 def _validate_domains(domains: Any, ldap: Any, check_ldap: bool) -> list[dict[str, Any]]:
     fname = "passerelle_domains"
+    _count_validation(domains)
+    ldap_checked = False
     result: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(_as_list(domains, fname)):
@@ -249,8 +252,9 @@ def _validate_domains(domains: Any, ldap: Any, check_ldap: bool) -> list[dict[st
                     raw_name,
                     "routing ldap needs passerelle_ldap settings (uri, base)",
                 )
-            if check_ldap:
+            if check_ldap and not ldap_checked:
                 passerelle_ldap_settings(ldap)
+                ldap_checked = True
             server = None
 
         mailer = item.get("mailer") or "esmtp"
@@ -273,6 +277,52 @@ def passerelle_domains(domains: Any, ldap: Any = None) -> list[dict[str, Any]]:
     return _validate_domains(domains, ldap, check_ldap=True)
 
 
+def passerelle_fleet_model(
+    domains: Any, ldap: Any = None, local_addresses: Any = None
+) -> dict[str, Any]:
+    """Validate the managed domains (and their directory) once; return every map built from them.
+
+    ``domains``: passerelle_domains; ``ldap``: passerelle_ldap; ``local_addresses``: the
+    addresses delivered on the gateway (``passerelle_local_addresses``). The model::
+
+        {model: passerelle_fleet_model, domains: [normalised], mailertable: [[d, route]],
+         port_mailers: [...], relay_domains: [...], ldap_domains: [...],
+         ldap: {settings with defaults} or {} (no LDAP-routed domain), local_aliases: [...]}
+
+    The map filters accept it in place of a domain list and do not validate again.
+    """
+    valid = _validate_domains(domains, ldap, check_ldap=True)
+    local = passerelle_local_addresses(local_addresses, valid)
+    ldap_domains = _ldap_domains(valid)
+    return {
+        "model": MODEL,
+        "domains": valid,
+        "mailertable": _mailertable(valid) + local["mailertable"],
+        "port_mailers": _port_mailers(valid),
+        "relay_domains": sorted(item["name"] for item in valid) + local["relay_domains"],
+        "ldap_domains": ldap_domains,
+        "ldap": passerelle_ldap_settings(ldap) if ldap_domains else {},
+        "local_aliases": local["aliases"],
+    }
+
+
+def passerelle_learn_addresses(learn: Any) -> list[dict[str, str]]:
+    """The gateway's local addresses for the spam-learning mailboxes.
+
+    ``passerelle_spam_learn_addresses`` (``{spam: ADDRESS, ham: ADDRESS}``, either may be left
+    out) -> ``[{address: ADDRESS, user: passerelle-learn-spam}, ...]``.
+    """
+    if learn is None:
+        return []
+    if not isinstance(learn, dict) or set(learn) - {"spam", "ham"}:
+        raise AnsibleFilterError(
+            f"passerelle_spam_learn_addresses {learn!r}: expected {{spam: ADDRESS, ham: ADDRESS}}"
+        )
+    return [
+        {"address": address, "user": f"passerelle-learn-{kind}"} for kind, address in learn.items()
+    ]
+
+
 def passerelle_mailertable(domains: Any) -> list[list[str]]:
     """Mailertable entries for static domains; ldap-routed domains are omitted.
 
@@ -285,8 +335,12 @@ def passerelle_mailertable(domains: Any) -> list[list[str]]:
     sendmail configuration must define that mailer (a copy of ``esmtp`` with
     ``A=TCP $h 2525``). See ``passerelle_port_mailers``.
     """
+    return _mailertable(_valid(domains))
+
+
+def _mailertable(valid: list[dict[str, Any]]) -> list[list[str]]:
     table: list[list[str]] = []
-    for item in _validate_domains(domains, None, check_ldap=False):
+    for item in valid:
         if item["routing"] != "static":
             continue
         mailer = item["mailer"]
@@ -301,8 +355,12 @@ def passerelle_port_mailers(domains: Any) -> list[dict[str, Any]]:
 
     Returns ``[{name: "esmtp2525", base: "esmtp", port: 2525}, ...]`` sorted by name.
     """
+    return _port_mailers(_valid(domains))
+
+
+def _port_mailers(valid: list[dict[str, Any]]) -> list[dict[str, Any]]:
     mailers: dict[str, dict[str, Any]] = {}
-    for item in _validate_domains(domains, None, check_ldap=False):
+    for item in valid:
         if item["routing"] == "static" and item["port"] not in (None, 25):
             name = f"{item['mailer']}{item['port']}"
             mailers[name] = {"name": name, "base": item["mailer"], "port": item["port"]}
@@ -311,7 +369,7 @@ def passerelle_port_mailers(domains: Any) -> list[dict[str, Any]]:
 
 def passerelle_relay_domains(domains: Any) -> list[str]:
     """Sorted names of all managed domains (static and ldap)."""
-    return sorted(item["name"] for item in _validate_domains(domains, None, check_ldap=False))
+    return sorted(item["name"] for item in _valid(domains))
 
 
 def passerelle_sender_domains(domains: Any) -> list[str]:
@@ -527,10 +585,12 @@ def passerelle_local_addresses(addresses: Any, domains: Any = None) -> dict[str,
 
     ``addresses``: ``[{address: spam@learn.example.org, user: passerelle-learn-spam}, ...]``.
     Each domain used here is routed to the local mailer as a whole, so it must not be a
-    managed domain (``domains``, the passerelle_domains list). Returns the map entries:
+    managed domain (``domains``, the passerelle_domains list or its model). Returns the map entries:
     ``{mailertable: [[domain, "local:"]], relay_domains: [domain], aliases: [[local, user]]}``.
     """
     fname = "passerelle_local_addresses"
+    if isinstance(domains, dict) and domains.get("model") == MODEL:
+        domains = domains["domains"]
     managed = {
         str(d.get("name", "")).lower() for d in _as_list(domains, fname) if isinstance(d, dict)
     }
@@ -575,6 +635,8 @@ class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
             "passerelle_domains": passerelle_domains,
+            "passerelle_fleet_model": passerelle_fleet_model,
+            "passerelle_learn_addresses": passerelle_learn_addresses,
             "passerelle_mailertable": passerelle_mailertable,
             "passerelle_port_mailers": passerelle_port_mailers,
             "passerelle_relay_domains": passerelle_relay_domains,

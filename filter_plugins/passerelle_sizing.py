@@ -26,10 +26,16 @@ pushes it over: then the validate play stops the run.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
 
 # Named hardware profiles: the reference's 2008 machines and two modern ones.
 PROFILES: dict[str, dict[str, int]] = {
@@ -39,21 +45,29 @@ PROFILES: dict[str, dict[str, int]] = {
     "large-2024": {"cores": 16, "memory_mb": 65536},
 }
 
-# What each inventory group runs on a host.
+
+def _components() -> Any:
+    """The fleet's component table, through the loader every Passerelle filter shares."""
+    return _passerelle_load.components()
+
+
+# The daemons this filter sizes, under the table's names (the spam milter is "spam" there).
+_SIZED = {
+    "sendmail": "sendmail",
+    "greylist": "greylist",
+    "antivirus": "antivirus",
+    "spam": "spam_milter",
+    "spamd": "spamd",
+    "clamd": "clamd",
+    "mariadb": "mariadb",
+}
+# What each inventory group runs on a host, from the component table.
 GROUP_SERVICES: dict[str, frozenset[str]] = {
-    "gateways": frozenset({"sendmail", "greylist", "antivirus", "spam_milter", "spamd", "clamd"}),
-    "smtpx": frozenset({"sendmail", "antivirus", "clamd"}),
-    "mailstores": frozenset({"sendmail"}),
-    "internet": frozenset({"sendmail"}),
-    "greylist_db": frozenset({"mariadb"}),
+    group: frozenset(_SIZED[d] for d in _components().group_daemons(group) if d in _SIZED)
+    for group in _components().GROUPS
 }
-# One kind instead of the groups (the sendmail role's sendmail_kind).
-KIND_GROUPS = {
-    "gateway": "gateways",
-    "smtpx": "smtpx",
-    "mailstore": "mailstores",
-    "database": "greylist_db",
-}
+# One kind instead of the groups (the sendmail role's sendmail_kind): kind -> its group.
+KIND_GROUPS: dict[str, str] = _components().sizing_kinds()
 KINDS = tuple(KIND_GROUPS)
 MILTERS = ("greylist", "antivirus", "spam_milter")
 
@@ -326,9 +340,18 @@ def passerelle_memory_fits(sizing: Mapping[str, Any], host: str = "this host") -
     )
 
 
+def passerelle_milter_memory_max_mb(extra_mb: Any = 0, headroom: Any = 4) -> int:
+    """A milter's systemd MemoryMax (MB): ``headroom`` times what the plan counts for one
+    milter process (MILTER_MB), plus ``extra_mb`` (e.g. messages held in memory while they
+    are inspected). The plan is what the host is sized for; the ceiling only stops a
+    runaway process before it takes the host's memory."""
+    return int(MILTER_MB * float(headroom) + int(extra_mb))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "passerelle_milter_memory_max_mb": passerelle_milter_memory_max_mb,
             "passerelle_sizing": passerelle_sizing,
             "passerelle_memory_fits": passerelle_memory_fits,
         }

@@ -13,8 +13,10 @@ service description, ``command`` what NRPE runs (``sudo`` ones run through ``sud
 a sudoers line generated for that exact command), ``unit`` the systemd unit the process
 watch keeps running.
 
-Thresholds depend on the host's kind (first of gateway, smtpx, db, ldap, mailstore,
-monitoring) -- ``KIND_DEFAULTS`` -- and any of them can be overridden per host or group with
+What each group runs (daemons, milters, extra checks) and a host's kind come from the
+fleet's component table (``filter_plugins/passerelle_components.py``). Thresholds depend on
+the host's kind (first of gateway, smtpx, db, ldap, mailstore, monitoring) --
+``KIND_DEFAULTS`` -- and any of them can be overridden per host or group with
 ``passerelle_supervision`` (``settings`` here), e.g. ``{queue_warning: 5, queue_critical:
 50}``. ``group_names | passerelle_watch_units(settings)`` gives the units alone.
 """
@@ -22,24 +24,26 @@ monitoring) -- ``KIND_DEFAULTS`` -- and any of them can be overridden per host o
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
 
 PLUGINS = "/usr/lib/nagios/plugins"
 PASSERELLE = "/usr/local/bin/passerelle"
 STATUS_DIR = "/var/lib/passerelle-status"
 
-# Host kinds, in the order that decides a host's thresholds (group -> kind).
-GROUP_KINDS: tuple[tuple[str, str], ...] = (
-    ("gateways", "gateway"),
-    ("smtpx", "smtpx"),
-    ("greylist_db", "db"),
-    ("ldap", "ldap"),
-    ("mailstores", "mailstore"),
-    ("monitoring", "monitoring"),
-)
+
+def _components() -> Any:
+    """The fleet's component table, through the loader every Passerelle filter shares."""
+    return _passerelle_load.components()
+
 
 # Load per core (check_load -r: 1, 5 and 15 min), disk free %, memory used %, queued
 # messages. Gateways take bursts (greylisted retries, slow backends) so their queue is
@@ -87,11 +91,15 @@ MILTER_SOCKETS = {
 }
 
 
+def _host(group_names: Sequence[str]) -> dict[str, Any]:
+    # Supervision covers every group the table knows, the lab's included: the plays decide
+    # which hosts are managed at all.
+    return _components().passerelle_host(group_names, lab=True)
+
+
 def host_kind(group_names: Sequence[str]) -> str | None:
-    for group, kind in GROUP_KINDS:
-        if group in group_names:
-            return kind
-    return None
+    """The host's kind for thresholds (component table: first supervised group wins)."""
+    return _host(group_names)["supervision_kind"]
 
 
 def _settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -122,29 +130,13 @@ def _settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def daemons(group_names: Sequence[str]) -> list[str]:
-    g = set(group_names)
-    out: list[str] = []
-    if g & {"gateways", "smtpx", "mailstores"}:
-        out.append("sendmail")
-    if "gateways" in g:
-        out += ["greylist", "antivirus", "spam", "spamd", "clamd", "freshclam"]
-    elif "smtpx" in g:
-        out += ["antivirus", "clamd", "freshclam"]
-    if "greylist_db" in g:
-        out.append("mariadb")
-    if "ldap" in g:
-        out.append("slapd")
-    if "monitoring" in g:
-        out += ["nagios", "apache2"]
-    return out
+    """The daemons supervised on the host (component table)."""
+    return list(_host(group_names)["daemons"])
 
 
 def milters(group_names: Sequence[str]) -> list[str]:
-    if "gateways" in group_names:
-        return ["greylist", "antivirus", "spam"]
-    if "smtpx" in group_names:
-        return ["antivirus"]
-    return []
+    """The milters sendmail calls on the host (component table)."""
+    return list(_host(group_names)["milters"])
 
 
 def passerelle_checks(
@@ -197,14 +189,15 @@ def passerelle_checks(
         )
     if "clamd" in d:
         add("signatures", "Signature age", "/usr/local/sbin/passerelle-check-signatures")
-    if "gateways" in group_names and db_hosts:
+    extra = _host(group_names)["checks"]
+    if "shared_db" in extra and db_hosts:
         for h in db_hosts:
             add(
                 f"shared_db_{_safe(h)}",
                 f"Shared database {h}",
                 f"{PASSERELLE} check db --host {h} --port {int(db_port)}",
             )
-    if kind in ("gateway", "smtpx"):
+    if "connwatch" in extra:
         add(
             "connwatch",
             "Connection guard",

@@ -19,9 +19,9 @@ AREAS: tuple[str, ...] = (
     "passerelle.spam.cli",
     "passerelle.antivirus.cli",
     "passerelle.routing.cli",
-    "passerelle.ops.cli",
-    "passerelle.ops.supervision_cli",
-    "passerelle.ops.reports_cli",
+    "passerelle.connwatch.cli",
+    "passerelle.supervision.cli",
+    "passerelle.reports.cli",
 )
 
 

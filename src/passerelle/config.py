@@ -6,9 +6,10 @@ that every error names the file and the offending key, the way ``check-config`` 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ class ConfigError(ValueError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}" if key else f"{where}{message}")
+
+
+@contextlib.contextmanager
+def naming_file(source: str | None) -> Iterator[None]:
+    """A ConfigError raised inside that names no file is raised again naming ``source``."""
+    try:
+        yield
+    except ConfigError as exc:
+        if source and exc.source is None:
+            raise ConfigError(exc.key, exc.message, source) from None
+        raise
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
 - exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently;
-- logs to syslog's mail facility (and stderr when run in the foreground);
+- logs to syslog's mail facility (and stderr when run in the foreground): the daemon sets it up
+  with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``;
 - one binding to pymilter for every milter: ``bind(MilterClass, context)``. pymilter makes one
   ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
   greylist engine, the spam scanner, ...); the actions the milter may use are the class's
@@ -14,32 +15,12 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 Ctx = TypeVar("Ctx")
-
-
-def setup_logging(name: str, level: str = "info", stderr: bool | None = None) -> logging.Logger:
-    """Log to syslog (facility mail) as ``passerelle-<name>``; also stderr on a terminal."""
-    logger = logging.getLogger("passerelle")
-    logger.setLevel(getattr(logging, level.upper(), logging.INFO))
-    logger.handlers.clear()
-    if os.path.exists("/dev/log"):
-        sh = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
-        )
-        sh.setFormatter(logging.Formatter(f"passerelle-{name}[%(process)d]: %(message)s"))
-        logger.addHandler(sh)
-    if stderr if stderr is not None else (sys.stderr.isatty() or not logger.handlers):
-        eh = logging.StreamHandler()
-        eh.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
-        logger.addHandler(eh)
-    return logger
 
 
 def prepare_socket(spec: str) -> None:

@@ -10,7 +10,6 @@ import email.utils
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from miltertest import MilterConnection
+from milterclient import MilterClient
 from miltertest import constants as c
 from procutil import stop_process
 
@@ -176,50 +175,16 @@ def send_message(
     timeout: float = 60.0,
 ) -> MilterResult:
     """Play the MTA side of one SMTP transaction over the milter socket."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock_path))
-        conn = MilterConnection(s)
-        _act, prot = conn.optneg_mta()
-
-        def step(flag_no: int, flag_nr: int, cmd: str, **kw: object) -> None:
-            if prot & flag_no:
-                return
-            if prot & flag_nr:
-                conn._send(cmd, **kw)
-                return
-            r = conn.send_ar(cmd, **kw)
+    with MilterClient(sock_path, timeout) as conn:
+        conn.macro(c.SMFIC_CONNECT, j="mx.example.com")
+        r = conn.connect("mail.sender.example", "192.0.2.10", family="4")
+        assert r[0] == c.SMFIR_CONTINUE, r
+        r = conn.helo("mail.sender.example")
+        assert r[0] == c.SMFIR_CONTINUE, r
+        conn.macro(c.SMFIC_MAIL, i="4AB12CD")
+        for r in (conn.mail(sender), conn.rcpt(rcpt)):
             assert r[0] == c.SMFIR_CONTINUE, r
-
-        conn.send_macro(c.SMFIC_CONNECT, j="mx.example.com")
-        step(
-            c.SMFIP_NOCONNECT,
-            c.SMFIP_NR_CONN,
-            c.SMFIC_CONNECT,
-            hostname="mail.sender.example",
-            family="4",
-            port=25000,
-            address="192.0.2.10",
-        )
-        step(c.SMFIP_NOHELO, c.SMFIP_NR_HELO, c.SMFIC_HELO, helo="mail.sender.example")
-        conn.send_macro(c.SMFIC_MAIL, i="4AB12CD")
-        step(c.SMFIP_NOMAIL, c.SMFIP_NR_MAIL, c.SMFIC_MAIL, args=[sender])
-        step(c.SMFIP_NORCPT, c.SMFIP_NR_RCPT, c.SMFIC_RCPT, args=[rcpt])
-        step(c.SMFIP_NODATA, c.SMFIP_NR_DATA, c.SMFIC_DATA)
-        for name, value in headers:
-            step(c.SMFIP_NOHDRS, c.SMFIP_NR_HDR, c.SMFIC_HEADER, name=name, value=value)
-        step(c.SMFIP_NOEOH, c.SMFIP_NR_EOH, c.SMFIC_EOH)
-        if not prot & c.SMFIP_NOBODY:
-            for start in range(0, len(body), c.MILTER_CHUNK_SIZE):
-                # miltertest's codec only takes str bodies: frame raw bytes ourselves
-                chunk = body[start : start + c.MILTER_CHUNK_SIZE]
-                s.sendall(struct.pack("!I", len(chunk) + 1) + c.SMFIC_BODY.encode() + chunk)
-                if not prot & c.SMFIP_NR_BODY:
-                    r = conn.recv()
-                    assert r[0] == c.SMFIR_CONTINUE, r
-        conn.send_macro(c.SMFIC_BODYEOB, i="4AB12CD")
-        res = conn.send_eom()
-        conn._send(c.SMFIC_QUIT)
+        res = conn.message(headers, body, "4AB12CD")
     return MilterResult(actions=res[:-1], reply=res[-1][0], reply_data=res[-1][1])
 
 

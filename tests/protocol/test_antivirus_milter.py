@@ -210,3 +210,59 @@ def test_on_error_accept_adds_not_scanned_header(tmp_path):
         assert added == [("X-Virus-Scanned", "not scanned (clamd unavailable)")]
     finally:
         m.stop()
+
+
+# -- issue 14: hostile input -----------------------------------------------------------------
+def _hostile(name: str):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import hostile_samples as hs
+
+    sample = hs.BY_NAME[name]
+    headers, body = hs.split(sample.build())
+    return sample, headers, body
+
+
+def test_clamd_limits_alert_is_uninspectable_not_clean(milter):
+    """EICAR after 27 MiB of zeros in a 37 kB gzip: clamd (the role's limits, AlertExceedsMax)
+    stops at MaxFileSize and says so; the milter quarantines it as uninspectable."""
+    _s, headers, body = _hostile("eicar_after_zeros_gz")
+    res = send_message(milter.socket, headers, body, queue_id="QLIM")
+    assert final(res)[0] == mc.SMFIR_DISCARD, res
+    [meta_path] = milter.quarantine.glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["reason"] == "uninspectable"
+    assert "Heuristics.Limits.Exceeded" in meta["detail"]
+
+
+def test_hostile_corpus_over_the_socket(milter):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import hostile_samples as hs
+
+    for sample in hs.SAMPLES:
+        raw = sample.build()
+        if not raw.isascii():
+            continue  # miltertest sends str bodies; 8-bit cases are covered by the engine tests
+        headers, body = hs.split(raw)
+        res = send_message(milter.socket, headers, body, queue_id=sample.name[:20])
+        want = mc.SMFIR_ACCEPT if sample.verdict == "accept" else mc.SMFIR_DISCARD
+        assert final(res)[0] == want, (sample.name, res[-1])
+
+
+def test_forged_x_virus_scanned_is_removed_before_ours(milter):
+    headers, body = mime_message([("report.pdf", "application/pdf", PDF_DOC)])
+    headers = [("X-Virus-Scanned", "ClamAV on mx.example.net (forged)"), *headers]
+    headers.append(("x-virus-scanned", "clean"))
+    res = send_message(milter.socket, headers, body)
+    assert final(res)[0] == mc.SMFIR_ACCEPT
+    changes = [
+        (d["index"], d["name"].lower(), d["value"]) for c, d in res if c == mc.SMFIR_CHGHEADER
+    ]
+    assert changes == [(2, "x-virus-scanned", ""), (1, "x-virus-scanned", "")]
+    added = [(d["name"], d["value"]) for c, d in res if c == mc.SMFIR_ADDHEADER]
+    assert added == [("X-Virus-Scanned", f"ClamAV on {HOSTNAME}")]

@@ -11,10 +11,10 @@ import greylist_fixtures
 import pytest
 
 from passerelle.cli import main
-from passerelle.greylist.store.url import parse_store_url
-from passerelle.ops.blocks import load_state
-from passerelle.ops.connwatch import Deps, load_config, run_once
-from passerelle.ops.sink import SCHEMA_VERSION, MariaDBSink, SinkError
+from passerelle.connwatch.blocks import load_state
+from passerelle.connwatch.guard import Deps, load_config, run_once
+from passerelle.connwatch.sink import SCHEMA_VERSION, MariaDBSink, SinkError
+from passerelle.dburl import parse_store_url
 
 # the MariaDB fixture is shared with the greylist tests (no conftest here)
 greylist_mariadb = greylist_fixtures.greylist_mariadb

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import pytest
+from milterclient import MilterClient
 from miltertest import constants as c
 from spam_fixtures import (  # noqa: F401  (fixtures)
     CLEAN_BODY,
@@ -180,17 +181,8 @@ def test_spamd_down_tempfail_policy(tmp_path):
 def test_negotiates_only_the_steps_it_uses(spam_milter):
     """Exactly these steps are skipped and these are sent without a reply: re-enabling a
     step, or asking again for a reply per header line, fails here."""
-    import socket
-
-    from miltertest import MilterConnection
-
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(spam_milter.socket))
-        conn = MilterConnection(s)
-        conn.optneg_mta()
-        flags = conn.protocol_flags
-        conn._send(c.SMFIC_QUIT)
+    with MilterClient(spam_milter.socket, timeout=10) as client:
+        flags = client.protocol
     skip_bits = (
         c.SMFIP_NOCONNECT
         | c.SMFIP_NOHELO

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_maps", ROOT / "filter_plugins" / "passerelle_maps.py"
-)
-assert _spec is not None and _spec.loader is not None
-pm = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_maps"] = pm
-_spec.loader.exec_module(pm)
+pm = load("filter_plugins/passerelle_maps.py")
 
 LDAP = {"uri": "ldap://ldap.example.org", "base": "dc=example,dc=org"}
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sendmail_map", ROOT / "library" / "sendmail_map.py")
-assert _spec is not None and _spec.loader is not None
-sendmail_map = importlib.util.module_from_spec(_spec)
-sys.modules["sendmail_map"] = sendmail_map
-_spec.loader.exec_module(sendmail_map)
+sendmail_map = load("library/sendmail_map.py")
 
 HEADER = "# Managed by Ansible (Passerelle); local changes are overwritten.\n"
 

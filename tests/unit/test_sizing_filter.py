@@ -4,28 +4,26 @@ memory plan and its check."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_sizing", ROOT / "filter_plugins" / "passerelle_sizing.py"
-)
-assert _spec is not None and _spec.loader is not None
-ps = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_sizing"] = ps
-_spec.loader.exec_module(ps)
+ps = load("filter_plugins/passerelle_sizing.py")
 
 sizing = ps.passerelle_sizing
 
 
 def test_filter_module_exports():
-    assert set(ps.FilterModule().filters()) == {"passerelle_sizing", "passerelle_memory_fits"}
+    assert set(ps.FilterModule().filters()) == {
+        "passerelle_sizing",
+        "passerelle_memory_fits",
+        "passerelle_milter_memory_max_mb",
+    }
 
 
 # --- the reference's gateway: gwx-2008, 4 cores, 4096 MB ------------------------------------
@@ -277,3 +275,9 @@ def test_bad_kind_is_named():
 
 def test_memory_fits_passes_quietly():
     assert ps.passerelle_memory_fits(sizing("gwx-2008", "gateway"), "gw1") is True
+
+
+def test_milter_memory_max_from_the_plan():
+    assert ps.passerelle_milter_memory_max_mb() == 4 * ps.MILTER_MB
+    assert ps.passerelle_milter_memory_max_mb(100) == 4 * ps.MILTER_MB + 100
+    assert ps.passerelle_milter_memory_max_mb(0, 2) == 2 * ps.MILTER_MB

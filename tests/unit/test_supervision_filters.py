@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from plugins import load
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "passerelle_supervision", ROOT / "filter_plugins" / "passerelle_supervision.py"
-)
-sv = importlib.util.module_from_spec(_spec)
-sys.modules["passerelle_supervision"] = sv
-_spec.loader.exec_module(sv)
+sv = load("filter_plugins/passerelle_supervision.py")
 
 
 def names(checks):

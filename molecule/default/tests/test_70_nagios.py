@@ -3,6 +3,8 @@ stopped spamd turns CRITICAL and the process watch starts it again, a full queue
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import time
 
@@ -181,25 +183,86 @@ def test_full_queue_warns(queued_messages):
     assert "QUEUE WARNING" in warn["plugin_output"]
 
 
+# The UI is HTTPS only, with a certificate of the lab's own CA (playbooks/lab/pki.yml, on
+# the controller): the fetch trusts that CA only (given on stdin), and checks the name.
+LAB_PKI = os.environ.get("PASSERELLE_LAB_PKI", os.path.expanduser("~/.cache/passerelle-lab/pki"))
 FETCH = r"""
-import base64, sys, urllib.error, urllib.request
+import base64, ssl, sys, urllib.error, urllib.request
+ctx = ssl.create_default_context(cadata=sys.stdin.read())
 req = urllib.request.Request(sys.argv[1])
 if len(sys.argv) > 2:
     req.add_header("Authorization", "Basic " + base64.b64encode(sys.argv[2].encode()).decode())
 try:
-    with urllib.request.urlopen(req, timeout=30) as r:
-        print(r.status); print(r.read().decode("utf-8", "replace"))
+    with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+        print(r.status)
+        print(r.headers.get("Strict-Transport-Security", ""))
+        print(r.read().decode("utf-8", "replace"))
 except urllib.error.HTTPError as e:
     print(e.code)
 """
+# Plain HTTP, redirects not followed: status and Location.
+PLAIN = r"""
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", 80, timeout=30)
+c.request("GET", sys.argv[1])
+r = c.getresponse()
+print(r.status); print(r.getheader("Location", "")); print(r.read().decode("utf-8", "replace"))
+"""
+STATUS = "/cgi-bin/nagios4/status.cgi?host=all"
+
+
+def _ca() -> str:
+    with open(os.path.join(LAB_PKI, "ca.crt")) as fh:
+        return fh.read()
 
 
 def test_web_ui_requires_a_password():
-    url = "http://127.0.0.1/cgi-bin/nagios4/status.cgi?host=all"
-    anon = podman_exec(MON_HOST, "python3", "-c", FETCH, url)
+    url = "https://127.0.0.1" + STATUS
+    ca = _ca()
+    anon = podman_exec(MON_HOST, "python3", "-c", FETCH, url, stdin=ca)
     assert anon.split()[0] == "401"
-    wrong = podman_exec(MON_HOST, "python3", "-c", FETCH, url, "nagiosadmin:wrong")
+    wrong = podman_exec(MON_HOST, "python3", "-c", FETCH, url, "nagiosadmin:wrong", stdin=ca)
     assert wrong.split()[0] == "401"
-    page = podman_exec(MON_HOST, "python3", "-c", FETCH, url, "nagiosadmin:lab-nagios-not-a-secret")
-    assert page.split()[0] == "200"
+    page = podman_exec(
+        MON_HOST, "python3", "-c", FETCH, url, "nagiosadmin:lab-nagios-not-a-secret", stdin=ca
+    )
+    lines = page.splitlines()
+    assert lines[0] == "200"
+    assert lines[1].startswith("max-age=")
     assert "gw1" in page and "Process spamd" in page
+
+
+def test_web_ui_is_https_only():
+    # Port 80 only redirects to the same URL over HTTPS; no page is served in clear.
+    for path in (STATUS, "/nagios4/", "/"):
+        out = podman_exec(MON_HOST, "python3", "-c", PLAIN, path).splitlines()
+        assert out[0] == "301", (path, out[:3])
+        assert out[1] == "https://127.0.0.1" + path, (path, out[:3])
+    # The lab CA is the only one trusted, and the name is checked: mon1's certificate.
+    podman_exec(MON_HOST, "sh", "-c", "cat > /tmp/passerelle-lab-ca.crt", stdin=_ca())
+    out = podman_exec(
+        MON_HOST,
+        "openssl",
+        "s_client",
+        "-connect",
+        "127.0.0.1:443",
+        "-verify_hostname",
+        "mon1",
+        "-verify_return_error",
+        "-CAfile",
+        "/tmp/passerelle-lab-ca.crt",
+        stdin="",
+        check=False,
+    )
+    assert "Verify return code: 0 (ok)" in out
+
+
+def test_web_ui_password_hash_has_a_random_salt():
+    line = podman_exec(MON_HOST, "cat", "/etc/nagios4/htpasswd.users").strip()
+    user, hashed = line.split(":", 1)
+    assert user == "nagiosadmin"
+    _, scheme, salt, _ = hashed.split("$")
+    assert scheme == "6"
+    # Not the salt older versions derived from the user name.
+    assert salt != hashlib.sha256(b"nagiosadmin").hexdigest()[:16]
+    assert len(salt) == 16

@@ -15,8 +15,9 @@ MAP_TASKS = {
     "sendmail : Render and build the mailertable",
     "sendmail : Render and build the access map",
     "sendmail : Render the relay-domains list",
-    # passerelle route reads the same mailertable
-    "sendmail : Render the routing of this gateway for passerelle route",
+    # passerelle route reads the same mailertable (routing.toml, role ldap_route); the route
+    # daemon does not restart for it (no "ldap_route : Restart passerelle route" here)
+    "ldap_route : Render the routing of this gateway for passerelle route",
     "sendmail : Reload sendmail",
 }
 
@@ -36,7 +37,7 @@ def _playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[dict
             str(PROJECT / ".venv/bin/ansible-playbook"),
             "-i",
             str(PROJECT / "inventory/lab"),
-            str(PROJECT / "site.yml"),
+            str(PROJECT / "playbooks/lab/site.yml"),
             "--limit",
             limit,
             "-e",

@@ -16,11 +16,15 @@ CLEAN = "clean"
 INFECTED = "infected"
 TOO_LARGE = "too_large"
 ERROR = "error"
+# clamd stopped at one of its own scan limits (MaxScanSize, MaxFileSize, MaxRecursion,
+# MaxFiles...) and said so (AlertExceedsMax): the content was not fully scanned.
+LIMITS = "limits"
+_LIMITS_PREFIX = "Heuristics.Limits.Exceeded"
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    status: str  # clean | infected | too_large | error
+    status: str  # clean | infected | too_large | limits | error
     signature: str = ""
     detail: str = ""
     host: str = ""
@@ -62,6 +66,8 @@ def parse_reply(text: str) -> tuple[str, str]:
         return ERROR, t
     m = _FOUND.match(t)
     if m:
+        if m.group("sig").startswith(_LIMITS_PREFIX):
+            return LIMITS, m.group("sig")
         return INFECTED, m.group("sig")
     return ERROR, f"unexpected reply: {t[:200]!r}"
 

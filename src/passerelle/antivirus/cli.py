@@ -32,6 +32,11 @@ def _common() -> argparse.ArgumentParser:
         default=None,
         help=f"config file (default ${CONFIG_ENV} or /etc/passerelle/antivirus.toml)",
     )
+    p.add_argument(
+        "--writer",
+        default="passerelle",
+        help="the milter's user: quarantine files it owns are trusted (default passerelle)",
+    )
     return p
 
 
@@ -46,7 +51,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _setup_log(name: str, cfg: Any = None) -> None:
-    from passerelle.milterrun import setup_logging
+    from passerelle.logsetup import setup_logging
 
     setup_logging(name, cfg.log_level if cfg else "info", stderr=False)
 
@@ -63,7 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    from passerelle.milterrun import setup_logging
+    from passerelle.logsetup import setup_logging
 
     try:
         cfg = _load(args)
@@ -83,7 +88,7 @@ def _quarantine(args: argparse.Namespace) -> Any:
 
     cfg = _load(args)
     _setup_log("quarantine", cfg)
-    return Quarantine(cfg.quarantine_dir, release_command=cfg.release_command)
+    return Quarantine(cfg.quarantine_dir, release_command=cfg.release_command, writer=args.writer)
 
 
 def _qcall(args: argparse.Namespace, fn: Any) -> int:
@@ -123,7 +128,7 @@ def cmd_q_show(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(item), indent=1))
         if args.message:
             sys.stdout.flush()
-            sys.stdout.buffer.write(q.message_path(args.id).read_bytes())
+            sys.stdout.buffer.write(q.read_message(args.id))
         return 0
 
     return _qcall(args, run)
@@ -171,12 +176,12 @@ def _outbreak(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, OutbreakStore(cfg.outbreak_state)
 
 
-def _release_held(cfg: Any, on: bool) -> int:
+def _release_held(cfg: Any, on: bool, writer: str = "passerelle") -> int:
     from passerelle.antivirus.clamd import ClamdClient
     from passerelle.antivirus.outbreak import release_held
     from passerelle.antivirus.quarantine import Quarantine
 
-    q = Quarantine(cfg.quarantine_dir, release_command=cfg.release_command)
+    q = Quarantine(cfg.quarantine_dir, release_command=cfg.release_command, writer=writer)
     scanner = ClamdClient(cfg.clamd, cfg.connect_timeout, cfg.timeout)
     out = release_held(q, scanner, on, cfg.signature_dir)
     print(
@@ -213,7 +218,7 @@ def cmd_o_off(args: argparse.Namespace) -> int:
     def run(cfg: Any, store: Any) -> int:
         store.set(False, by=_operator(), reason=args.reason or "")
         print("outbreak mode: off")
-        return 0 if args.no_release else _release_held(cfg, False)
+        return 0 if args.no_release else _release_held(cfg, False, args.writer)
 
     return _ocall(args, run)
 
@@ -230,7 +235,7 @@ def cmd_o_status(args: argparse.Namespace) -> int:
 
 
 def cmd_o_release_held(args: argparse.Namespace) -> int:
-    return _ocall(args, lambda cfg, store: _release_held(cfg, store.read().on))
+    return _ocall(args, lambda cfg, store: _release_held(cfg, store.read().on, args.writer))
 
 
 def register(sub: Any) -> None:

@@ -11,7 +11,23 @@ from typing import Any
 from passerelle.config import ConfigError, Section, load_toml
 
 ACTIONS = ("reject", "quarantine", "strip")
-KNOWN_TYPES = ("pe", "elf", "macho", "zip", "rar", "7z", "gzip", "pdf", "ole", "ooxml", "script")
+KNOWN_TYPES = (
+    "pe",
+    "elf",
+    "macho",
+    "zip",
+    "rar",
+    "7z",
+    "gzip",
+    "bzip2",
+    "xz",
+    "tar",
+    "pdf",
+    "ole",
+    "ooxml",
+    "script",
+)
+UNINSPECTABLE_ACTIONS = ("quarantine", "reject", "tempfail", "accept")
 DEFAULT_PATH = "/etc/passerelle/antivirus.toml"
 
 
@@ -38,12 +54,17 @@ class ArchiveLimits:
     max_members: int = 1000
     max_total_size: int = 100 * 1024 * 1024
     action: str = "quarantine"  # action of the built-in ``oversized_archive`` rule
+    # An archive inside an archive is held in memory to be opened: at most this many bytes.
+    max_nested_size: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class MimeLimits:
     max_depth: int = 20
     action: str = "quarantine"  # action of the built-in ``mime_too_deep`` rule
+    # More MIME parts than this (counted on the raw bytes before any parsing, and again
+    # while walking, attached messages included): too costly to inspect.
+    max_parts: int = 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,12 @@ class AntivirusConfig:
     release_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-Am", "-oi")
     milter_timeout: int = 600
     log_level: str = "info"
+    # Content the rules cannot open (unreadable, encrypted or unsupported archive, attached
+    # message that cannot be decoded, too costly to inspect, clamd stopped at its limits,
+    # an error while inspecting a part): quarantine, reject, tempfail or accept.
+    uninspectable_action: str = "quarantine"
+    # Budget of the rules' inspection of one message (seconds of the milter thread's CPU).
+    inspect_time_budget: float = 2.0
     rules: tuple[Rule, ...] = ()
     archives: ArchiveLimits = ArchiveLimits()
     mime: MimeLimits = MimeLimits()
@@ -151,12 +178,14 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> AntivirusCo
             max_members=ar.int("max_members", 1000, minimum=1),
             max_total_size=ar.int("max_total_size", 100 * 1024 * 1024, minimum=1),
             action=ar.str("action", "quarantine", choices=("reject", "quarantine")),
+            max_nested_size=ar.int("max_nested_size", 32 * 1024 * 1024, minimum=1024),
         )
         ar.finish()
         mi = sec.table("mime")
         mime = MimeLimits(
             max_depth=mi.int("max_depth", 20, minimum=1, maximum=100),
             action=mi.str("action", "quarantine", choices=("reject", "quarantine")),
+            max_parts=mi.int("max_parts", 1000, minimum=1),
         )
         mi.finish()
         ob = sec.table("outbreak")
@@ -187,6 +216,10 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> AntivirusCo
             release_command=tuple(release),
             milter_timeout=sec.duration("milter_timeout", "600s"),
             log_level=sec.str("log_level", "info", choices=("debug", "info", "warning", "error")),
+            uninspectable_action=sec.str(
+                "uninspectable_action", "quarantine", choices=UNINSPECTABLE_ACTIONS
+            ),
+            inspect_time_budget=sec.duration("inspect_time_budget", "2s"),
             rules=rules,
             archives=archives,
             mime=mime,
@@ -195,6 +228,8 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> AntivirusCo
         sec.finish()
         if cfg.connect_timeout < 1 or cfg.timeout < 1:
             raise ConfigError("antivirus.timeout", "timeouts must be at least 1s")
+        if not 1 <= cfg.inspect_time_budget <= 60:
+            raise ConfigError("antivirus.inspect_time_budget", "must be between 1s and 60s")
         return cfg
     except ConfigError as exc:
         if source and not exc.source:

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from passerelle import decisionlog
 from passerelle.antivirus import clamd as cl
+from passerelle.antivirus.budget import Budget, BudgetExceeded
 from passerelle.antivirus.config import AntivirusConfig
-from passerelle.antivirus.mime import walk
+from passerelle.antivirus.mime import Walk, walk
 from passerelle.antivirus.outbreak import OUTBREAK, AutoTrigger, OutbreakStore, signature_key
 from passerelle.antivirus.quarantine import Quarantine
-from passerelle.antivirus.rules import evaluate
+from passerelle.antivirus.rules import RulesResult, evaluate, header_hits
 from passerelle.antivirus.strip import strip_parts
 
 log = logging.getLogger("passerelle.antivirus")
@@ -27,6 +29,9 @@ ACCEPT = "accept"
 REJECT = "reject"
 TEMPFAIL = "tempfail"
 DISCARD = "discard"
+UNINSPECTABLE = "uninspectable"  # quarantine reason
+# Every header this milter writes: a client's copies are removed before ours are added.
+OWNED_HEADERS = ("X-Virus-Scanned", "X-Passerelle-Stripped")
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Engine:
         outbreak: OutbreakStore | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        inspect_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.cfg = cfg
         self.scanner = scanner or cl.ClamdClient(cfg.clamd, cfg.connect_timeout, cfg.timeout)
@@ -78,6 +84,10 @@ class Engine:
             else None
         )
         self.monotonic = monotonic
+        # The inspection budget counts this thread's CPU time: monotonic, and not used up
+        # by other sessions or processes loading the host (a busy gateway must not
+        # quarantine legitimate mail for being slow), while a costly message is still cut.
+        self.inspect_clock = inspect_clock
         self._sigver: tuple[float, str] = (-1e18, "")
         self._lock = threading.Lock()
 
@@ -127,24 +137,96 @@ class Engine:
                 "451",
                 "4.3.0",
                 "Temporary failure, try again later",
-                log=f"quarantine write failed: {exc}",
+                log=decisionlog.av_quarantine_failed(exc),
                 scan=scan,
             )
         return Verdict(
             DISCARD,
             quarantine_id=item.id,
             scan=scan,
-            log=f"quarantined {item.id} ({reason}: {detail})",
+            log=decisionlog.av_quarantined(item.id, reason, detail),
         )
+
+    def inspect(
+        self, headers: Sequence[tuple[str, str]], raw: bytes
+    ) -> tuple[Walk | None, RulesResult]:
+        """The content rules on one message, within the time budget; never raises."""
+        cfg = self.cfg
+        budget = Budget(cfg.inspect_time_budget, self.inspect_clock)
+        try:
+            w = walk(raw, cfg.mime.max_depth, max_parts=cfg.mime.max_parts, budget=budget)
+            return w, evaluate(w, headers, cfg.rules, cfg.archives, cfg.mime, budget)
+        except BudgetExceeded as exc:
+            why = str(exc)
+        except Exception as exc:  # an inspection bug is a verdict, never a 451 loop
+            log.exception("content inspection failed")
+            why = f"inspection failed: {exc.__class__.__name__}: {exc}"[:300]
+        try:
+            hits = header_hits(cfg.rules, headers)
+        except Exception:
+            hits = []
+        return None, RulesResult(hits, [why])
+
+    def _uninspectable(
+        self,
+        env: Envelope,
+        spool: BinaryIO,
+        size: int,
+        reasons: list[str],
+        scan: cl.ScanResult | None,
+    ) -> Verdict | None:
+        """The uninspectable-content policy (None: accept, with a note in the header)."""
+        why = "; ".join(reasons)[:500]
+        policy = self.cfg.uninspectable_action
+        if policy == REJECT:
+            return Verdict(
+                REJECT,
+                "554",
+                "5.7.1",
+                "Message content cannot be inspected",
+                log=decisionlog.av_uninspectable(why),
+                scan=scan,
+            )
+        if policy == TEMPFAIL:
+            return Verdict(
+                TEMPFAIL,
+                "451",
+                "4.7.1",
+                "Message content could not be inspected, try again later",
+                log=decisionlog.av_uninspectable(why),
+                scan=scan,
+            )
+        if policy == "quarantine":
+            return self._hold(env, spool, size, UNINSPECTABLE, why, scan)
+        return None
 
     def process(
         self, env: Envelope, headers: Sequence[tuple[str, str]], spool: BinaryIO, size: int
     ) -> Verdict:
         cfg = self.cfg
+        oversize = size > cfg.max_size
+        # The size check comes first: a message too large is refused before it is parsed.
+        if oversize and cfg.on_oversize in (REJECT, TEMPFAIL):
+            detail = f"{size} bytes > max_size {cfg.max_size}"
+            if cfg.on_oversize == REJECT:
+                return Verdict(
+                    REJECT,
+                    "552",
+                    "5.3.4",
+                    "Message too big to be scanned",
+                    log=decisionlog.av_too_large(detail),
+                )
+            return Verdict(
+                TEMPFAIL,
+                "451",
+                "4.7.1",
+                "Message could not be scanned",
+                log=decisionlog.av_too_large(detail),
+            )
         spool.seek(0)
         raw = spool.read()
-        w = walk(raw, max_depth=cfg.mime.max_depth)
-        rules = evaluate(w, headers, cfg.rules, cfg.archives, cfg.mime)
+        w, rules = self.inspect(headers, raw)
+        del raw
         if rules.action == REJECT:
             m = rules.first(REJECT)
             return Verdict(
@@ -152,13 +234,22 @@ class Engine:
                 "550",
                 "5.7.1",
                 f"Message refused by content rule {m.rule}",
-                log=f"rule {m.rule}: {m.detail}",
+                log=decisionlog.av_rule(m.rule, m.detail),
             )
         spool.seek(0)
-        if size > cfg.max_size:
+        if (w is None or w.uninspectable) and cfg.uninspectable_action != ACCEPT:
+            # Too costly for our parser (time, parts): clamd's MIME parser would choke on it
+            # too; decide now rather than hold a clamd thread for it.
+            held = self._uninspectable(env, spool, size, rules.uninspectable, None)
+            if held is not None:
+                return held
+        if oversize:
             scan = cl.ScanResult(cl.TOO_LARGE, detail=f"{size} bytes > max_size {cfg.max_size}")
         else:
             scan = self.scanner.scan(spool)
+        uninspectable = list(rules.uninspectable)
+        if scan.status == cl.LIMITS:
+            uninspectable.append(f"clamd stopped at its limits: {scan.detail}")
         if self.trigger is not None and scan.status in (cl.CLEAN, cl.INFECTED):
             self._auto(scan.infected)
         scanned_header: tuple[str, str] = ("X-Virus-Scanned", f"ClamAV on {cfg.hostname}")
@@ -169,51 +260,43 @@ class Engine:
                     "554",
                     "5.7.1",
                     f"Virus found: {scan.signature}",
-                    log=f"virus {scan.signature} (clamd {scan.host})",
+                    log=decisionlog.av_virus(scan.signature, scan.host),
                     scan=scan,
                 )
             return self._hold(env, spool, size, "signature", scan.signature, scan)
         if scan.status == cl.TOO_LARGE:
-            if cfg.on_oversize == REJECT:
-                return Verdict(
-                    REJECT,
-                    "552",
-                    "5.3.4",
-                    "Message too big to be scanned",
-                    log=f"too large for clamd: {scan.detail}",
-                    scan=scan,
-                )
-            if cfg.on_oversize == TEMPFAIL:
-                return Verdict(
-                    TEMPFAIL,
-                    "451",
-                    "4.7.1",
-                    "Message could not be scanned",
-                    log=f"too large for clamd: {scan.detail}",
-                    scan=scan,
-                )
             scanned_header = ("X-Virus-Scanned", "not scanned (too large)")
-        elif scan.status != cl.CLEAN:
+        elif scan.status not in (cl.CLEAN, cl.LIMITS):
             if cfg.on_error == TEMPFAIL:
                 return Verdict(
                     TEMPFAIL,
                     "451",
                     "4.7.1",
                     "Virus scanner unavailable, try again later",
-                    log=f"clamd error: {scan.detail}",
+                    log=decisionlog.av_clamd_error(scan.detail),
                     scan=scan,
                 )
             scanned_header = ("X-Virus-Scanned", "not scanned (clamd unavailable)")
         if rules.action == "quarantine":
             m = rules.first("quarantine")
             return self._hold(env, spool, size, "rule", f"{m.rule}: {m.detail}", scan)
-        if w.has_attachment and self.outbreak.read().on:
+        if uninspectable:
+            held = self._uninspectable(env, spool, size, uninspectable, scan)
+            if held is not None:
+                return held
+            scanned_header = (
+                scanned_header[0],
+                scanned_header[1] + " (content not fully inspected)",
+            )
+        has_attachment = w.has_attachment if w is not None else True
+        if has_attachment and self.outbreak.read().on:
             return self._hold(env, spool, size, OUTBREAK, "attachment held in outbreak mode", scan)
         verdict = Verdict(
             ACCEPT,
             headers=[scanned_header],
             scan=scan,
-            log=f"clean ({scan.status}, clamd {scan.host or '-'})",
+            log=decisionlog.av_clean(scan.status, scan.host)
+            + (f", not fully inspected: {'; '.join(uninspectable)[:300]}" if uninspectable else ""),
         )
         if rules.action == "strip":
             targets = [
@@ -222,11 +305,15 @@ class Engine:
                 if m.action == "strip" and m.path is not None
             ]
             locatable = len(targets) == len([m for m in rules.matches if m.action == "strip"])
-            body = (
-                strip_parts(w.message, targets, cfg.hostname)
-                if locatable and w.message is not None
-                else None
-            )
+            try:
+                body = (
+                    strip_parts(w.message, targets, cfg.hostname)
+                    if locatable and w is not None and w.message is not None
+                    else None
+                )
+            except Exception:  # a part that cannot be rewritten is held instead
+                log.exception("strip failed")
+                body = None
             if body is None:
                 m = rules.first("strip")
                 return self._hold(
@@ -235,7 +322,7 @@ class Engine:
             names = sorted({m.rule for m in rules.matches if m.action == "strip"})
             verdict.body = body
             verdict.headers.append(("X-Passerelle-Stripped", ", ".join(names)))
-            verdict.log = f"stripped attachments ({', '.join(names)})"
+            verdict.log = decisionlog.av_stripped(names)
         return verdict
 
     def _auto(self, infected: bool) -> None:

@@ -16,6 +16,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"Rar!\x1a\x07", "rar"),
     (b"7z\xbc\xaf\x27\x1c", "7z"),
     (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
     (b"%PDF-", "pdf"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole"),
     (b"#!", "script"),
@@ -28,10 +30,16 @@ def detect_type(data: bytes) -> str | None:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if data[257:262] == b"ustar":
+        return "tar"
     # PDF readers accept the header anywhere in the first KiB.
     if b"%PDF-" in data[:1024]:
         return "pdf"
     return None
+
+
+# What the archive reader opens (libarchive), found by content.
+ARCHIVE_TYPES = frozenset({"zip", "rar", "7z", "gzip", "bzip2", "xz", "tar"})
 
 
 def extension(filename: str) -> str:

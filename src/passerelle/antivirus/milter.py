@@ -8,12 +8,22 @@ from typing import Any
 
 import Milter
 
+from passerelle import decisionlog
 from passerelle.antivirus.config import AntivirusConfig
-from passerelle.antivirus.engine import ACCEPT, DISCARD, REJECT, Engine, Envelope
+from passerelle.antivirus.engine import (
+    ACCEPT,
+    DISCARD,
+    OWNED_HEADERS,
+    REJECT,
+    Engine,
+    Envelope,
+    Verdict,
+)
 
 log = logging.getLogger("passerelle.antivirus")
 SPOOL_MEMORY = 1024 * 1024
-FLAGS = Milter.ADDHDRS | Milter.CHGBODY
+FLAGS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY
+_OWNED = {h.lower() for h in OWNED_HEADERS}
 REPLBODY_CHUNK = 65535
 
 
@@ -33,6 +43,9 @@ class AntivirusMilter(Milter.Base):
     def _reset(self) -> None:
         self.env = Envelope(client_ip=self.client_ip, client_host=self.client_host)
         self.headers: list[tuple[str, str]] = []
+        # Copies of the headers this milter owns sent by the client: (name, occurrence).
+        self.forged: list[tuple[str, int]] = []
+        self._counts: dict[str, int] = {}
         self.spool: Any = None
         self.size = 0
         self.in_body = False
@@ -62,6 +75,10 @@ class AntivirusMilter(Milter.Base):
 
     def header(self, name: str, value: str) -> int:
         self.headers.append((name, value))
+        low = name.lower()
+        if low in _OWNED:
+            self._counts[low] = self._counts.get(low, 0) + 1
+            self.forged.append((name, self._counts[low]))
         line = f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
         self.spool.write(line)
         self.size += len(line)
@@ -81,20 +98,21 @@ class AntivirusMilter(Milter.Base):
         self.env.queue_id = self.getsymval("i") or ""
         v = self.engine.process(self.env, self.headers, self.spool, self.size)
         log.info(
-            "%s: from=<%s> rcpts=%d size=%d client=%s [%s] %s -> %s",
-            self.env.queue_id or "-",
-            self.env.sender,
-            len(self.env.recipients),
-            self.size,
-            self.client_host,
-            self.client_ip,
-            v.log,
-            v.action,
+            "%s",
+            decisionlog.antivirus_line(
+                self.env.queue_id,
+                self.env.sender,
+                len(self.env.recipients),
+                self.size,
+                self.client_host,
+                self.client_ip,
+                v.log,
+                v.action,
+            ),
         )
         self._close_spool()
         if v.action == ACCEPT:
-            for name, value in v.headers:
-                self.addheader(name, value)
+            self._own_headers(v)
             if v.body is not None:
                 for i in range(0, len(v.body), REPLBODY_CHUNK):
                     self.replacebody(v.body[i : i + REPLBODY_CHUNK])
@@ -103,6 +121,14 @@ class AntivirusMilter(Milter.Base):
             return Milter.DISCARD
         self.setreply(v.code, v.xcode, v.text)
         return Milter.REJECT if v.action == REJECT else Milter.TEMPFAIL
+
+    def _own_headers(self, v: Verdict) -> None:
+        """Delete the client's copies of our headers (last occurrence first, so the
+        indexes counted in ``header`` stay valid), then add ours."""
+        for name, index in reversed(self.forged):
+            self.chgheader(name, index, "")
+        for name, value in v.headers:
+            self.addheader(name, value)
 
     def abort(self) -> int:
         self._close_spool()

@@ -47,7 +47,10 @@ class OutbreakStore:
             if self._cache is not None and self._cache[0] == mtime:
                 return self._cache[1]
             try:
-                data = json.loads(self.path.read_text())
+                # O_NOFOLLOW: root reads this file in the milter user's folder.
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as fh:
+                    data = json.loads(fh.read(1 << 16))
                 state = OutbreakState(
                     **{k: data[k] for k in ("on", "since", "by", "reason") if k in data}
                 )
@@ -179,7 +182,12 @@ def release_held(
         if outbreak_on and item.signature_version == current:
             out.kept_waiting.append(item.id)
             continue
-        data = quarantine.message_path(item.id).read_bytes()
+        try:
+            data = quarantine.read_message(item.id)
+        except (QuarantineError, OSError) as exc:
+            # A planted symlink or foreign file: refused (and logged), never rescanned.
+            out.errors.append(f"{item.id}: {exc}")
+            continue
         res = scanner.scan(data)
         if res.status == INFECTED:
             quarantine.update_reason(item.id, "signature", res.signature, by)

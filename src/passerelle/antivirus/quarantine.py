@@ -3,17 +3,29 @@
 Writes are atomic (temporary file, fsync, rename; the JSON is written last, so an item
 exists only once both files are complete). Every action is appended to the item's history
 and logged. Release re-injects to the original recipients only, once.
+
+The milter (user ``passerelle``) writes new items; root (the release timer, the purge, an
+operator) reads, rewrites and mails them. The directory is root's (``root:passerelle``,
+mode 3770: the milter can add entries, the sticky bit stops it from replacing or removing
+anything it does not own), and root trusts nothing it finds there: every file is opened
+relative to the directory, with ``O_NOFOLLOW``, and must be a regular file with one link,
+owned by root, the current user or the milter's user (``writer``). Anything else (a
+symlink planted to ``/etc/shadow``, a hard link, another user's file) is refused and
+logged, never read back or mailed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +62,23 @@ class Item:
     def from_dict(cls, data: dict[str, Any]) -> Item:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+class UnsafeEntryError(QuarantineError):
+    """A quarantine entry that is not what the milter writes (symlink, foreign owner...)."""
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _uid_of(user: str | int | None) -> int | None:
+    if user is None or isinstance(user, int):
+        return user
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -90,11 +119,74 @@ class Quarantine:
         clock: Callable[[], float] = time.time,
         release_command: Sequence[str] = ("/usr/sbin/sendmail", "-Am", "-oi"),
         runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+        writer: str | int | None = "passerelle",
     ) -> None:
         self.dir = Path(directory)
         self.clock = clock
         self.release_command = list(release_command)
         self.runner = runner
+        # Who may own an entry: root, this process's user, the milter's user.
+        self.trusted_uids = {0, os.geteuid()}
+        if (uid := _uid_of(writer)) is not None:
+            self.trusted_uids.add(uid)
+
+    # -- safe reads (root reads what a less trusted user wrote) ---------------------------
+    def _open_dir(self) -> int:
+        """The quarantine directory itself, never through a symlink."""
+        try:
+            fd = os.open(self.dir, _DIR_FLAGS)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                log.error("quarantine %s: not a directory (symlink?): refused", self.dir)
+                raise UnsafeEntryError(f"{self.dir}: not a directory (symlink?), refused") from None
+            raise
+        st = os.fstat(fd)
+        if st.st_uid not in self.trusted_uids:
+            os.close(fd)
+            log.error("quarantine %s: directory owned by uid %d: refused", self.dir, st.st_uid)
+            raise UnsafeEntryError(f"{self.dir}: owned by uid {st.st_uid}, refused")
+        return fd
+
+    def _read_entry(self, name: str) -> bytes:
+        """Read one entry of the directory with O_NOFOLLOW; refuse (and log) anything that
+        is not a regular file with one link owned by a trusted user."""
+        if "/" in name or name in ("", ".", ".."):
+            raise UnsafeEntryError(f"not a quarantine entry: {name!r}")
+        dfd = self._open_dir()
+        try:
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    self._refuse(name, "a symbolic link")
+                raise
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self._refuse(name, "not a regular file")
+            if st.st_nlink != 1:
+                self._refuse(name, f"{st.st_nlink} hard links")
+            if st.st_uid not in self.trusted_uids:
+                self._refuse(name, f"owned by uid {st.st_uid}")
+            chunks = []
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                while chunk := fh.read(1 << 16):
+                    chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _refuse(self, name: str, why: str) -> None:
+        log.error(
+            "quarantine %s: refused %s: %s (planted? not read, not mailed)", self.dir, name, why
+        )
+        raise UnsafeEntryError(f"{self.dir / name}: {why}: refused")
+
+    def read_message(self, item_id: str) -> bytes:
+        """The quarantined message, read safely (see the module's docstring)."""
+        return self._read_entry(self._paths(item_id)[0].name)
 
     # -- storage -----------------------------------------------------------------------
     def _paths(self, item_id: str) -> tuple[Path, Path]:
@@ -153,13 +245,14 @@ class Quarantine:
     def get(self, item_id: str) -> Item:
         _, meta = self._paths(item_id)
         try:
-            return Item.from_dict(json.loads(meta.read_text()))
+            return Item.from_dict(json.loads(self._read_entry(meta.name)))
         except FileNotFoundError:
             raise QuarantineError(f"no quarantined message {item_id}") from None
         except (ValueError, TypeError) as exc:
             raise QuarantineError(f"{item_id}: unreadable metadata: {exc}") from None
 
     def message_path(self, item_id: str) -> Path:
+        """Where the message is (for display: read it with :meth:`read_message`)."""
         return self._paths(item_id)[0]
 
     def items(self) -> Iterator[Item]:
@@ -174,12 +267,26 @@ class Quarantine:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        with open(self.dir / ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        dfd = self._open_dir()
+        try:
+            fd = os.open(".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._refuse(".lock", "a symbolic link")
+            raise
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid not in self.trusted_uids:
+                self._refuse(".lock", "not a regular file of a trusted user")
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def _record(self, item: Item, action: str, by: str, **extra: Any) -> None:
         item.history.append({"time": self.clock(), "action": action, "by": by, **extra})
@@ -195,7 +302,11 @@ class Quarantine:
             if not item.recipients:
                 raise QuarantineError(f"{item_id} has no recipients")
             cmd = [*self.release_command, "-f", _sender_arg(item.sender), "--", *item.recipients]
-            data = self.message_path(item_id).read_bytes().replace(b"\r\n", b"\n")
+            try:
+                data = self.read_message(item_id).replace(b"\r\n", b"\n")
+            except UnsafeEntryError as exc:
+                self._record(item, "release-refused", by, error=str(exc))
+                raise
             proc = self.runner(cmd, input=data, capture_output=True, timeout=300, check=False)
             if proc.returncode != 0:
                 err = (proc.stderr or b"").decode("utf-8", "replace").strip()[:500]

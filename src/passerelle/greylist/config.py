@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml
+from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 from passerelle.greylist.policy import Timing
-from passerelle.greylist.store.url import StoreURL, StoreURLError, parse_store_url
 from passerelle.greylist.whitelist import Whitelist, WhitelistError
 
 DEFAULT_TRUSTED = ["127.0.0.0/8", "::1/128"]

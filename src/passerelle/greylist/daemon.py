@@ -24,8 +24,9 @@ import Milter
 from passerelle.greylist.config import GreylistConfig
 from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
+from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
-from passerelle.milterrun import bind, run_milter, setup_logging
+from passerelle.milterrun import bind, run_milter
 
 log = logging.getLogger("passerelle.greylist")
 

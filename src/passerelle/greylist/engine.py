@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from passerelle import decisionlog
 from passerelle.durations import format_duration
 from passerelle.greylist.addresses import normalise_recipient, normalise_sender
 from passerelle.greylist.config import GreylistConfig
@@ -182,15 +183,10 @@ class Greylister:
     def _log_decision(client: Client, snd: str, rcpt: str, verdict: Verdict) -> None:
         # One line per decision (read by ``passerelle metrics`` and the daily report).
         log.info(
-            "%s client=%s group=%s from=<%s> to=<%s>%s",
-            "greylisted" if not verdict.accept else "accepted",
-            client.ip,
-            client.group,
-            ascii(snd)[1:-1],
-            ascii(rcpt)[1:-1],
-            f" delay={format_duration(verdict.delay)} reason={verdict.reason}"
-            if verdict.delay is not None
-            else f" reason={verdict.reason}",
+            "%s",
+            decisionlog.greylist_decision(
+                verdict.accept, client.ip, client.group, snd, rcpt, verdict.reason, verdict.delay
+            ),
         )
 
     def _store_check(self, t: Triplet, now: float, auto: bool | None) -> Verdict:
@@ -210,15 +206,9 @@ class Greylister:
     def _store_failed(self, now: float, client: Client, why: str) -> Verdict:
         self.counters.hit(now, "decision", "store-error")
         if self.cfg.on_store_error == "tempfail":
-            log.warning(
-                "store unavailable, tempfail client=%s reason=store-error (%s)", client.ip, why
-            )
+            log.warning("%s", decisionlog.greylist_store_error(client.ip, why, tempfail=True))
             return Verdict(False, "store-error", detail=why, reply=STORE_ERROR_REPLY)
-        log.warning(
-            "store unavailable, greylisting skipped client=%s reason=store-error (%s)",
-            client.ip,
-            why,
-        )
+        log.warning("%s", decisionlog.greylist_store_error(client.ip, why, tempfail=False))
         return Verdict(True, "store-error", detail=why, skipped=True)
 
     def _count_exempt(self, now: float, client: Client, why: str) -> None:
@@ -227,7 +217,7 @@ class Greylister:
         who = client.ip if not client.hostname else f"{client.ip} {client.hostname}"
         self.counters.hit(now, "whitelisted", f"{who} ({why})")
         if log.isEnabledFor(logging.INFO):
-            log.info("accepted client=%s group=%s reason=%s", client.ip, client.group, reason)
+            log.info("%s", decisionlog.greylist_exempt(client.ip, client.group, reason))
 
     def _run(self, fn: Callable[..., object], *args: object) -> object:
         """Run ``fn`` on a store worker (or, serial store, here); wait at most store_timeout."""

@@ -35,10 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from passerelle.config import ConfigError, Section, load_toml
+from passerelle.routing.rules import (
+    LDAP_ATTRIBUTE,
+    LDAP_DEFAULTS,
+    LDAP_NAME_KEYS,
+    LDAP_TIMEOUT_MAX,
+    LDAP_TIMEOUT_MIN,
+    hostname_problem,
+    ldap_uri_problem,
+)
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
-_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 # mailer:host, or "local:" / "local:user" (delivered on the gateway, e.g. learning mailboxes)
 _ROUTE = re.compile(r"^(?:[a-z][a-z0-9]*:\S+|local:\S*)$")
 
@@ -50,11 +56,11 @@ class LdapSettings:
     base: str
     bind_dn: str = ""
     password_file: str = ""
-    object_class: str = "inetLocalMailRecipient"
-    search_attribute: str = "mailLocalAddress"
-    host_attribute: str = "mailHost"
-    address_attribute: str = "mailRoutingAddress"
-    timeout: int = 5
+    object_class: str = LDAP_DEFAULTS["object_class"]
+    search_attribute: str = LDAP_DEFAULTS["search_attribute"]
+    host_attribute: str = LDAP_DEFAULTS["host_attribute"]
+    address_attribute: str = LDAP_DEFAULTS["address_attribute"]
+    timeout: int = LDAP_DEFAULTS["timeout"]
 
     def read_password(self) -> str:
         """The bind password (first line of password_file); empty for an anonymous search."""
@@ -91,10 +97,10 @@ class RoutingConfig:
 
 
 def _domain(value: str, key: str) -> str:
-    name = value.lower()
-    if not _DOMAIN.match(name):
-        raise ConfigError(key, f"{value!r} is not a domain name")
-    return name
+    problem = hostname_problem(value)
+    if problem:
+        raise ConfigError(key, f"{value!r}: {problem}")
+    return value.lower()
 
 
 def _ttl(sec: Section, key: str, default: int) -> int:
@@ -134,25 +140,24 @@ def parse_config(data: dict[str, object], source: str | None = None) -> RoutingC
                 if d in mailertable:
                     raise ConfigError("routing.ldap.domains", f"{d} is also in routing.mailertable")
             uri = ls.str("uri")
-            if not re.match(r"^ldaps?://\S+$", uri):
-                raise ConfigError("routing.ldap.uri", f"{uri!r} is not ldap://... or ldaps://...")
+            problem = ldap_uri_problem(uri)
+            if problem:
+                raise ConfigError("routing.ldap.uri", f"{uri!r}: {problem}")
             bind_dn = ls.str("bind_dn", "")
             password_file = ls.str("password_file", "")
             if bind_dn and not password_file:
                 raise ConfigError("routing.ldap.password_file", "is required with bind_dn")
             attrs = {}
-            for key, default in (
-                ("object_class", "inetLocalMailRecipient"),
-                ("search_attribute", "mailLocalAddress"),
-                ("host_attribute", "mailHost"),
-                ("address_attribute", "mailRoutingAddress"),
-            ):
-                attrs[key] = ls.str(key, default)
-                if not _ATTRIBUTE.match(attrs[key]):
+            for key in LDAP_NAME_KEYS:
+                attrs[key] = ls.str(key, LDAP_DEFAULTS[key])
+                if not LDAP_ATTRIBUTE.match(attrs[key]):
                     raise ConfigError(f"routing.ldap.{key}", f"{attrs[key]!r} is not a name")
-            timeout = ls.duration("timeout", "5s")
-            if timeout < 1:
-                raise ConfigError("routing.ldap.timeout", "must be at least 1s")
+            timeout = ls.duration("timeout", LDAP_DEFAULTS["timeout"])
+            if not LDAP_TIMEOUT_MIN <= timeout <= LDAP_TIMEOUT_MAX:
+                raise ConfigError(
+                    "routing.ldap.timeout",
+                    f"must be between {LDAP_TIMEOUT_MIN}s and {LDAP_TIMEOUT_MAX}s",
+                )
             ldap = LdapSettings(
                 domains=domains,
                 uri=uri,

@@ -15,8 +15,10 @@ from typing import Any
 
 import Milter
 
+from passerelle import decisionlog
+from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import apply
-from passerelle.milterrun import bind, run_milter, setup_logging
+from passerelle.milterrun import bind, run_milter
 from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import Header, received_header
 from passerelle.spam.scanner import Scanner
@@ -88,7 +90,7 @@ class SpamMilter(Milter.Base):
             time.time(),
         )
         outcome = self.scanner.scan(self.headers, bytes(self._body), self.size + 2, received)
-        log.info("%s: client=%s %s", self.queue_id, self.client, outcome.summary)
+        log.info("%s", decisionlog.spam_line(self.queue_id, self.client, outcome.summary))
         if outcome.action == "tempfail":
             self.setreply("451", "4.7.1", "Content scanner unavailable, try again later")
             self._reset()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from passerelle import decisionlog
 from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import (
     Header,
@@ -110,20 +111,24 @@ class Scanner:
             result, host = self.client.check(message)
         except SpamdError as exc:
             if cfg.on_error == "tempfail":
-                return Outcome("tempfail", [], f"spamd unavailable, tempfail: {exc}")
+                return Outcome("tempfail", [], decisionlog.spam_unavailable(exc, tempfail=True))
             reason = "spamd unavailable"
             return Outcome(
                 "accept",
                 not_scanned_edits(headers, reason, cfg.tiers, cfg.hostname),
-                f"{reason}, accepted unscanned: {exc}",
+                decisionlog.spam_unavailable(exc, tempfail=False),
             )
         took = self.clock() - start
         level = tier(result.score, cfg.tiers) or "none"
-        summary = (
-            f"score={result.score:g} required={result.threshold:g} tier={level} "
-            f"tests={','.join(result.rules) or 'none'} spamd={host} time={took:.2f}s"
-            + (f" ocr_images={images}" if images else "")
-            + (f" partial={partial.scanned}/{partial.size}" if partial else "")
+        summary = decisionlog.spam_scanned(
+            result.score,
+            result.threshold,
+            level,
+            result.rules,
+            host,
+            took,
+            images,
+            (partial.scanned, partial.size) if partial else None,
         )
         edits = marking_edits(headers, result, cfg.tiers, cfg.hostname, partial)
         return Outcome("accept", edits, summary)

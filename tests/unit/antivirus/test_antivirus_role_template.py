@@ -1,37 +1,25 @@
 """The antivirus role's TOML template renders a configuration the milter accepts, with
 rules whose regular expressions need escaping (what `validate:` checks on the hosts)."""
 
-import json
 import tomllib
 from pathlib import Path
 
-import jinja2
 import yaml
 
+from ansible_render import render as render_role
 from passerelle.antivirus.config import parse_config
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "antivirus"
 
 
 def render(**overrides):
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(ROLE / "templates")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["to_json"] = json.dumps
-    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    values = {k: v for k, v in values.items() if not isinstance(v, str) or "{{" not in v}
-    values.update(
-        ansible_managed="managed",
-        inventory_hostname="gw1",
-        ansible_facts={"fqdn": "gw1.example.test"},
-        antivirus_max_size=26214400,
-        __antivirus_clamd_list=["unix:/run/clamav/clamd.ctl", "clamd2.example.test:3310"],
-        __antivirus_signature_path="/var/lib/clamav",
-    )
-    values.update(overrides)
-    return env.get_template("etc/passerelle/antivirus.toml.j2").render(**values)
+    """The role's template as Ansible renders it for gw1 (tests/ansible_render.py)."""
+    values = {
+        "__antivirus_clamd_list": ["unix:/run/clamav/clamd.ctl", "clamd2.example.test:3310"],
+        "sendmail_fqdn": "gw1.example.test",
+        **overrides,
+    }
+    return render_role("antivirus", "etc/passerelle/antivirus.toml.j2", "gw1", **values)
 
 
 def test_defaults_render_a_valid_config():
@@ -54,3 +42,31 @@ def test_rules_with_backslashes_and_quotes_survive_rendering():
     assert cfg.rules[1].pattern.search('[bad] "42"')
     assert cfg.rules[0].types == frozenset({"pe"})
     assert cfg.rules[2].archives is False
+
+
+def test_uninspectable_policy_and_budget_rendered():
+    cfg = parse_config(tomllib.loads(render()))
+    assert cfg.uninspectable_action == "quarantine"
+    assert cfg.inspect_time_budget == 2
+    assert cfg.mime.max_parts == 1000
+    cfg = parse_config(
+        tomllib.loads(
+            render(antivirus_uninspectable_action="tempfail", antivirus_inspect_time_budget="5s")
+        )
+    )
+    assert (cfg.uninspectable_action, cfg.inspect_time_budget) == ("tempfail", 5)
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    opt = specs["argument_specs"]["main"]["options"]["antivirus_uninspectable_action"]
+    assert opt["choices"] == ["quarantine", "reject", "tempfail", "accept"]
+    assert opt["default"] == "quarantine"
+
+
+def test_clamd_conf_alerts_when_limits_are_reached():
+    clamav = ROLE.parent / "clamav" / "templates" / "etc" / "clamav"
+    assert (
+        "{% include 'etc/clamav/clamd-limits.conf.j2' %}" in (clamav / "clamd.conf.j2").read_text()
+    )
+    limits = (clamav / "clamd-limits.conf.j2").read_text()
+    for key in ("MaxScanSize", "MaxFileSize", "MaxRecursion", "MaxFiles", "MaxScanTime"):
+        assert f"\n{key} " in limits
+    assert "\nAlertExceedsMax yes\n" in limits

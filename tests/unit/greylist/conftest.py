@@ -3,17 +3,9 @@ tests/protocol/greylist_fixtures.py (shared with the protocol tests)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from plugins import load
 
-_path = Path(__file__).resolve().parents[2] / "protocol" / "greylist_fixtures.py"
-_spec = importlib.util.spec_from_file_location("greylist_fixtures", _path)
-assert _spec is not None and _spec.loader is not None
-greylist_fixtures = sys.modules.get("greylist_fixtures") or importlib.util.module_from_spec(_spec)
-if "greylist_fixtures" not in sys.modules:
-    sys.modules["greylist_fixtures"] = greylist_fixtures
-    _spec.loader.exec_module(greylist_fixtures)
+greylist_fixtures = load("tests/protocol/greylist_fixtures.py")
 
 greylist_mariadb = greylist_fixtures.greylist_mariadb
 greylist_store_url = greylist_fixtures.greylist_store_url

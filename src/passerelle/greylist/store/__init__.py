@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 from passerelle.greylist.store.base import SCHEMA_VERSION, SQLStore, StoreError, Triplet
-from passerelle.greylist.store.url import StoreURL, StoreURLError, parse_store_url
 
 __all__ = [
     "SCHEMA_VERSION",

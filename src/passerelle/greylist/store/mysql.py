@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from passerelle.dburl import StoreURL
 from passerelle.greylist.store.base import SQLStore
-from passerelle.greylist.store.url import StoreURL
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [

@@ -1,1 +1,0 @@
-"""Operator tools: the connection guard (``passerelle connwatch``)."""
