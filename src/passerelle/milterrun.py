@@ -3,7 +3,13 @@
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
 - exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently;
 - logs to syslog's mail facility (and stderr when run in the foreground): the daemon sets it up
-  with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``.
+  with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``;
+- one binding to pymilter for every milter: ``bind(MilterClass, context)``. pymilter makes one
+  ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
+  greylist engine, the spam scanner, ...); the actions the milter may use are the class's
+  ``ACTIONS``; the protocol steps it negotiates come from the class itself, pymilter's way:
+  a callback it does not define is not sent (``P_NO*``), a callback decorated with
+  ``@Milter.noreply`` is sent without waiting for a reply (``P_NR_*``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+Ctx = TypeVar("Ctx")
 
 
 def prepare_socket(spec: str) -> None:
@@ -24,14 +32,48 @@ def prepare_socket(spec: str) -> None:
             path.unlink()
 
 
+class MilterBinding(Generic[Ctx]):
+    """pymilter's factory for one milter class: ``binding()`` is a new connection object."""
+
+    __slots__ = ("context", "milter_class")
+
+    def __init__(self, milter_class: Callable[[Ctx], Any], context: Ctx) -> None:
+        self.milter_class = milter_class
+        self.context = context
+
+    def __call__(self) -> Any:
+        return self.milter_class(self.context)
+
+    @property
+    def actions(self) -> int:
+        """The actions the milter may use (``Milter.ADDHDRS | ...``), from ``ACTIONS``."""
+        return int(self.milter_class.ACTIONS)  # type: ignore[attr-defined]
+
+
+def bind(milter_class: Callable[[Ctx], Any], context: Ctx) -> MilterBinding[Ctx]:
+    """The one way a Passerelle milter is bound to pymilter (see the module docstring):
+    ``milter_class`` is a ``Milter.Base`` subclass whose ``__init__`` takes ``context`` and
+    whose ``ACTIONS`` lists its actions."""
+    return MilterBinding(milter_class, context)
+
+
 def run_milter(
-    name: str, factory: Callable[[], Any], socket: str, timeout: int = 600, flags: int = 0
+    name: str,
+    binding: Callable[[], Any],
+    socket: str,
+    timeout: int = 600,
+    flags: int | None = None,
 ) -> None:
-    """Register ``factory`` with libmilter and serve until stopped."""
+    """Register ``binding`` (from ``bind``) with libmilter and serve until stopped.
+
+    ``flags`` defaults to the binding's ``actions``. A bare factory with ``flags`` is still
+    accepted for the milters not moved to ``bind`` yet (antivirus)."""
     import Milter  # the C binding is only needed by the daemon
 
+    if flags is None:
+        flags = binding.actions if isinstance(binding, MilterBinding) else 0
     prepare_socket(socket)
-    Milter.factory = factory
+    Milter.factory = binding
     Milter.set_exception_policy(Milter.TEMPFAIL)
     if flags:
         Milter.set_flags(flags)

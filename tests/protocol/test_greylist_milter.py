@@ -214,11 +214,8 @@ def owned(final):
 
 def test_greylist_milter_gets_headers_cheaply(greylist_milter):
     """Headers are negotiated (to find forgeries) without a reply each; the body is not."""
-    s = Session(greylist_milter.sock)
-    try:
-        flags = s.conn.protocol_flags
-    finally:
-        s.close()
+    with MilterClient(greylist_milter.sock, timeout=10) as client:
+        flags = client.protocol
     assert not flags & C.SMFIP_NOHDRS
     assert flags & C.SMFIP_NR_HDR
     assert flags & C.SMFIP_NOBODY
@@ -281,3 +278,40 @@ def test_forged_headers_removed_when_store_is_down(tmp_path):
     assert owned(final_headers(forged, eoms)) == [
         ("X-Greylist", "skipped (store unavailable) by gw1.example.org")
     ]
+
+
+# Every step a milter can skip (P_NO*) or leave unanswered (P_NR_*), as sendmail 8.14+ offers.
+SKIP_BITS = (
+    C.SMFIP_NOCONNECT
+    | C.SMFIP_NOHELO
+    | C.SMFIP_NOMAIL
+    | C.SMFIP_NORCPT
+    | C.SMFIP_NOBODY
+    | C.SMFIP_NOHDRS
+    | C.SMFIP_NOEOH
+    | C.SMFIP_NOUNKNOWN
+    | C.SMFIP_NODATA
+)
+NO_REPLY_BITS = (
+    C.SMFIP_NR_CONN
+    | C.SMFIP_NR_HELO
+    | C.SMFIP_NR_MAIL
+    | C.SMFIP_NR_RCPT
+    | C.SMFIP_NR_DATA
+    | C.SMFIP_NR_UNKN
+    | C.SMFIP_NR_EOH
+    | C.SMFIP_NR_BODY
+    | C.SMFIP_NR_HDR
+)
+
+
+def test_negotiates_only_the_steps_it_uses(greylist_milter):
+    """Exactly these steps are skipped and these are sent without a reply: re-enabling a
+    step (or waiting for a reply the milter never needs) fails here."""
+    with MilterClient(greylist_milter.sock, timeout=10) as client:
+        flags = client.protocol
+    assert flags & SKIP_BITS == (
+        C.SMFIP_NOHELO | C.SMFIP_NODATA | C.SMFIP_NOEOH | C.SMFIP_NOBODY | C.SMFIP_NOUNKNOWN
+    ), hex(flags)
+    # connect, MAIL and headers: no reply; RCPT (the decision) and end of message: answered
+    assert flags & NO_REPLY_BITS == (C.SMFIP_NR_CONN | C.SMFIP_NR_MAIL | C.SMFIP_NR_HDR), hex(flags)

@@ -13,7 +13,7 @@ Example (every key with its default)::
     store = "sqlite:////var/lib/passerelle/greylist.sqlite"   # or mysql://u:p@host[:port]/db
     store_timeout = "2s"         # bound on a decision's wait for the store
     store_retry = "5s"           # after a store error, skip the store that long
-    store_threads = 4            # store worker threads (= database connections)
+    store_threads = 4            # MariaDB store: worker threads (= connections); SQLite: one
     on_store_error = "accept"    # accept | tempfail
     hostname = "<fqdn>"          # name given in X-Delayed / X-Greylist
     socket = "unix:/run/passerelle/greylist.sock"

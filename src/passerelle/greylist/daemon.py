@@ -5,6 +5,12 @@ go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of 
 every copy of those two the client sent has been removed (delayed or not): the milter asks for
 the headers without a reply to each (``@noreply``) and only counts its own names; it never
 asks for the body.
+
+Protocol steps (negotiated from the callbacks defined here, see ``passerelle.milterrun``):
+connect, MAIL and header are sent without waiting for a reply; RCPT and end of message are
+answered; HELO, DATA, end of headers, body and unknown commands are not sent at all.
+Most greylisted sessions end after one RCPT: the connection object is small and everything
+about the client is worked out once, at connect.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
 from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
-from passerelle.milterrun import run_milter
+from passerelle.milterrun import bind, run_milter
 
 log = logging.getLogger("passerelle.greylist")
 
@@ -34,21 +40,25 @@ def _macro(m: Milter.Base, name: str) -> str | None:
 
 
 class GreylistMilter(Milter.Base):
-    engine: Greylister  # set by make_factory
+    ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS
 
     def __init__(self, engine: Greylister) -> None:
         self.engine = engine
         self.client: Client | None = None
         self.auto: bool | None = None
-        self.owned = OwnedHeaders(OWNED_HEADERS)
-        self._reset()
-
-    def _reset(self) -> None:
+        self.owned: OwnedHeaders | None = None  # made at the first header
         self.sender = ""
         self.exemption: str | None = None
         self.delay: float | None = None
         self.skipped = False
-        self.owned.reset()
+
+    def _reset(self) -> None:
+        self.sender = ""
+        self.exemption = None
+        self.delay = None
+        self.skipped = False
+        if self.owned is not None:
+            self.owned.reset()
 
     @Milter.noreply
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
@@ -61,6 +71,7 @@ class GreylistMilter(Milter.Base):
         self.auto = None
         return Milter.CONTINUE
 
+    @Milter.noreply
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._reset()
         if self.client is None:  # MTA without connect information
@@ -87,11 +98,13 @@ class GreylistMilter(Milter.Base):
 
     @Milter.noreply
     def header(self, name: str, value: str) -> int:
+        if self.owned is None:
+            self.owned = OwnedHeaders(OWNED_HEADERS)
         self.owned.see(name)
         return Milter.CONTINUE
 
     def eom(self) -> int:
-        edits = self.owned.deletions()
+        edits = self.owned.deletions() if self.owned is not None else []
         if self.delay is not None:
             edits.append(HeaderEdit("add", *self.engine.delayed_header(self.delay)))
         elif self.skipped:
@@ -112,7 +125,7 @@ def serve(cfg: GreylistConfig) -> None:
     """Run the milter until stopped (SIGTERM/SIGINT)."""
     setup_logging("greylist", cfg.log_level)
     assert cfg.store_url is not None
-    store = open_store(cfg.store_url, cfg.store_timeout)
+    store = open_store(cfg.store_url, cfg.store_timeout, serial=True)
     try:
         before, after = store.migrate()
         if before != after:
@@ -122,18 +135,8 @@ def serve(cfg: GreylistConfig) -> None:
         store.discard()
     engine = Greylister(cfg, store)
     engine.start_background()
-
-    def factory() -> GreylistMilter:
-        return GreylistMilter(engine)
-
     # libmilter handles SIGTERM/SIGINT/SIGHUP itself and returns from its main loop.
     try:
-        run_milter(
-            "greylist",
-            factory,
-            cfg.socket,
-            timeout=cfg.milter_timeout,
-            flags=Milter.ADDHDRS | Milter.CHGHDRS,
-        )
+        run_milter("greylist", bind(GreylistMilter, engine), cfg.socket, cfg.milter_timeout)
     finally:
         engine.close()

@@ -2,7 +2,12 @@
 
 ``Greylister.check`` gives one ``Verdict`` per recipient. Store calls run on a small pool of
 worker threads (one database connection each) and the caller waits at most
-``store_timeout``: a slow or dead store never holds a decision longer than that. After a store
+``store_timeout``: a slow or dead store never holds a decision longer than that. A serial
+store (the milter's SQLite store, ``SQLStore.serial``) is called in the caller's own thread
+instead, one call at a time under ``store.lock``: the wait for the lock is bounded by
+``store_timeout`` and so is the call (SQLite's busy timeout on locks, and the store's
+checkpointer thread interrupts a call past its deadline), without the cost of handing every
+decision to another thread. After a store
 error the store is skipped for ``store_retry`` seconds, so a dead database costs one timeout,
 not one per recipient. Then ``on_store_error`` applies: ``accept`` (the message is marked
 ``X-Greylist: skipped``) or ``tempfail``.
@@ -21,7 +26,7 @@ from passerelle import decisionlog
 from passerelle.durations import format_duration
 from passerelle.greylist.addresses import normalise_recipient, normalise_sender
 from passerelle.greylist.config import GreylistConfig
-from passerelle.greylist.network import client_group, parse_ip
+from passerelle.greylist.network import group_of, parse_ip
 from passerelle.greylist.policy import auto_whitelisted, triplet_key
 from passerelle.greylist.stats import Counters
 from passerelle.greylist.store import SQLStore, Triplet
@@ -85,6 +90,7 @@ class Greylister:
         )
         self._stop = threading.Event()
         self._bg: threading.Thread | None = None
+        self._serial = bool(getattr(store, "serial", False))
 
     # -- whitelists --------------------------------------------------------------------
     @property
@@ -107,8 +113,9 @@ class Greylister:
         host = hostname.strip("[]").lower() if hostname and verified else None
         if host and parse_ip(host) is not None:
             host = None  # "[1.2.3.4]": no PTR
-        group = client_group(ip, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
-        group = group.encode("ascii", "backslashreplace").decode("ascii")[:64]
+        group = group_of(addr, ip, self.cfg.ipv4_prefix, self.cfg.ipv6_prefix)
+        if addr is None:
+            group = group.encode("ascii", "backslashreplace").decode("ascii")[:64]
         wl = self._wl
         exemption = None
         m = wl.trusted.match(addr, None)
@@ -168,6 +175,12 @@ class Greylister:
             self._count_exempt(now, client, "auto")
             return verdict
         self.counters.hit(now, "decision", verdict.reason)
+        if log.isEnabledFor(logging.INFO):
+            self._log_decision(client, snd, rcpt, verdict)
+        return verdict
+
+    @staticmethod
+    def _log_decision(client: Client, snd: str, rcpt: str, verdict: Verdict) -> None:
         # One line per decision (read by ``passerelle metrics`` and the daily report).
         log.info(
             "%s",
@@ -175,7 +188,6 @@ class Greylister:
                 verdict.accept, client.ip, client.group, snd, rcpt, verdict.reason, verdict.delay
             ),
         )
-        return verdict
 
     def _store_check(self, t: Triplet, now: float, auto: bool | None) -> Verdict:
         threshold = self.cfg.auto_whitelist_after
@@ -204,16 +216,32 @@ class Greylister:
         self.counters.hit(now, "decision", reason)
         who = client.ip if not client.hostname else f"{client.ip} {client.hostname}"
         self.counters.hit(now, "whitelisted", f"{who} ({why})")
-        log.info("%s", decisionlog.greylist_exempt(client.ip, client.group, reason))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", decisionlog.greylist_exempt(client.ip, client.group, reason))
 
     def _run(self, fn: Callable[..., object], *args: object) -> object:
-        """Run ``fn`` on a store worker; wait at most store_timeout."""
+        """Run ``fn`` on a store worker (or, serial store, here); wait at most store_timeout."""
+        if self._serial:
+            return self._run_here(fn, *args)
         fut = self._pool.submit(self._guarded, fn, *args)
         try:
             return fut.result(timeout=self.cfg.store_timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TimeoutError(f"store did not answer within {self.cfg.store_timeout:g}s") from None
+
+    def _run_here(self, fn: Callable[..., object], *args: object) -> object:
+        """Serial store: one call at a time in this thread, the same bound on the wait."""
+        timeout = self.cfg.store_timeout
+        lock = self.store.lock
+        if not lock.acquire(timeout=timeout):
+            raise TimeoutError(f"store did not answer within {timeout:g}s")
+        try:
+            self.store.deadline = time.monotonic() + timeout  # type: ignore[attr-defined]
+            return self._guarded(fn, *args)
+        finally:
+            self.store.deadline = 0.0  # type: ignore[attr-defined]
+            lock.release()
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> object:
         try:
@@ -243,11 +271,19 @@ class Greylister:
             return 0
         return len(rows)
 
+    def maintain_store(self) -> None:
+        """Store upkeep (SQLite: keep the WAL bounded)."""
+        try:
+            self._run(self.store.maintain)
+        except Exception as exc:
+            log.warning("greylist store upkeep failed: %s", exc or type(exc).__name__)
+
     def start_background(self) -> None:
         def loop() -> None:
             last_wl = 0.0
             while not self._stop.wait(self.cfg.stats_flush):
                 self.flush_counters()
+                self.maintain_store()
                 if time.monotonic() - last_wl >= self.cfg.whitelist_refresh:
                     try:
                         self.refresh_whitelist()
@@ -261,6 +297,7 @@ class Greylister:
             log.warning("cannot read the whitelist table: %s", exc or "timeout")
         self._bg = threading.Thread(target=loop, name="greylist-background", daemon=True)
         self._bg.start()
+        self.store.start_checkpointer()
 
     def close(self) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -14,10 +15,14 @@ def parse_ip(text: str) -> IPAddress | None:
         t = t[1:-1]
     if t.lower().startswith("ipv6:"):
         t = t[5:]
-    try:
-        ip = ipaddress.ip_address(t)
-    except ValueError:
-        return None
+    ip: IPAddress
+    try:  # fast path: the C parser for the plain dotted quad (as strict as ipaddress)
+        ip = ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, t))
+    except (OSError, ValueError):
+        try:
+            ip = ipaddress.ip_address(t)
+        except ValueError:
+            return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
@@ -28,9 +33,16 @@ def client_group(addr: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str
 
     A client that is not an IP address (unix socket, unknown family) is its own group.
     """
-    ip = parse_ip(addr)
+    return group_of(parse_ip(addr), addr, ipv4_prefix, ipv6_prefix)
+
+
+def group_of(ip: IPAddress | None, addr: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str:
+    """``client_group`` of an address already parsed (``ip = parse_ip(addr)``)."""
     if ip is None:
         return addr.strip().lower()
-    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
-    net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
-    return str(net)
+    if ip.version == 4:
+        bits, prefix, cls = 32, ipv4_prefix, ipaddress.IPv4Address
+    else:
+        bits, prefix, cls = 128, ipv6_prefix, ipaddress.IPv6Address  # type: ignore[assignment]
+    mask = ((1 << prefix) - 1) << (bits - prefix)
+    return f"{cls(int(ip) & mask)}/{prefix}"

@@ -76,6 +76,8 @@ class ClientList:
 
     def match(self, ip: IPAddress | None, hostname: str | None) -> str | None:
         """The matching entry (as text) or None; ``hostname`` must already be verified."""
+        if not (self.ips or self.networks or self.names or self.suffixes):
+            return None  # an empty list (the common case for some kinds): nothing to parse
         if ip is not None:
             if ip in self.ips:
                 return str(ip)
@@ -126,6 +128,8 @@ class AddressList:
             self.trees.add(d)
 
     def match(self, address: str) -> str | None:
+        if not (self.addresses or self.domains or self.trees):
+            return None  # an empty list: nothing to parse
         a = strip_brackets(address)
         if not a:
             return None

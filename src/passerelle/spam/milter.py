@@ -1,6 +1,10 @@
 """The pymilter milter: collect the message, ask the Scanner at end of message, apply edits.
 
 The only module of the spam area that imports pymilter (``Milter``).
+
+Protocol steps (negotiated from the callbacks defined here, see ``passerelle.milterrun``):
+connect, HELO, MAIL, each header and each body chunk are sent without waiting for a reply;
+only end of message is answered; RCPT, DATA, end of headers and unknown commands are not sent.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import Milter
 from passerelle import decisionlog
 from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import apply
-from passerelle.milterrun import run_milter
+from passerelle.milterrun import bind, run_milter
 from passerelle.spam.config import SpamConfig
 from passerelle.spam.marking import Header, received_header
 from passerelle.spam.scanner import Scanner
@@ -24,6 +28,8 @@ log = logging.getLogger("passerelle.spam")
 
 class SpamMilter(Milter.Base):
     """One instance per SMTP connection (libmilter thread)."""
+
+    ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS
 
     def __init__(self, scanner: Scanner) -> None:
         self.scanner = scanner
@@ -40,25 +46,30 @@ class SpamMilter(Milter.Base):
         self.size = 0
         self.queue_id = ""
 
+    @Milter.noreply
     def connect(self, hostname: str, family: Any, hostaddr: Any) -> int:
         ip = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
         self.client = f"{hostname}[{ip}]"
         self.client_name, self.client_ip = hostname or "", str(ip or "")
         return Milter.CONTINUE
 
+    @Milter.noreply
     def hello(self, heloname: str) -> int:
         self.helo_name = heloname or ""
         return Milter.CONTINUE
 
+    @Milter.noreply
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._reset()
         return Milter.CONTINUE
 
+    @Milter.noreply
     def header(self, name: str, value: str) -> int:
         self.headers.append((name, value))
         self.size += len(name) + len(value.encode("utf-8", "surrogateescape")) + 4
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk: bytes) -> int:
         # Kept: at most max_size + 1 bytes (a bigger message is scanned on its first
         # max_size bytes, headers included, see Scanner.scan).
@@ -106,10 +117,4 @@ def serve(config: SpamConfig) -> None:
         config.on_error,
         "on" if config.ocr.enabled else "off",
     )
-    run_milter(
-        "spam",
-        lambda: SpamMilter(scanner),
-        config.socket,
-        timeout=config.milter_timeout,
-        flags=Milter.ADDHDRS | Milter.CHGHDRS,
-    )
+    run_milter("spam", bind(SpamMilter, scanner), config.socket, config.milter_timeout)

@@ -42,6 +42,11 @@ def display_bytes(text: str) -> bytes:
 
 
 _COLUMNS = "state, first_seen, last_seen, passed_at, attempts, passes, version"
+INSERT_TRIPLET = (
+    "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
+    " passed_at, expires, attempts, passes, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLStore:
@@ -54,6 +59,12 @@ class SQLStore:
     purge_statement = ""  # params: (before, batch)
     purge_clients_statement = ""
     purge_stats_statement = ""
+    # dialect: INSERT_TRIPLET that does nothing (rowcount 0) when the key exists; when set, decide()
+    # tries it first: most triplets are new (a bot that never retries), one statement then
+    insert_if_absent = ""
+    # True: one connection for every thread, the caller serialises the calls (``lock``) and
+    # runs them in its own thread (the SQLite store of the milter: one writer, no hand-off).
+    serial = False
 
     def __init__(self, timeout: float = 2.0) -> None:
         self.timeout = timeout
@@ -61,6 +72,9 @@ class SQLStore:
         self._all: list[Any] = []
         self._lock = threading.Lock()
         self._schema_checked = False
+        self._shared: Any = None  # the one connection of a serial store
+        self.lock = threading.Lock()  # held by the caller around each call of a serial store
+        self._update_sql: dict[tuple[str, ...], str] = {}
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -76,6 +90,12 @@ class SQLStore:
         """Release the migration lock."""
 
     def _thread_conn(self) -> Any:
+        if self.serial:
+            if self._shared is None:
+                self._shared = self._connect()
+                with self._lock:
+                    self._all.append(self._shared)
+            return self._shared
         c = getattr(self._local, "conn", None)
         if c is None:
             c = self._connect()
@@ -97,8 +117,11 @@ class SQLStore:
 
     def discard(self) -> None:
         """Forget this thread's connection after an error (a new one is made next time)."""
-        c = getattr(self._local, "conn", None)
-        self._local.conn = None
+        if self.serial:
+            c, self._shared = self._shared, None
+        else:
+            c = getattr(self._local, "conn", None)
+            self._local.conn = None
         if c is not None:
             with self._lock:
                 if c in self._all:
@@ -113,6 +136,16 @@ class SQLStore:
             with contextlib.suppress(Exception):
                 c.close()
         self._local = threading.local()
+        self._shared = None
+
+    def maintain(self) -> None:
+        """Periodic upkeep from the daemon's background thread (dialect specific)."""
+
+    def _wrote(self) -> None:
+        """Called by a serial store after each decision's write (dialect specific)."""
+
+    def start_checkpointer(self) -> None:
+        """Start the store's own upkeep thread, if it has one (SQLite serial store)."""
 
     def q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -169,7 +202,12 @@ class SQLStore:
 
     # -- triplets ----------------------------------------------------------------------
     def get(self, key: bytes) -> Record | None:
-        cur = self.execute(f"SELECT {_COLUMNS} FROM greylist WHERE k = ?", (key,))
+        got = self.get_with_expiry(key)
+        return None if got is None else got[0]
+
+    def get_with_expiry(self, key: bytes) -> tuple[Record, float] | None:
+        """The record and its stored ``expires``."""
+        cur = self.execute(f"SELECT {_COLUMNS}, expires FROM greylist WHERE k = ?", (key,))
         row = cur.fetchone()
         if row is None:
             return None
@@ -181,76 +219,109 @@ class SQLStore:
             attempts=int(row[4]),
             passes=int(row[5]),
             version=int(row[6]),
+        ), float(row[7])
+
+    def _row(self, t: Triplet, rec: Record, expires: float) -> tuple[Any, ...]:
+        return (
+            t.key,
+            t.client,
+            display_bytes(t.sender),
+            display_bytes(t.recipient),
+            rec.state,
+            rec.first_seen,
+            rec.last_seen,
+            rec.passed_at,
+            expires,
+            rec.attempts,
+            rec.passes,
+            rec.version,
         )
 
     def insert(self, t: Triplet, rec: Record, expires: float) -> bool:
         """Insert a new record; False when another writer created it first."""
         try:
-            self.execute(
-                "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
-                " passed_at, expires, attempts, passes, version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    t.key,
-                    t.client,
-                    display_bytes(t.sender),
-                    display_bytes(t.recipient),
-                    rec.state,
-                    rec.first_seen,
-                    rec.last_seen,
-                    rec.passed_at,
-                    expires,
-                    rec.attempts,
-                    rec.passes,
-                    rec.version,
-                ),
-            )
+            self.execute(INSERT_TRIPLET, self._row(t, rec, expires))
         except self.integrity_errors:
             return False
         return True
 
-    def update(self, key: bytes, rec: Record, expected_version: int, expires: float) -> bool:
-        """Compare-and-set: write ``rec`` only if the stored version is still the one read."""
-        cur = self.execute(
-            "UPDATE greylist SET state = ?, first_seen = ?, last_seen = ?, passed_at = ?,"
-            " expires = ?, attempts = ?, passes = ?, version = ? WHERE k = ? AND version = ?",
-            (
-                rec.state,
-                rec.first_seen,
-                rec.last_seen,
-                rec.passed_at,
-                expires,
-                rec.attempts,
-                rec.passes,
-                rec.version,
-                key,
-                expected_version,
-            ),
-        )
+    def update(
+        self,
+        key: bytes,
+        rec: Record,
+        expected_version: int,
+        expires: float,
+        old: Record | None = None,
+        old_expires: float | None = None,
+    ) -> bool:
+        """Compare-and-set: write ``rec`` only if the stored version is still the one read.
+
+        Given the record read (``old``, ``old_expires``), only the columns that changed are
+        written: an index whose column is not in the statement is not touched (an early retry
+        changes one row, not three index entries besides)."""
+        values = {
+            "state": rec.state,
+            "first_seen": rec.first_seen,
+            "last_seen": rec.last_seen,
+            "passed_at": rec.passed_at,
+            "expires": expires,
+            "attempts": rec.attempts,
+            "passes": rec.passes,
+        }
+        if old is not None:
+            before = {
+                "state": old.state,
+                "first_seen": old.first_seen,
+                "last_seen": old.last_seen,
+                "passed_at": old.passed_at,
+                "expires": old_expires,
+                "attempts": old.attempts,
+                "passes": old.passes,
+            }
+            values = {k: v for k, v in values.items() if before[k] != v}
+        cols = (*values, "version")
+        sql = self._update_sql.get(cols)
+        if sql is None:
+            sql = self.q(
+                "UPDATE greylist SET "
+                + ", ".join(f"{c} = ?" for c in cols)
+                + " WHERE k = ? AND version = ?"
+            )
+            self._update_sql[cols] = sql
+        cur = self.conn().cursor()
+        cur.execute(sql, (*values.values(), rec.version, key, expected_version))
         return bool(cur.rowcount == 1)
 
     def decide(self, t: Triplet, now: float, timing: Timing) -> Outcome:
         """Read, decide (policy.evaluate), write atomically; retried when a race is lost."""
+        if self.insert_if_absent:
+            out = evaluate(None, now, timing)  # what a triplet without a record gets
+            cur = self.conn().cursor()
+            cur.execute(self.insert_if_absent, self._row(t, out.record, out.record.expires(timing)))
+            if cur.rowcount == 1:
+                if self.serial:
+                    self._wrote()
+                return out
         for attempt in range(MAX_RACE_RETRIES):
             if attempt:
                 time.sleep(random.uniform(0, 0.001 * min(attempt, 10)))  # noqa: S311 - jitter
-            rec = self.get(t.key)
+            got = self.get_with_expiry(t.key)
+            rec = None if got is None else got[0]
             out = evaluate(rec, now, timing)
             exp = out.record.expires(timing)
-            if rec is None:
-                if self.insert(t, out.record, exp):
-                    return out
-            elif self.update(t.key, out.record, rec.version, exp):
+            if got is None:
+                done = self.insert(t, out.record, exp)
+            else:
+                done = self.update(t.key, out.record, got[0].version, exp, got[0], got[1])
+            if done:
+                if self.serial:
+                    self._wrote()
                 return out
         raise StoreError("too many concurrent updates on one triplet")
 
     def bulk_load(self, rows: Iterable[tuple[Any, ...]], chunk: int = 5000) -> int:
         """Fast fill (benchmarks, imports): rows are the 12 greylist columns in order."""
-        sql = self.q(
-            "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
-            " passed_at, expires, attempts, passes, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        sql = self.q(INSERT_TRIPLET)
         n = 0
         c = self.conn()
         batch: list[tuple[Any, ...]] = []
