@@ -5,7 +5,7 @@
 kind: ``gateway``, ``smtpx``, ``mailstore``, ``database``), and returns the limits of every
 daemon (sendmail, spamd, clamd, MariaDB, the greylist milter's store threads) and the host's
 planned memory, daemon by daemon. ``passerelle_memory_fits`` fails, naming the host and the
-numbers, when the plan does not fit in the host's memory. The README's sizing table documents
+numbers, when the plan does not fit in the host's memory. docs/sizing.md's table documents
 the same formulas; change both together.
 
 How memory is planned (MB):

@@ -86,7 +86,7 @@ BAD = [
     ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),
     ({"passerelle_spam_learn_addresses": {"spam": "spam@static-a.test"}}, "static-a.test"),
     ({"passerelle_spam_learn_addresses": {"junk": "junk@learn.test"}}, "spam: ADDRESS"),
-    # A 2 GB relay profile cannot hold a gateway's daemons (README, sizing table).
+    # A 2 GB relay profile cannot hold a gateway's daemons (docs/sizing.md).
     ({"passerelle_hardware": "smtpx-2008"}, "gw1: planned memory 2202 MB exceeds its 2048 MB"),
     # An override counts in the plan: 40 spamd children of 100 MB on a 4 GB lab gateway.
     ({"spamassassin_max_children": 40}, "gw1: planned memory"),

@@ -1,5 +1,5 @@
 """Unit tests for filter_plugins/passerelle_sizing.py: every formula at the named profiles
-(numbers worked out by hand from the README's table) and at edge values, the overrides, the
+(numbers worked out by hand from the table in docs/sizing.md) and at edge values, the overrides, the
 memory plan and its check."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def test_maps_are_built(lab_host):
 
 
 def test_sizing_from_profile():
-    # The lab uses the small-2024 profile (2 cores, 4 GB): formulas in the README. On a
+    # The lab uses the small-2024 profile (2 cores, 4 GB): formulas in docs/sizing.md. On a
     # gateway sendmail gets 3/12 of the 2390 MB left after the fixed parts: 74 processes of
     # 8 MB, 8 of them queue runners.
     host = testinfra.get_host(f"podman://{PREFIX}gw1")

@@ -1,6 +1,6 @@
 """The sized scenario: a gwx-2008 gateway and an smtpx-2008 relay.
 
-The expected limits are worked out here from the profiles' numbers and the README's sizing
+The expected limits are worked out here from the profiles' numbers and docs/sizing.md's sizing
 table (not by calling the filter), then read from the rendered configurations and the
 running daemons. Then a few hundred messages go through both hosts and each must stay within
 its profile's memory (its container is limited to that memory: reaching the limit would show
@@ -26,7 +26,7 @@ OS, MILTER, SPAMD_PARENT, CLAMD_DB, PROCESS, CHILD, THREAD = 256, 50, 100, 1200,
 
 
 def gateway_expected(cores: int, memory: int) -> dict[str, int]:
-    # README: fixed parts, then A split by weights sendmail 3, spamd 4, clamd 3, reserve 2.
+    # docs/sizing.md: fixed parts, then A split by weights sendmail 3, spamd 4, clamd 3, reserve 2.
     left = memory - (OS + 3 * MILTER + SPAMD_PARENT + CLAMD_DB)
     weight = left / 12
     processes = int(3 * weight // PROCESS)
@@ -75,7 +75,7 @@ SENDMAIL_KEYS = (
 
 
 def test_the_worked_figures_are_the_readmes():
-    # The README's table for the two profiles, so a formula changed in one place shows here.
+    # docs/sizing.md's table for the two profiles, so a formula changed in one place shows here.
     assert (GW["MaxDaemonChildren"], GW["spamd_max"], GW["clamd_threads"]) == (58, 7, 5)
     assert (SX["MaxDaemonChildren"], SX["clamd_threads"]) == (21, 2)
     assert (SX["QueueLA"], SX["RefuseLA"]) == (8, 12)
