@@ -18,7 +18,6 @@ never reads a half-written database.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from passerelle.atomicfile import atomic_write
+from passerelle.lockfile import exclusive_lock
 from passerelle.runner import Runner, run_command
 
 
@@ -113,15 +113,18 @@ def save_state(path: str | Path, blocks: dict[str, Block]) -> None:
 
 @contextlib.contextmanager
 def state_lock(path: str | Path) -> Iterator[None]:
-    """Exclusive lock beside the state file, so ``run`` and ``unblock`` never interleave."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    """Exclusive lock beside the state file, so ``run`` and ``unblock`` never interleave.
+
+    The folder belongs to the ``passerelle`` user and root takes the lock: a symbolic link,
+    a hard link, a FIFO or a file of another user found there is refused
+    (``passerelle.lockfile``)."""
+    lock = f"{path}.lock"
+    with contextlib.ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            held.enter_context(exclusive_lock(lock))
+        except OSError as exc:
+            raise BlockError(f"{lock}: {exc.strerror or exc}") from None
+        yield
 
 
 def _ipkey(ip: str) -> tuple[int, int]:

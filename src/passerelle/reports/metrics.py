@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.atomicfile import atomic_write
-from passerelle.connwatch.blocks import BlockError, load_state, state_lock
+from passerelle.connwatch.blocks import BlockError, load_state
+from passerelle.lockfile import exclusive_lock
 from passerelle.maillog import CHUNK_SIZE, TimestampReader, rotated_files
 from passerelle.reports.config import OpsConfig
 from passerelle.reports.events import (
@@ -352,8 +353,9 @@ def collect_and_write(
     cfg: OpsConfig, now: float, tz: tzinfo | None = None
 ) -> tuple[MetricsRun, Path]:
     """One run at a time (the timer and an operator's run do not read the same lines
-    twice; each state is consistent anyway: offset and counters are saved together)."""
-    with state_lock(cfg.metrics.state):
+    twice; each state is consistent anyway: offset and counters are saved together). The
+    lock file is refused if it is not one root may trust (``passerelle.lockfile``)."""
+    with exclusive_lock(f"{cfg.metrics.state}.lock"):
         run = collect(cfg, now, tz)
         return run, write(cfg, run)
 
