@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from passerelle.atomicfile import atomic_write
-from passerelle.lockfile import exclusive_lock
+from passerelle.rootfiles import exclusive_lock, read_trusted_file
 from passerelle.runner import Runner, run_command
 
 
@@ -84,10 +84,11 @@ class Block:
 
 # -- state file ----------------------------------------------------------------------------
 def load_state(path: str | Path) -> dict[str, Block]:
-    """Blocks by IP; a missing file is an empty state, a corrupt one a BlockError."""
+    """Blocks by IP; a missing file is an empty state, a corrupt one a BlockError, and so
+    is one root may not trust (``passerelle.rootfiles``: the folder is the passerelle user's)."""
     p = Path(path)
     try:
-        raw = p.read_text(encoding="utf-8")
+        raw = read_trusted_file(p)
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -117,7 +118,7 @@ def state_lock(path: str | Path) -> Iterator[None]:
 
     The folder belongs to the ``passerelle`` user and root takes the lock: a symbolic link,
     a hard link, a FIFO or a file of another user found there is refused
-    (``passerelle.lockfile``)."""
+    (``passerelle.rootfiles``)."""
     lock = f"{path}.lock"
     with contextlib.ExitStack() as held:
         try:
