@@ -27,6 +27,9 @@ def atomic_write(
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
+        # On the descriptor, never by name: in a folder another user may write, the name
+        # can be swapped for a symlink (root would then chmod the link's target).
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, bytes | bytearray | memoryview):
                 fh.write(data)
@@ -34,7 +37,6 @@ def atomic_write(
                 data(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

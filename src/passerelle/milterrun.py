@@ -57,26 +57,15 @@ def bind(milter_class: Callable[[Ctx], Any], context: Ctx) -> MilterBinding[Ctx]
     return MilterBinding(milter_class, context)
 
 
-def run_milter(
-    name: str,
-    binding: Callable[[], Any],
-    socket: str,
-    timeout: int = 600,
-    flags: int | None = None,
-) -> None:
-    """Register ``binding`` (from ``bind``) with libmilter and serve until stopped.
-
-    ``flags`` defaults to the binding's ``actions``. A bare factory with ``flags`` is still
-    accepted for the milters not moved to ``bind`` yet (antivirus)."""
+def run_milter(name: str, binding: MilterBinding[Any], socket: str, timeout: int = 600) -> None:
+    """Register ``binding`` (from ``bind``) with libmilter, with the actions of its class
+    (``ACTIONS``), and serve until stopped."""
     import Milter  # the C binding is only needed by the daemon
 
-    if flags is None:
-        flags = binding.actions if isinstance(binding, MilterBinding) else 0
     prepare_socket(socket)
     Milter.factory = binding
     Milter.set_exception_policy(Milter.TEMPFAIL)
-    if flags:
-        Milter.set_flags(flags)
+    Milter.set_flags(binding.actions)
     logging.getLogger("passerelle").info("%s milter starting on %s", name, socket)
     # libmilter creates the unix socket with the process umask: let sendmail (smmsp/mail
     # group) connect through the group bit.

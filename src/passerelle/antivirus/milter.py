@@ -1,4 +1,11 @@
-"""The content milter: one object per SMTP connection, the message spooled to a temp file."""
+"""The content milter: one object per SMTP connection, the message spooled to a temp file.
+
+Protocol steps (negotiated from the callbacks defined here, see ``passerelle.milterrun``):
+connect (the client), MAIL, RCPT (the envelope), each header (collected for the scan, our own
+header names counted to strip forged copies), end of headers and each body chunk are sent
+without waiting for a reply; only end of message is answered; HELO, DATA and unknown commands
+are not sent.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +29,6 @@ from passerelle.antivirus.engine import (
 
 log = logging.getLogger("passerelle.antivirus")
 SPOOL_MEMORY = 1024 * 1024
-FLAGS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY
 _OWNED = {h.lower() for h in OWNED_HEADERS}
 REPLBODY_CHUNK = 65535
 
@@ -33,9 +39,14 @@ def _addr(a: str) -> str:
 
 
 class AntivirusMilter(Milter.Base):
-    engine: Engine  # set by make_factory
+    """One instance per SMTP connection (libmilter thread), bound with
+    ``milterrun.bind(AntivirusMilter, engine)``."""
 
-    def __init__(self) -> None:
+    # headers added, forged copies of ours deleted, bodies replaced (strip rules)
+    ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.client_ip = ""
         self.client_host = ""
         self._reset()
@@ -56,12 +67,14 @@ class AntivirusMilter(Milter.Base):
             self.spool = None
 
     # -- callbacks ------------------------------------------------------------------------
+    @Milter.noreply
     def connect(self, IPname: str, family: int, hostaddr: Any) -> int:
         self.client_host = IPname or ""
         if isinstance(hostaddr, tuple) and hostaddr:
             self.client_ip = str(hostaddr[0])
         return Milter.CONTINUE
 
+    @Milter.noreply
     def envfrom(self, mailfrom: str, *args: str) -> int:
         self._close_spool()
         self._reset()
@@ -69,10 +82,12 @@ class AntivirusMilter(Milter.Base):
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
         return Milter.CONTINUE
 
+    @Milter.noreply
     def envrcpt(self, to: str, *args: str) -> int:
         self.env.recipients.append(_addr(to))
         return Milter.CONTINUE
 
+    @Milter.noreply
     def header(self, name: str, value: str) -> int:
         self.headers.append((name, value))
         low = name.lower()
@@ -84,11 +99,13 @@ class AntivirusMilter(Milter.Base):
         self.size += len(line)
         return Milter.CONTINUE
 
+    @Milter.noreply
     def eoh(self) -> int:
         self.spool.write(b"\r\n")
         self.size += 2
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk: bytes) -> int:
         self.spool.write(chunk)
         self.size += len(chunk)
@@ -140,14 +157,8 @@ class AntivirusMilter(Milter.Base):
         return Milter.CONTINUE
 
 
-def make_factory(engine: Engine) -> type[AntivirusMilter]:
-    return type("BoundAntivirusMilter", (AntivirusMilter,), {"engine": engine})
-
-
 def serve(cfg: AntivirusConfig) -> None:
-    from passerelle.milterrun import run_milter
+    from passerelle.milterrun import bind, run_milter
 
     engine = Engine(cfg)
-    run_milter(
-        "antivirus", make_factory(engine), cfg.socket, timeout=cfg.milter_timeout, flags=FLAGS
-    )
+    run_milter("antivirus", bind(AntivirusMilter, engine), cfg.socket, cfg.milter_timeout)

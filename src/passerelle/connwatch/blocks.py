@@ -18,7 +18,6 @@ never reads a half-written database.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from passerelle.atomicfile import atomic_write
+from passerelle.rootfiles import exclusive_lock, read_trusted_file
 from passerelle.runner import Runner, run_command
 
 
@@ -84,10 +84,11 @@ class Block:
 
 # -- state file ----------------------------------------------------------------------------
 def load_state(path: str | Path) -> dict[str, Block]:
-    """Blocks by IP; a missing file is an empty state, a corrupt one a BlockError."""
+    """Blocks by IP; a missing file is an empty state, a corrupt one a BlockError, and so
+    is one root may not trust (``passerelle.rootfiles``: the folder is the passerelle user's)."""
     p = Path(path)
     try:
-        raw = p.read_text(encoding="utf-8")
+        raw = read_trusted_file(p)
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -113,15 +114,18 @@ def save_state(path: str | Path, blocks: dict[str, Block]) -> None:
 
 @contextlib.contextmanager
 def state_lock(path: str | Path) -> Iterator[None]:
-    """Exclusive lock beside the state file, so ``run`` and ``unblock`` never interleave."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    """Exclusive lock beside the state file, so ``run`` and ``unblock`` never interleave.
+
+    The folder belongs to the ``passerelle`` user and root takes the lock: a symbolic link,
+    a hard link, a FIFO or a file of another user found there is refused
+    (``passerelle.rootfiles``)."""
+    lock = f"{path}.lock"
+    with contextlib.ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            held.enter_context(exclusive_lock(lock))
+        except OSError as exc:
+            raise BlockError(f"{lock}: {exc.strerror or exc}") from None
+        yield
 
 
 def _ipkey(ip: str) -> tuple[int, int]:

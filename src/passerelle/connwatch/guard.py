@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from passerelle.connwatch.sink import CountSink, LocalSink, MariaDBSink, SinkErr
 from passerelle.dburl import StoreURLError, parse_store_url
 from passerelle.durations import format_duration
 from passerelle.maillog import ScanStats, scan_logs
+from passerelle.rootfiles import UnsafeFileError, open_trusted_file
 from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
@@ -345,6 +347,20 @@ class Deps:
     skip_stale: bool = True
 
 
+def _mark(pending: Path) -> None:
+    """Create the reload marker. It lives in the passerelle user's folder: a link, FIFO or
+    foreign file planted under its name is removed (``unlink`` never follows a link), never
+    opened through (``passerelle.rootfiles``); one planted again meanwhile is an error."""
+    try:
+        try:
+            os.close(open_trusted_file(pending))
+        except UnsafeFileError:
+            pending.unlink()
+            os.close(open_trusted_file(pending))
+    except OSError as exc:
+        raise BlockError(f"{pending}: {exc.strerror or exc}") from None
+
+
 def apply_blocks(
     cfg: Config, blocks: dict[str, Block], set_changed: bool, deps: Deps
 ) -> tuple[bool, bool]:
@@ -354,7 +370,7 @@ def apply_blocks(
     pending = Path(f"{cfg.state}.reload-pending")
     save_state(cfg.state, blocks)
     if set_changed:
-        pending.touch()
+        _mark(pending)
     builder = MapBuilder(Path(cfg.map), cfg.makemap, cfg.map_type, deps.runner)
     text = render_map(blocks)
     rebuilt = False

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.atomicfile import atomic_write
-from passerelle.connwatch.blocks import BlockError, load_state, state_lock
+from passerelle.connwatch.blocks import BlockError, load_state
 from passerelle.maillog import CHUNK_SIZE, TimestampReader, rotated_files
 from passerelle.reports.config import OpsConfig
 from passerelle.reports.events import (
@@ -49,6 +49,7 @@ from passerelle.reports.events import (
     Tally,
     scan_events,
 )
+from passerelle.rootfiles import exclusive_lock, read_trusted_file
 
 STATE_VERSION = 1
 
@@ -164,7 +165,7 @@ def load_metrics_state(path: str | Path, log: str) -> MetricsState:
     """The saved state; missing or unreadable: a fresh one (counters restart at 0, which
     Prometheus reads as a counter reset)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_trusted_file(path))
         c = data["cursor"]
         cursor = Cursor(str(c["path"]), int(c["inode"]), int(c["offset"]))
         if cursor.path != log:
@@ -352,8 +353,9 @@ def collect_and_write(
     cfg: OpsConfig, now: float, tz: tzinfo | None = None
 ) -> tuple[MetricsRun, Path]:
     """One run at a time (the timer and an operator's run do not read the same lines
-    twice; each state is consistent anyway: offset and counters are saved together)."""
-    with state_lock(cfg.metrics.state):
+    twice; each state is consistent anyway: offset and counters are saved together). The
+    lock file is refused if it is not one root may trust (``passerelle.rootfiles``)."""
+    with exclusive_lock(f"{cfg.metrics.state}.lock"):
         run = collect(cfg, now, tz)
         return run, write(cfg, run)
 

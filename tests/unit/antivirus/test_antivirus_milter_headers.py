@@ -5,7 +5,7 @@ from __future__ import annotations
 import Milter
 
 from passerelle.antivirus.engine import ACCEPT, DISCARD, Verdict
-from passerelle.antivirus.milter import FLAGS, make_factory
+from passerelle.antivirus.milter import AntivirusMilter
 
 
 class StubEngine:
@@ -17,7 +17,8 @@ class StubEngine:
 
 
 def drive(verdict: Verdict, headers: list[tuple[str, str]]):
-    m = make_factory(StubEngine(verdict))()
+    m = AntivirusMilter(StubEngine(verdict))
+    m._protocol = 0  # set by pymilter's _setctx: an MTA that negotiated no no-reply steps
     calls: list[tuple] = []
     m.addheader = lambda name, value, idx=-1: calls.append(("add", name, value))
     m.chgheader = lambda name, idx, value: calls.append(("chg", name, idx, value))
@@ -55,7 +56,7 @@ def test_forged_scanner_headers_removed_before_ours_are_added():
     vs = [c for c in chg if c[1].lower() == "x-virus-scanned"]
     assert [c[2] for c in vs] == [2, 1]
     assert calls.index(chg[-1]) < calls.index(("add", "X-Virus-Scanned", "ClamAV on gw1"))
-    assert FLAGS & Milter.CHGHDRS
+    assert AntivirusMilter.ACTIONS & Milter.CHGHDRS
 
 
 def test_no_header_edit_when_message_is_not_delivered():

@@ -4,6 +4,7 @@ import json
 import os
 from datetime import UTC
 
+import pytest
 from maillog.smlog import NOW
 
 from passerelle.cli import main
@@ -199,3 +200,30 @@ def test_concurrent_runs_count_each_line_once(tmp_path):
         assert p.exitcode == 0
     text = (tmp_path / "textfile" / "passerelle.prom").read_text()
     assert sample('passerelle_greylist_decisions_total{reason="new"}', text) == 2000
+
+
+def test_planted_symlink_lock_is_refused_and_nothing_is_written(tmp_path, capsys):
+    """metrics.json.lock sits in a folder the passerelle user owns and root takes it: a
+    symlink there must not make root create or lock the file it points to (issue 14, item 9)."""
+    cfg = cfg_for(tmp_path)
+    append(tmp_path / "mail.log", [opslog.gl(T, "new")])
+    victim = tmp_path / "victim"
+    state = tmp_path / "state" / "metrics.json"
+    state.parent.mkdir()
+    os.symlink(victim, f"{state}.lock")
+    with pytest.raises(OSError, match="symbolic link"):
+        metrics.collect_and_write(cfg, NOW, UTC)
+    assert not victim.exists()
+    assert not state.exists() and not (tmp_path / "textfile").exists()
+    # the command says so and fails, without a traceback
+    toml = tmp_path / "ops.toml"
+    toml.write_text(
+        "[ops]\n"
+        f'hostname = "gw1"\nlogs = ["{tmp_path}/mail.log"]\nqueue_dirs = ["{tmp_path}/mqueue"]\n'
+        f'connwatch_state = "{cfg.connwatch_state}"\n'
+        "[metrics]\n"
+        f'textfile_dir = "{tmp_path}/tf"\nstate = "{state}"\n'
+    )
+    assert main(["metrics", "write", "--config", str(toml)]) == 1
+    assert "symbolic link" in capsys.readouterr().err
+    assert not victim.exists()
