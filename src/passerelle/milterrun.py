@@ -1,11 +1,12 @@
 """Running a pymilter milter the same way for every Passerelle daemon.
 
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
-- exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently;
+- exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently (it
+  applies to the answered steps; a no-reply step is handled by ``bind``, below);
 - logs to syslog's mail facility (and stderr when run in the foreground): the daemon sets it up
   with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``;
-- one binding to pymilter for every milter: ``bind(MilterClass, context)``. pymilter makes one
-  ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
+- one binding to pymilter for every milter: ``bind(MilterClass, context, name)``. pymilter makes
+  one ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
   greylist engine, the spam scanner, ...); the actions the milter may use are the class's
   ``ACTIONS``; the protocol steps it negotiates come from the class itself, pymilter's way:
   a callback it does not define is not sent (``P_NO*``), a callback decorated with
