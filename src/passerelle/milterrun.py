@@ -1,19 +1,30 @@
 """Running a pymilter milter the same way for every Passerelle daemon.
 
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
-- exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently;
+- exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently (it
+  applies to the answered steps; a no-reply step is handled by ``bind``, below);
 - logs to syslog's mail facility (and stderr when run in the foreground): the daemon sets it up
   with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``;
-- one binding to pymilter for every milter: ``bind(MilterClass, context)``. pymilter makes one
-  ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
+- one binding to pymilter for every milter: ``bind(MilterClass, context, name)``. pymilter makes
+  one ``MilterClass(context)`` per SMTP connection; ``context`` is what the connections share (the
   greylist engine, the spam scanner, ...); the actions the milter may use are the class's
   ``ACTIONS``; the protocol steps it negotiates come from the class itself, pymilter's way:
   a callback it does not define is not sent (``P_NO*``), a callback decorated with
-  ``@Milter.noreply`` is sent without waiting for a reply (``P_NR_*``).
+  ``@Milter.noreply`` is sent without waiting for a reply (``P_NR_*``);
+- a failing no-reply callback never answers: ``bind`` wraps every callback of a step the class
+  marks no-reply so that an exception is logged once, recorded on the connection object
+  (``nr_error``) and the step goes on unanswered, as negotiated; the next step the MTA waits on
+  (RCPT for the greylist milter, end of message otherwise) is answered ``451 4.3.0`` instead of
+  the milter's decision. A reply on a no-reply step would be read by the MTA as the answer to a
+  later step (the protocol out of step), and an escaped exception leaves the MTA without an
+  answer: either way a message could be lost or accepted unfiltered. An error in a message's
+  step is forgotten at the next MAIL, at ``abort`` and once end of message has answered it;
+  one in the connection's steps (connect, HELO) tempfails every message until ``close``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +32,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 Ctx = TypeVar("Ctx")
+log = logging.getLogger("passerelle")
+
+# The answer to a message whose no-reply step failed (``setreply``: code, xcode, text).
+ERROR_REPLY = ("451", "4.3.0", "Temporary error in the mail filter, try again later")
+# Steps of the connection itself: an error there lasts until the connection closes.
+CONNECTION_STEPS = frozenset({"connect", "hello"})
 
 
 def prepare_socket(spec: str) -> None:
@@ -30,6 +47,107 @@ def prepare_socket(spec: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
             path.unlink()
+
+
+def _record(m: Any, name: str, step: str, exc: Exception) -> None:
+    """Remember a failed no-reply step on the connection object; log it once."""
+    attr = "nr_connection_error" if step in CONNECTION_STEPS else "nr_error"
+    if getattr(m, attr, None) is not None:
+        return  # already failed (every later body chunk, say): logged once
+    setattr(m, attr, f"{step}: {type(exc).__name__}")
+    log.error(
+        "%s milter: the no-reply %s step failed (%s: %.200r); %s will be answered 451 4.3.0",
+        name,
+        step,
+        type(exc).__name__,
+        str(exc),
+        "every message of this connection" if step in CONNECTION_STEPS else "the message",
+        exc_info=exc,
+    )
+
+
+def _forget_message(m: Any) -> None:
+    m.nr_error = None
+
+
+def _noreply_guard(name: str, step: str, nr_bit: int, func: Callable[..., Any]) -> Any:
+    @functools.wraps(func)  # keeps milter_protocol: the same steps are negotiated
+    def guarded(self: Any, *args: Any) -> Any:
+        if step == "envfrom":
+            _forget_message(self)
+        try:
+            return func(self, *args)
+        except Exception as exc:
+            import Milter
+
+            _record(self, name, step, exc)
+            # What the @noreply wrapper returns: NOREPLY when the MTA agreed not to wait.
+            return Milter.NOREPLY if getattr(self, "_protocol", 0) & nr_bit else Milter.CONTINUE
+
+    return guarded
+
+
+def _reply_guard(name: str, step: str, func: Callable[..., Any]) -> Any:
+    @functools.wraps(func)
+    def guarded(self: Any, *args: Any) -> Any:
+        import Milter
+
+        if step == "envfrom":
+            _forget_message(self)
+        failed = getattr(self, "nr_connection_error", None) or getattr(self, "nr_error", None)
+        if failed is None:
+            return func(self, *args)
+        log.info("%s milter: %s answered 451 4.3.0 (earlier %s)", name, step, failed)
+        try:
+            self.setreply(*ERROR_REPLY)
+        except Exception as exc:  # still a tempfail, with the MTA's own text
+            log.warning("%s milter: setreply failed (%s)", name, type(exc).__name__)
+        if step == "eom":  # the message is over: drop its state as abort does
+            try:
+                self.abort()
+            except Exception:
+                log.exception("%s milter: abort after a failed message failed", name)
+            _forget_message(self)
+        return Milter.TEMPFAIL
+
+    return guarded
+
+
+def _reset_guard(which: tuple[str, ...], func: Callable[..., Any]) -> Any:
+    @functools.wraps(func)
+    def guarded(self: Any) -> Any:
+        for attr in which:
+            setattr(self, attr, None)
+        return func(self)
+
+    return guarded
+
+
+def guard_noreply_steps(milter_class: type, name: str) -> type:
+    """A subclass of ``milter_class`` whose callbacks handle a failing no-reply step as the
+    module docstring says; it negotiates exactly the steps ``milter_class`` does."""
+    import Milter
+
+    ns: dict[str, Any] = {
+        "__module__": milter_class.__module__,
+        "__qualname__": milter_class.__qualname__,
+        "__doc__": milter_class.__doc__,
+        "nr_error": None,
+        "nr_connection_error": None,
+    }
+    # pymilter's optional callbacks (the steps a milter may skip or leave unanswered):
+    # name -> (no-reply bit, not-sent bit)
+    for step, (nr_bit, no_bit) in Milter.OPTIONAL_CALLBACKS.items():
+        func = getattr(milter_class, step)
+        marked = getattr(func, "milter_protocol", 0)
+        if marked & nr_bit:
+            ns[step] = _noreply_guard(name, step, nr_bit, func)
+        elif not marked & no_bit:  # sent and answered (a step not sent needs nothing)
+            ns[step] = _reply_guard(name, step, func)
+    ns["eom"] = _reply_guard(name, "eom", milter_class.eom)
+    ns["abort"] = _reset_guard(("nr_error",), milter_class.abort)
+    ns["close"] = _reset_guard(("nr_error", "nr_connection_error"), milter_class.close)
+    return type(milter_class.__name__, (milter_class,), ns)
 
 
 class MilterBinding(Generic[Ctx]):
@@ -50,11 +168,13 @@ class MilterBinding(Generic[Ctx]):
         return int(self.milter_class.ACTIONS)  # type: ignore[attr-defined]
 
 
-def bind(milter_class: Callable[[Ctx], Any], context: Ctx) -> MilterBinding[Ctx]:
+def bind(milter_class: type, context: Ctx, name: str) -> MilterBinding[Ctx]:
     """The one way a Passerelle milter is bound to pymilter (see the module docstring):
     ``milter_class`` is a ``Milter.Base`` subclass whose ``__init__`` takes ``context`` and
-    whose ``ACTIONS`` lists its actions."""
-    return MilterBinding(milter_class, context)
+    whose ``ACTIONS`` lists its actions; ``name`` (``spam``) is how its logs name it. The
+    connection objects are of a subclass whose no-reply steps are guarded
+    (``guard_noreply_steps``)."""
+    return MilterBinding(guard_noreply_steps(milter_class, name), context)
 
 
 def run_milter(name: str, binding: MilterBinding[Any], socket: str, timeout: int = 600) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -270,13 +271,21 @@ action = "strip"
 """
 
 
-def start_milter(base: Path, conf: Path) -> MilterProc:
+def start_milter(base: Path, conf: Path, max_file_size: int | None = None) -> MilterProc:
+    """``max_file_size``: RLIMIT_FSIZE of the milter (a write past it fails with EFBIG, the
+    way a full spool does)."""
     sock = base / "milter.sock"
     errlog = base / "milter.stderr"
+
+    def limit() -> None:
+        if max_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "passerelle.cli", "antivirus", "milter", "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=errlog.open("wb"),
+        preexec_fn=limit,  # only setrlimit between fork and exec
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

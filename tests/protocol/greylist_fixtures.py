@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT_PW = "rootpw"
+FAULTY = Path(__file__).with_name("faultymilter.py")
 
 
 class MariaDB:
@@ -141,7 +142,9 @@ def greylist_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class MilterProcess:
-    def __init__(self, config: Path, sock: Path) -> None:
+    def __init__(self, config: Path, sock: Path, fault: str | None = None) -> None:
+        """``fault``: callbacks made to fail (``"envfrom,header"``, see ``faultymilter.py``)."""
+        self.fault = fault
         self.config = config
         self.sock = sock
         self.proc: subprocess.Popen[bytes] | None = None
@@ -149,11 +152,13 @@ class MilterProcess:
 
     def start(self) -> None:
         env = dict(os.environ)
+        launcher = ["-m", "passerelle.cli"]
+        if self.fault:
+            launcher = [str(FAULTY), "passerelle.greylist.daemon:GreylistMilter", self.fault, "--"]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "passerelle.cli",
+                *launcher,
                 "greylist",
                 "milter",
                 "--config",

@@ -23,6 +23,7 @@ from miltertest import constants as c
 from procutil import stop_process
 
 SPAMD = os.environ.get("PASSERELLE_SPAMD", "/usr/sbin/spamd")
+FAULTY = Path(__file__).with_name("faultymilter.py")
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
@@ -109,8 +110,11 @@ class MilterProc:
         stop_process(self.proc)
 
 
-def start_milter(workdir: Path, spamd: Sequence[str], extra: str = "") -> MilterProc:
-    """Run ``passerelle spam milter`` in a subprocess on a unix socket in ``workdir``."""
+def start_milter(
+    workdir: Path, spamd: Sequence[str], extra: str = "", fault: str | None = None
+) -> MilterProc:
+    """Run ``passerelle spam milter`` in a subprocess on a unix socket in ``workdir``;
+    ``fault``: callbacks made to fail (``"header,body"``, see ``faultymilter.py``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     sock = workdir / "spam.sock"
     hosts = ", ".join(f'"{h}"' for h in spamd)
@@ -121,8 +125,11 @@ def start_milter(workdir: Path, spamd: Sequence[str], extra: str = "") -> Milter
     )
     log = workdir / "milter.log"
     with log.open("wb") as fh:
+        launcher = ["-m", "passerelle.cli"]
+        if fault:
+            launcher = [str(FAULTY), "passerelle.spam.milter:SpamMilter", fault, "--"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "passerelle.cli", "spam", "milter", "--config", str(cfg)],
+            [sys.executable, *launcher, "spam", "milter", "--config", str(cfg)],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

@@ -310,3 +310,36 @@ def test_negotiates_only_the_steps_it_uses(milter):
         | c.SMFIP_NR_EOH
         | c.SMFIP_NR_BODY
     ), hex(flags)
+
+
+def test_spool_full_while_collecting_body_tempfails_then_next_message_passes(clamd, tmp_path):
+    """The spool cannot grow past 3 MB (RLIMIT_FSIZE: EFBIG, as on a full disk): a bigger
+    message fails in the (no-reply) body step, is answered 451 4.3.0 at end of message, and
+    the next message of the same connection is scanned as usual."""
+    from milterclient import MilterClient
+
+    base = tmp_path / "milter"
+    base.mkdir()
+    conf = write_milter_config(base, [str(clamd.socket)], clamd.db_dir, RULES)
+    m = start_milter(base, conf, max_file_size=3 * 1024 * 1024)
+    try:
+        big_headers, big_body = mime_message(
+            [("data.bin", "application/octet-stream", b"\x00" * (5 * 1024 * 1024))]
+        )
+        headers, body = mime_message([("report.pdf", "application/pdf", PDF_DOC)])
+        with MilterClient(m.socket) as c:
+            assert c.connect("mx.example.net", "192.0.2.10", family=mc.SMFIA_INET)[0] == (
+                mc.SMFIR_CONTINUE
+            )
+            for _ in range(2):
+                for r in (c.mail("<alice@example.org>"), c.rcpt("<bob@example.com>")):
+                    assert r[0] == mc.SMFIR_CONTINUE, r
+                code, text = _reply(c.message(big_headers, big_body, "TESTQ1"))
+                assert code == "451" and text.startswith("4.3.0 "), (code, text)
+                for r in (c.mail("<alice@example.org>"), c.rcpt("<bob@example.com>")):
+                    assert r[0] == mc.SMFIR_CONTINUE, r
+                res = c.message(headers, body, "TESTQ2")
+                assert final(res)[0] == mc.SMFIR_ACCEPT, res
+        assert m.proc.poll() is None
+    finally:
+        m.stop()

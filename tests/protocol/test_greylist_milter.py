@@ -315,3 +315,64 @@ def test_negotiates_only_the_steps_it_uses(greylist_milter):
     ), hex(flags)
     # connect, MAIL and headers: no reply; RCPT (the decision) and end of message: answered
     assert flags & NO_REPLY_BITS == (C.SMFIP_NR_CONN | C.SMFIP_NR_MAIL | C.SMFIP_NR_HDR), hex(flags)
+
+
+# -- a failing no-reply callback: the next answered step tempfails, the connection goes on -------
+FAULT = "passerelle-test-fault"  # see faultymilter.py
+
+
+def is_local_error(reply):
+    return (
+        reply[0] == C.SMFIR_REPLYCODE
+        and reply[1]["smtpcode"] == "451"
+        and reply[1]["text"].startswith("4.3.0 ")
+    )
+
+
+@pytest.fixture
+def faulty_greylist(tmp_path):
+    sock = tmp_path / "gl.sock"
+    cfg = write_config(
+        tmp_path / "greylist.toml",
+        f"sqlite:///{tmp_path}/greylist.sqlite",
+        sock,
+        wl='recipients = ["postmaster@example.org"]',
+    )
+    m = MilterProcess(cfg, sock, fault="envfrom,header")
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def _normal_message(s):
+    assert s.mail("alice@sender.example")[0] == C.SMFIR_CONTINUE
+    assert s.rcpt("postmaster@example.org")[0] == C.SMFIR_CONTINUE
+    s.headers([("Subject", "hello")])
+    eom = s.eom()
+    assert eom[-1][0] == C.SMFIR_ACCEPT, eom
+
+
+def test_failing_noreply_header_tempfails_at_eom_then_next_message_passes(faulty_greylist):
+    with Session(faulty_greylist.sock) as s:
+        assert s.connect("192.0.2.10")[0] == C.SMFIR_CONTINUE
+        assert s.mail("alice@sender.example")[0] == C.SMFIR_CONTINUE
+        assert s.rcpt("postmaster@example.org")[0] == C.SMFIR_CONTINUE
+        s.headers([("Subject", "hello"), (f"X-{FAULT}", "1"), ("To", "x@example.org")])
+        eom = s.eom()
+        assert is_local_error(eom[-1]), eom
+        _normal_message(s)
+    assert faulty_greylist.proc.poll() is None
+
+
+def test_failing_noreply_mail_tempfails_at_rcpt_then_next_message_passes(faulty_greylist):
+    with Session(faulty_greylist.sock) as s:
+        assert s.connect("192.0.2.10")[0] == C.SMFIR_CONTINUE
+        assert s.mail(f"bob@{FAULT}.example")[0] == C.SMFIR_CONTINUE
+        r = s.rcpt("postmaster@example.org")
+        assert is_local_error(r), r
+        assert is_local_error(s.rcpt("other@example.org"))  # the whole message
+        s.conn._send(C.SMFIC_ABORT)  # sendmail: no recipient left, RSET
+        _normal_message(s)
+    assert faulty_greylist.proc.poll() is None

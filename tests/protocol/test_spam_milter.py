@@ -213,3 +213,37 @@ def test_negotiates_only_the_steps_it_uses(spam_milter):
     assert flags & no_reply_bits == (
         c.SMFIP_NR_CONN | c.SMFIP_NR_HELO | c.SMFIP_NR_MAIL | c.SMFIP_NR_HDR | c.SMFIP_NR_BODY
     ), hex(flags)
+
+
+# -- a failing no-reply callback: end of message tempfails, the connection goes on ---------------
+FAULT = "passerelle-test-fault"  # see faultymilter.py
+
+
+def test_failing_noreply_callback_tempfails_at_eom_then_next_message_passes(spamd, tmp_path):
+    m = start_milter(tmp_path, [spamd.address], fault="header,body")
+    try:
+        with MilterClient(m.socket, 60) as conn:
+            conn.macro(c.SMFIC_CONNECT, j="mx.example.com")
+            assert conn.connect("mail.sender.example", "192.0.2.10", family="4")[0] == (
+                c.SMFIR_CONTINUE
+            )
+            assert conn.helo("mail.sender.example")[0] == c.SMFIR_CONTINUE
+            for hdrs, body in (
+                ([*clean_headers(), (f"X-{FAULT}", "1")], CLEAN_BODY),  # a header
+                (clean_headers(), CLEAN_BODY + FAULT.encode() + b"\r\n"),  # a body chunk
+            ):
+                assert conn.mail("<sender@example.org>")[0] == c.SMFIR_CONTINUE
+                assert conn.rcpt("<user@example.com>")[0] == c.SMFIR_CONTINUE
+                res = conn.message(hdrs, body, "4AB12CD")
+                assert res[-1][0] == c.SMFIR_REPLYCODE, res
+                assert res[-1][1]["smtpcode"] == "451", res
+                assert res[-1][1]["text"].startswith("4.3.0 "), res
+                # the next message of the same connection is scanned as usual
+                assert conn.mail("<sender@example.org>")[0] == c.SMFIR_CONTINUE
+                assert conn.rcpt("<user@example.com>")[0] == c.SMFIR_CONTINUE
+                res = conn.message(clean_headers(), CLEAN_BODY, "4AB12CE")
+                assert res[-1][0] == c.SMFIR_ACCEPT, res
+                assert any(d.get("name") == "X-Spam-Status" for _, d in res[:-1]), res
+        assert m.proc.poll() is None
+    finally:
+        m.stop()

@@ -40,7 +40,7 @@ def _addr(a: str) -> str:
 
 class AntivirusMilter(Milter.Base):
     """One instance per SMTP connection (libmilter thread), bound with
-    ``milterrun.bind(AntivirusMilter, engine)``."""
+    ``milterrun.bind(AntivirusMilter, engine, "antivirus")``."""
 
     # headers added, forged copies of ours deleted, bodies replaced (strip rules)
     ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY
@@ -161,4 +161,6 @@ def serve(cfg: AntivirusConfig) -> None:
     from passerelle.milterrun import bind, run_milter
 
     engine = Engine(cfg)
-    run_milter("antivirus", bind(AntivirusMilter, engine), cfg.socket, cfg.milter_timeout)
+    run_milter(
+        "antivirus", bind(AntivirusMilter, engine, "antivirus"), cfg.socket, cfg.milter_timeout
+    )

@@ -137,6 +137,8 @@ def serve(cfg: GreylistConfig) -> None:
     engine.start_background()
     # libmilter handles SIGTERM/SIGINT/SIGHUP itself and returns from its main loop.
     try:
-        run_milter("greylist", bind(GreylistMilter, engine), cfg.socket, cfg.milter_timeout)
+        run_milter(
+            "greylist", bind(GreylistMilter, engine, "greylist"), cfg.socket, cfg.milter_timeout
+        )
     finally:
         engine.close()

@@ -117,4 +117,4 @@ def serve(config: SpamConfig) -> None:
         config.on_error,
         "on" if config.ocr.enabled else "off",
     )
-    run_milter("spam", bind(SpamMilter, scanner), config.socket, config.milter_timeout)
+    run_milter("spam", bind(SpamMilter, scanner, "spam"), config.socket, config.milter_timeout)
