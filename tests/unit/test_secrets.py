@@ -18,8 +18,6 @@ BIN = Path(sys.executable).parent
 SECRETS = {
     "passerelle_greylist_db_secret": "0123456789abcdef-test",
     "nagios_admin_password": "not-a-real-password",
-    "nagios_tls_certificate": "-----BEGIN CERTIFICATE-----",
-    "nagios_tls_private_key": "-----BEGIN PRIVATE KEY----- not-a-real-password",
     "passerelle_ldap": {
         "uri": "ldap://ldap.test",
         "base": "dc=test",
@@ -77,8 +75,6 @@ def test_all_secrets_set_passes(tmp_path):
             "passerelle_greylist_db_secret",
         ),
         ({"nagios_admin_password": "1234"}, "nagios_admin_password"),
-        ({"nagios_tls_private_key": ""}, "nagios_tls_private_key"),
-        ({"nagios_tls_certificate": ""}, "nagios_tls_private_key"),
         ({"nagios_admin_password": None}, "nagios_admin_password"),
         (
             {"passerelle_ldap": {**SECRETS["passerelle_ldap"], "bind_password": ""}},
@@ -103,5 +99,4 @@ def test_production_example_without_its_vault_names_the_secrets(tmp_path):
     assert rc != 0, out
     assert "needs the secret passerelle_greylist_db_secret" in out
     assert "needs the secret nagios_admin_password" in out
-    assert "needs the secret nagios_tls_private_key" in out
     assert "needs the secret passerelle_ldap.bind_password" in out
