@@ -177,8 +177,12 @@ class SQLiteStore(SQLStore):
         """After a decision's write (serial store, under ``store.lock``): the hard bound."""
         c = self._shared
         if c is not None and self._rows_since_checkpoint(c, CHECKPOINT_ROWS_HARD):
-            c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self._ckpt_done = c.total_changes
+            # (busy, frames in the WAL, frames checkpointed): only a complete checkpoint lets
+            # the WAL restart; otherwise (the checkpointer thread's connection in the way)
+            # the next write tries again instead of waiting another CHECKPOINT_ROWS_HARD rows.
+            busy, frames, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and done >= frames:
+                self._ckpt_done = c.total_changes
 
     def checkpoint(self, c: Any) -> None:
         """One checkpoint of a serial store on connection ``c`` (not the decision one)."""
