@@ -139,7 +139,8 @@ def test_forged_gateway_headers_are_removed():
     assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
     msg = delivered_message(tag)
     assert "forger" not in msg and "-100" not in msg, msg
-    assert header_values(msg, "X-Virus-Scanned") == ["ClamAV on gw1"], msg
+    scanned = header_values(msg, "X-Virus-Scanned")
+    assert len(scanned) == 1 and scanned[0].startswith("ClamAV on gw1"), msg
     # Not delayed (outside's main address is whitelisted), store up: no greylist header.
     assert header_values(msg, "X-Delayed") == [] and header_values(msg, "X-Greylist") == []
     assert header_values(msg, "X-status") == []  # ham: no tier
@@ -165,7 +166,8 @@ def test_forged_gateway_headers_corpus_never_survive():
 def test_oversized_spam_is_scanned_and_marked():
     tag = new_tag("bigspam")
     max_size = 512000  # spam_milter_max_size (role default)
-    _case, headers, body = next(iter(hostile_headers.oversized_spam(max_size)))
+    # Sized with room to spare: the corpus counts CRLF line ends, sent here as LF.
+    _case, headers, body = next(iter(hostile_headers.oversized_spam(max_size + 64000)))
     head = "".join(f"{k}: {v}\n" for k, v in headers if k not in ("To", "Subject"))
     text = f"{head}To: <{RCPT}>\nSubject: {tag}\n\n" + body.decode().replace("\r\n", "\n")
     assert len(text) > max_size
