@@ -19,6 +19,31 @@ from miltertest import MilterConnection
 from miltertest import constants as C
 
 CONTINUE = (C.SMFIR_CONTINUE, {})
+
+# Every "skip this step" bit and every "no reply for this step" bit of the negotiation: a
+# milter's flags masked with these say exactly which steps it skips and which it never answers.
+SKIP_BITS = (
+    C.SMFIP_NOCONNECT
+    | C.SMFIP_NOHELO
+    | C.SMFIP_NOMAIL
+    | C.SMFIP_NORCPT
+    | C.SMFIP_NOBODY
+    | C.SMFIP_NOHDRS
+    | C.SMFIP_NOEOH
+    | C.SMFIP_NOUNKNOWN
+    | C.SMFIP_NODATA
+)
+NO_REPLY_BITS = (
+    C.SMFIP_NR_CONN
+    | C.SMFIP_NR_HELO
+    | C.SMFIP_NR_MAIL
+    | C.SMFIP_NR_RCPT
+    | C.SMFIP_NR_DATA
+    | C.SMFIP_NR_UNKN
+    | C.SMFIP_NR_EOH
+    | C.SMFIP_NR_BODY
+    | C.SMFIP_NR_HDR
+)
 Reply = tuple[str, dict]
 
 

@@ -4,7 +4,7 @@ import re
 
 import greylist_fixtures
 import pytest
-from milterclient import MilterClient
+from milterclient import NO_REPLY_BITS, SKIP_BITS, MilterClient
 from miltertest import constants as C
 
 import hostile_headers
@@ -278,31 +278,6 @@ def test_forged_headers_removed_when_store_is_down(tmp_path):
     assert owned(final_headers(forged, eoms)) == [
         ("X-Greylist", "skipped (store unavailable) by gw1.example.org")
     ]
-
-
-# Every step a milter can skip (P_NO*) or leave unanswered (P_NR_*), as sendmail 8.14+ offers.
-SKIP_BITS = (
-    C.SMFIP_NOCONNECT
-    | C.SMFIP_NOHELO
-    | C.SMFIP_NOMAIL
-    | C.SMFIP_NORCPT
-    | C.SMFIP_NOBODY
-    | C.SMFIP_NOHDRS
-    | C.SMFIP_NOEOH
-    | C.SMFIP_NOUNKNOWN
-    | C.SMFIP_NODATA
-)
-NO_REPLY_BITS = (
-    C.SMFIP_NR_CONN
-    | C.SMFIP_NR_HELO
-    | C.SMFIP_NR_MAIL
-    | C.SMFIP_NR_RCPT
-    | C.SMFIP_NR_DATA
-    | C.SMFIP_NR_UNKN
-    | C.SMFIP_NR_EOH
-    | C.SMFIP_NR_BODY
-    | C.SMFIP_NR_HDR
-)
 
 
 def test_negotiates_only_the_steps_it_uses(greylist_milter):

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import pytest
-from milterclient import MilterClient
+from milterclient import NO_REPLY_BITS, SKIP_BITS, MilterClient
 from miltertest import constants as c
 from spam_fixtures import (  # noqa: F401  (fixtures)
     CLEAN_BODY,
@@ -183,34 +183,12 @@ def test_negotiates_only_the_steps_it_uses(spam_milter):
     step, or asking again for a reply per header line, fails here."""
     with MilterClient(spam_milter.socket, timeout=10) as client:
         flags = client.protocol
-    skip_bits = (
-        c.SMFIP_NOCONNECT
-        | c.SMFIP_NOHELO
-        | c.SMFIP_NOMAIL
-        | c.SMFIP_NORCPT
-        | c.SMFIP_NOBODY
-        | c.SMFIP_NOHDRS
-        | c.SMFIP_NOEOH
-        | c.SMFIP_NOUNKNOWN
-        | c.SMFIP_NODATA
-    )
-    no_reply_bits = (
-        c.SMFIP_NR_CONN
-        | c.SMFIP_NR_HELO
-        | c.SMFIP_NR_MAIL
-        | c.SMFIP_NR_RCPT
-        | c.SMFIP_NR_DATA
-        | c.SMFIP_NR_UNKN
-        | c.SMFIP_NR_EOH
-        | c.SMFIP_NR_BODY
-        | c.SMFIP_NR_HDR
-    )
     # it needs the client, HELO, headers and body; never a recipient, DATA or end of headers
-    assert flags & skip_bits == (
+    assert flags & SKIP_BITS == (
         c.SMFIP_NORCPT | c.SMFIP_NODATA | c.SMFIP_NOEOH | c.SMFIP_NOUNKNOWN
     ), hex(flags)
     # only end of message is answered
-    assert flags & no_reply_bits == (
+    assert flags & NO_REPLY_BITS == (
         c.SMFIP_NR_CONN | c.SMFIP_NR_HELO | c.SMFIP_NR_MAIL | c.SMFIP_NR_HDR | c.SMFIP_NR_BODY
     ), hex(flags)
 
