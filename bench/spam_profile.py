@@ -1,0 +1,231 @@
+"""Where SpamAssassin's time goes on a gateway, phase by phase and rule by rule.
+
+    .venv/bin/python bench/spam_profile.py --host gw1 --messages 60 [--top 25]
+
+Builds the fleet benchmark's scanned mix (``bench/fleet/loadgen.py``: ham, spam with GTUBE,
+a 48 kB attachment; weights as in its default mix), each with the Received line a gateway
+adds, writes them as one mbox into the lab container ``$PASSERELLE_LAB_PREFIX<host>`` and runs
+the host's own SpamAssassin configuration over it in one process
+(``spamassassin --mbox -t -D timing``, with the rule timing plugin of
+``bench/spamassassin/PasserelleRuleTiming.pm`` loaded only for this run). Prints the mean
+milliseconds per message of each phase of SpamAssassin's timing log (parse, metadata, each
+priority of tests, Bayes...), then the rules that cost the most, summed over the run.
+``--cf LINE`` (repeatable) adds a configuration line for this run only, to measure a change
+before it goes into the role (e.g. ``--cf 'use_bayes 0'``).
+
+``--spamd`` measures the running daemon instead, as the spam milter uses it: the same
+messages sent one after another to the host's spamd (``SYMBOLS``, user ``passerelle``), and
+spamd's CPU (its processes' user+system time, reaped children included) per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fleet"))
+
+from loadgen import DEFAULT_MIX, build_message, parse_mix  # noqa: E402
+
+PLUGIN = HERE / "spamassassin" / "PasserelleRuleTiming.pm"
+# Paths inside the lab container (its own /tmp, written by root through podman exec).
+MBOX = "/tmp/passerelle-profile.mbox"  # noqa: S108
+PLUGIN_IN_HOST = "/tmp/PasserelleRuleTiming.pm"  # noqa: S108
+SCANNED_KINDS = ("ham", "spam", "attach")
+# "dbg: timing: total 165 ms - init: 10 (6.1%), parse: 0.8 (0.5%), tests_pri_0: 90 (54%)"
+TIMING_RE = re.compile(r"timing: total (?P<total>[\d.]+) ms - (?P<parts>.*)$")
+PART_RE = re.compile(r"(?P<name>[\w\-:.]+): (?P<ms>[\d.]+)(?: \([\d.]+%\))?")
+
+
+def scanned_mix(mix: str) -> list[tuple[str, int]]:
+    """The kinds of the fleet mix that reach spamd, with their weights."""
+    weights = parse_mix(mix)
+    return [(k, weights[k]) for k in SCANNED_KINDS if weights.get(k)]
+
+
+def build_mbox(count: int, mix: str, seed: int) -> str:
+    rng = random.Random(seed)
+    kinds = scanned_mix(mix)
+    names = [k for k, _ in kinds]
+    weights = [w for _, w in kinds]
+    out = []
+    for i in range(count):
+        kind = rng.choices(names, weights)[0]
+        msg_id = f"profile-{seed}-{i}"
+        received = (
+            "Received: from client.internet.test (outside.lab.passerelle.test [10.89.77.250])\n"
+            f"\tby gw1.lab.passerelle.test (8.17.1.9/8.17.1.9) with ESMTP id 5B1K{i:06d}\n"
+            f"\tfor <alice@static-a.test>; Tue, 1 Dec 2026 20:00:00 +0000\n"
+        )
+        body = build_message(kind, msg_id, "dave@internet.test", "alice@static-a.test", rng)
+        # mbox: escape "From " at line starts of the message.
+        text = received + body
+        text = re.sub(r"(?m)^(>*From )", r">\1", text)
+        out.append(f"From dave@internet.test Tue Dec  1 20:00:00 2026\n{text}\n")
+    return "".join(out)
+
+
+def parse_timing(debug: str) -> tuple[int, dict[str, float]]:
+    """Messages seen and the summed milliseconds of each timing phase (incl. ``total``)."""
+    sums: dict[str, float] = defaultdict(float)
+    n = 0
+    for line in debug.splitlines():
+        m = TIMING_RE.search(line)
+        if not m:
+            continue
+        n += 1
+        sums["total"] += float(m.group("total"))
+        for p in PART_RE.finditer(m.group("parts")):
+            sums[p.group("name")] += float(p.group("ms"))
+    return n, dict(sums)
+
+
+def parse_rules(tsv: str) -> list[tuple[str, str, int, float]]:
+    rows = []
+    for line in tsv.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4:
+            rows.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
+    return sorted(rows, key=lambda r: r[3], reverse=True)
+
+
+# Runs inside the gateway: every message of the mbox to spamd, spamd's CPU before and after.
+SPAMD_RUN = r"""
+import mailbox, os, socket, sys, time
+TICK = os.sysconf("SC_CLK_TCK")
+def is_spamd(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+        return any(a.endswith(b"/spamd") or a.startswith(b"spamd") for a in args[:3])
+    except OSError:
+        return False
+def ticks():
+    total = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit() and is_spamd(d):
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            fields = st[st.rindex(")") + 2 :].split()
+            total += sum(int(x) for x in fields[11:15])
+    return total
+def ask(msg):
+    s = socket.create_connection(("127.0.0.1", 783), timeout=120)
+    head = b"SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\nUser: passerelle\r\n\r\n" % len(msg)
+    s.sendall(head + msg)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return out
+msgs = [m.as_bytes().replace(b"\n", b"\r\n") for m in mailbox.mbox(sys.argv[1])]
+ask(msgs[0])  # a warm child
+t0, c0 = time.monotonic(), ticks()
+spam = 0
+for m in msgs:
+    r = ask(m)
+    spam += b"Spam: True" in r
+t1, c1 = time.monotonic(), ticks()
+print(f"SPAMD {len(msgs)} {(c1 - c0) / TICK:.3f} {t1 - t0:.3f} {spam}")
+"""
+
+
+def podman(host: str, script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", "exec", "-i", host, "sh", "-c", script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def measure_spamd(host: str, a: argparse.Namespace) -> int:
+    r = podman(host, f"python3 -c {subprocess.list2cmdline([SPAMD_RUN])} {MBOX}")
+    line = next((x for x in r.stdout.splitlines() if x.startswith("SPAMD ")), "")
+    if not line:
+        print(f"spamd run failed in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
+        return 1
+    _, n, cpu, wall, spam = line.split()
+    count = int(n)
+    print(
+        f"{host} spamd: {count} messages one at a time, "
+        f"{1000 * float(cpu) / count:.1f} ms CPU/msg, "
+        f"{1000 * float(wall) / count:.1f} ms wall/msg, {spam} called spam"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="gw1")
+    ap.add_argument("--messages", type=int, default=60)
+    ap.add_argument("--mix", default=DEFAULT_MIX)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--cf", action="append", default=[], help="extra config line, this run only")
+    ap.add_argument("--spamd", action="store_true", help="measure the running spamd's CPU")
+    a = ap.parse_args(argv)
+    host = os.environ.get("PASSERELLE_LAB_PREFIX", "lab-") + a.host
+
+    for path, text in (
+        (MBOX, build_mbox(a.messages, a.mix, a.seed)),
+        (PLUGIN_IN_HOST, PLUGIN.read_text()),
+    ):
+        r = podman(host, f"cat > {path}", text)
+        if r.returncode != 0:
+            print(f"cannot write {path} in {host}: {r.stderr.strip()}", file=sys.stderr)
+            return 2
+    if a.spamd:
+        return measure_spamd(host, a)
+    cf = [f"loadplugin PasserelleRuleTiming {PLUGIN_IN_HOST}", *a.cf]
+    cf_args = " ".join("--cf=" + subprocess.list2cmdline([c]) for c in cf)
+    script = (
+        "rm -f /tmp/passerelle-rules.tsv; "
+        "PASSERELLE_RULE_TIMING=/tmp/passerelle-rules.tsv "
+        f"spamassassin --mbox -t -D timing {cf_args} < {MBOX} "
+        "> /dev/null 2> /tmp/passerelle-profile.debug; echo rc=$?; "
+        "grep -h 'timing: total' /tmp/passerelle-profile.debug; "
+        "echo '--- rules'; cat /tmp/passerelle-rules.tsv"
+    )
+    r = podman(host, script)
+    out, _, rules_tsv = r.stdout.partition("--- rules\n")
+    n, sums = parse_timing(out)
+    if n == 0:
+        print(f"no timing line from spamassassin in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
+        return 1
+    print(f"{host}: {n} messages ({', '.join(k for k, _ in scanned_mix(a.mix))}), extra cf: {a.cf}")
+    print(f"{'phase':<34} {'ms/msg':>8} {'share':>6}")
+    total = sums.get("total", 0.0)
+    for name, ms in sorted(sums.items(), key=lambda kv: kv[1], reverse=True):
+        share = 100 * ms / total if total else 0.0
+        print(f"{name:<34} {ms / n:8.2f} {share:5.1f}%")
+    rules = parse_rules(rules_tsv)
+    by_type: dict[str, float] = defaultdict(float)
+    for _, rtype, _, sec in rules:
+        by_type[rtype] += sec
+    print(
+        "\nrule time by type (ms/msg): "
+        + ", ".join(
+            f"{t} {1000 * s / n:.2f}" for t, s in sorted(by_type.items(), key=lambda kv: -kv[1])
+        )
+    )
+    print(f"\n{'rule':<34} {'type':<8} {'ms/msg':>8}")
+    for name, rtype, _calls, sec in rules[: a.top]:
+        print(f"{name:<34} {rtype:<8} {1000 * sec / n:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
