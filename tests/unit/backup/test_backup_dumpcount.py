@@ -24,6 +24,10 @@ CREATE TABLE `we``ird` (
   `a` int
 );
 INSERT INTO `we``ird` VALUES (1),(2);
+INSERT INTO `rows` VALUES
+(1,'a\\\\'),
+(2,'(\\n)'),
+(3,NULL);
 -- Dump completed on 2025-01-01  2:53:20
 """
 
@@ -53,7 +57,14 @@ def test_counter_in_any_chunks(chunk):
     c = DumpCounter()
     for i in range(0, len(DUMP), chunk):
         c.feed(DUMP[i : i + chunk])
-    assert c.finish() == {"greylist": 3, "empty": 0, "we`ird": 2}
+    assert c.finish() == {"greylist": 3, "empty": 0, "we`ird": 2, "rows": 3}
+
+
+def test_a_dump_cut_inside_a_statement_is_refused():
+    c = DumpCounter()
+    c.feed(b"INSERT INTO `t` VALUES\n(1),\n")
+    with pytest.raises(DumpFormatError, match="inside an INSERT"):
+        c.finish()
 
 
 def test_a_cut_dump_is_refused():
