@@ -8,7 +8,9 @@ several groups (a host in ``gateways`` and ``smtpx`` is a gateway). For each: it
 (``sizing``: the sizing filter's kind, ``supervision``: the thresholds' kind, ``sendmail``:
 the sendmail role's ``sendmail_kind``, ``antivirus``: the antivirus role's direction), the
 daemons it runs (supervision's names), the milters sendmail calls there, the extra checks,
-whether it is supervised, and whether it exists in the lab only.
+what its nightly backup holds (role ``backup``: ``databases``, ``quarantine``,
+``greylist_sqlite``, ``config``), whether it is supervised, and whether it exists in the lab
+only.
 
 ``PLAYS``: the roles of each play in the order a first deployment needs them, each with the
 groups it runs on. A role marked ``lab_only`` (the lab's directory, its signature mirror) and
@@ -36,7 +38,8 @@ GROUPS: dict[str, dict[str, Any]] = {
         "antivirus": "inbound",
         "daemons": ("sendmail", "greylist", "antivirus", "spam", "spamd", "clamd", "freshclam"),
         "milters": ("greylist", "antivirus", "spam"),
-        "checks": ("shared_db", "connwatch"),
+        "checks": ("shared_db", "connwatch", "backup"),
+        "backup": ("quarantine", "greylist_sqlite", "config"),
         "supervised": True,
         "lab_only": False,
     },
@@ -47,7 +50,8 @@ GROUPS: dict[str, dict[str, Any]] = {
         "antivirus": "outbound",
         "daemons": ("sendmail", "antivirus", "clamd", "freshclam"),
         "milters": ("antivirus",),
-        "checks": ("connwatch",),
+        "checks": ("connwatch", "backup"),
+        "backup": ("quarantine", "config"),
         "supervised": True,
         "lab_only": False,
     },
@@ -55,6 +59,8 @@ GROUPS: dict[str, dict[str, Any]] = {
         "sizing": "database",
         "supervision": "db",
         "daemons": ("mariadb",),
+        "checks": ("backup",),
+        "backup": ("databases", "config"),
         "supervised": True,
         "lab_only": False,
     },
@@ -120,10 +126,12 @@ PLAYS: dict[str, tuple[dict[str, Any], ...]] = {
         {"role": "sendmail", "groups": (*_MAIL, "mailstores", "internet"), "packages": True},
         {"role": "ops_reports", "groups": _MAIL, "packages": True},
     ),
-    # playbooks/monitoring.yml, three plays.
+    # playbooks/monitoring.yml, three plays. The backups before NRPE, whose "Backup age"
+    # check wants the first one.
     "supervision": (
         {"role": "passerelle_tools", "groups": _SUPERVISED},
         {"role": "process_watch", "groups": _SUPERVISED},
+        {"role": "backup", "groups": ("greylist_db", *_MAIL)},
         {"role": "nrpe", "groups": _SUPERVISED, "packages": True},
     ),
     "connwatch": ({"role": "connwatch", "groups": _MAIL, "packages": True},),
@@ -188,6 +196,8 @@ def passerelle_host(group_names: Sequence[str], lab: bool = False) -> dict[str, 
             (list(GROUPS[g]["milters"]) for g in groups if GROUPS[g].get("milters")), []
         ),
         "checks": _union(supervised, "checks"),
+        # What the host's nightly backup holds (role backup).
+        "backup": _union(groups, "backup"),
     }
 
 

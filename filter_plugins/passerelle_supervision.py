@@ -60,6 +60,8 @@ _COMMON: dict[str, Any] = {
     "queue_warning": 200,
     "queue_critical": 1000,
     "connwatch_max_age": "130m",
+    # a nightly backup, plus its random delay and a late run
+    "backup_max_age": "26h",
 }
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "gateway": {**_COMMON, "queue_warning": 500, "queue_critical": 2000},
@@ -203,6 +205,13 @@ def passerelle_checks(
             "Connection guard",
             f"{PASSERELLE} check status-file {STATUS_DIR}/connwatch.status --label CONNWATCH "
             f"--max-age {s['connwatch_max_age']}",
+        )
+    if "backup" in extra:
+        add(
+            "backup",
+            "Backup age",
+            f"{PASSERELLE} check backup --max-age {s['backup_max_age']}",
+            sudo=True,  # the backups are root's (0700)
         )
     add(
         "restarts",

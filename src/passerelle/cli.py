@@ -22,6 +22,7 @@ AREAS: tuple[str, ...] = (
     "passerelle.connwatch.cli",
     "passerelle.supervision.cli",
     "passerelle.reports.cli",
+    "passerelle.backup.cli",
 )
 
 

@@ -201,12 +201,14 @@ LAB_ROLES_BEFORE = {
         "spam_milter", "sendmail", "ops_reports", "process_watch", "nrpe", "connwatch",
         # since issue 15: the LDAP route daemon and routing.toml, out of the sendmail role
         "ldap_route",
+        # since issue 16: nightly backups
+        "backup",
     },
     "smtpx1": {
         "resolver", "passerelle_tools", "clamav", "antivirus", "sendmail", "ops_reports",
-        "process_watch", "nrpe", "connwatch",
+        "process_watch", "nrpe", "connwatch", "backup",
     },
-    "db1": {"mariadb", "passerelle_tools", "process_watch", "nrpe"},
+    "db1": {"mariadb", "passerelle_tools", "process_watch", "nrpe", "backup"},
     "ldap1": {"slapd", "passerelle_tools", "process_watch", "nrpe"},
     "mailstore1": {"sendmail", "passerelle_tools", "process_watch", "nrpe"},
     "mon1": {"passerelle_tools", "process_watch", "nrpe", "nagios"},
@@ -262,6 +264,22 @@ def test_table_kinds():
     assert (sx["sendmail_kind"], sx["antivirus_direction"]) == ("smtpx", "outbound")
     # A host in both groups is a gateway.
     assert pc.passerelle_host(["smtpx", "gateways"])["sendmail_kind"] == "gateway"
+
+
+def test_backup_parts_per_group():
+    """The database host dumps the databases, the mail hosts keep their quarantine; every
+    one of them /etc/passerelle; hosts with no Passerelle state have no backup."""
+    parts = {
+        g: set(pc.passerelle_host([g])["backup"]) for g in ("greylist_db", "gateways", "smtpx")
+    }
+    assert parts["greylist_db"] == {"databases", "config"}
+    assert parts["gateways"] == {"quarantine", "greylist_sqlite", "config"}
+    assert parts["smtpx"] == {"quarantine", "config"}
+    for group in ("ldap", "monitoring"):
+        assert pc.passerelle_host([group])["backup"] == []
+        assert "backup" not in pc.passerelle_roles([group], "supervision")
+    sup = [r["role"] for r in pc.PLAYS["supervision"]]
+    assert sup.index("backup") < sup.index("nrpe")  # NRPE's backup check wants a first backup
 
 
 def test_package_flags_match_the_roles_task_files():

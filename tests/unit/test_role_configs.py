@@ -26,6 +26,7 @@ from passerelle.cli import main
 PLAY_VARS = {
     "sendmail": {"sendmail_kind": "gateway"},
     "antivirus": {"antivirus_direction": "inbound"},
+    "backup": {"backup_parts": ["quarantine", "greylist_sqlite", "config"]},
 }
 HOSTS = ("gw1", "gw2")
 _VALIDATE = re.compile(r"\}\}\s+(?P<area>[\w-]+) check-config %s$")

@@ -56,7 +56,7 @@ def test_other_kinds():
 
 def test_root_checks_are_marked_sudo():
     sudo = {c["name"] for c in sv.passerelle_checks(["gateways"]) if c["sudo"]}
-    assert sudo == {"mail_queue", "milter_greylist", "milter_antivirus", "milter_spam"}
+    assert sudo == {"mail_queue", "milter_greylist", "milter_antivirus", "milter_spam", "backup"}
 
 
 def test_milter_socket_override():
@@ -89,3 +89,13 @@ def test_watch_units():
 def test_networks_only():
     got = sv.passerelle_networks_only(["10.0.0.0/26", "mx.example", "10.1.1.1", "::1/128"])
     assert got == ["10.0.0.0/26", "10.1.1.1/32", "::1/128"]
+
+
+def test_backup_age_is_checked_where_backups_are_made():
+    for groups in (["gateways"], ["smtpx"], ["greylist_db"]):
+        (cmd,) = [c["command"] for c in sv.passerelle_checks(groups) if c["name"] == "backup"]
+        assert cmd.endswith("check backup --max-age 26h"), cmd
+    for groups in (["ldap"], ["monitoring"], ["mailstores"]):
+        assert "backup" not in names(sv.passerelle_checks(groups))
+    custom = sv.passerelle_checks(["greylist_db"], {"backup_max_age": "50h"})
+    assert any(c["command"].endswith("--max-age 50h") for c in custom)

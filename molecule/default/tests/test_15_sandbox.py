@@ -30,6 +30,7 @@ GATEWAY_UNITS = [
     "passerelle-watch.service",
     "passerelle-metrics.service",
     "passerelle-report.service",
+    "passerelle-backup.service",
 ]
 SMTPX_UNITS = [
     "passerelle-antivirus.service",
@@ -39,8 +40,13 @@ SMTPX_UNITS = [
     "passerelle-watch.service",
     "passerelle-metrics.service",
     "passerelle-report.service",
+    "passerelle-backup.service",
 ]
-CASES = [("gw1", u) for u in GATEWAY_UNITS] + [("smtpx1", u) for u in SMTPX_UNITS]
+CASES = (
+    [("gw1", u) for u in GATEWAY_UNITS]
+    + [("smtpx1", u) for u in SMTPX_UNITS]
+    + [("db1", "passerelle-backup.service")]
+)
 # The long-running daemons: their MemoryMax comes from the sizing plan (4 x 50 MB).
 DAEMONS = {
     "passerelle-greylist.service",

@@ -15,6 +15,8 @@ tests drive them with fixtures.
   state file (``passerelle watch``): systemd's own restarts and the watch's starts.
 - ``status-file``: a status line written by another tool (the connection guard), stale
   after ``max_age``.
+- ``backup``: the newest complete backup of the host (role ``backup``) is younger than
+  ``max_age`` (about a day and two hours for a nightly run), and the last run did not fail.
 """
 
 from __future__ import annotations
@@ -317,3 +319,52 @@ def check_status_file(path: str, now: float, max_age: float) -> Result:
     except (OSError, IndexError) as exc:
         return Result(UNKNOWN, f"{path}: {exc or 'empty'}")
     return status_file_result(line, age, max_age, path)
+
+
+# -- backups (the backup role's nightly run) ------------------------------------------------
+def backup_result(
+    latest: tuple[str, float] | None,
+    last_run: Mapping[str, object] | None,
+    now: float,
+    max_age: float,
+    where: str,
+) -> Result:
+    """CRITICAL when the newest complete backup (name, time) is older than ``max_age`` or
+    there is none; WARNING when it is young enough but the last run failed."""
+    failed = ""
+    if last_run is not None and last_run.get("ok") is False:
+        failed = f"the last run failed: {str(last_run.get('error', '?'))[:200]}"
+    if latest is None:
+        return Result(CRITICAL, f"no backup in {where}" + (f"; {failed}" if failed else ""))
+    name, made = latest
+    age = max(0.0, now - made)
+    text = f"last backup {name}, {age / 3600:.1f} h old"
+    perf = f"age={int(age)}s;;{int(max_age)};0"
+    if age > max_age:
+        limit = f"older than {max_age / 3600:g} h"
+        return Result(CRITICAL, f"{text}, {limit}" + (f"; {failed}" if failed else ""), perf)
+    if failed:
+        return Result(WARNING, f"{text}; {failed}", perf)
+    return Result(OK, text, perf)
+
+
+def check_backup(config: str, now: float, max_age: float) -> Result:
+    from passerelle.backup.config import load_config
+    from passerelle.backup.engine import LAST_RUN, scan
+    from passerelle.config import ConfigError
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        return Result(UNKNOWN, str(exc))
+    try:
+        listing = scan(cfg.directory)
+    except OSError as exc:
+        return Result(UNKNOWN, f"{cfg.directory}: {exc.strerror or exc}")
+    latest = (listing.complete[-1].name, listing.complete[-1].created) if listing.complete else None
+    try:
+        last = json.loads((Path(cfg.directory) / LAST_RUN).read_text(encoding="utf-8"))
+        last_run = last if isinstance(last, dict) else None
+    except (OSError, ValueError):
+        last_run = None
+    return backup_result(latest, last_run, now, max_age, cfg.directory)

@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sf.add_argument("--max-age", type=_duration, default=7800, help="older: UNKNOWN")
     sf.set_defaults(func=cmd_status_file)
 
+    bk = kinds.add_parser("backup", help="age of the host's newest backup (role backup)")
+    bk.add_argument("--config", default="/etc/passerelle/backup.toml")
+    bk.add_argument("--max-age", type=_duration, default=26 * 3600, help="older: CRITICAL")
+    bk.set_defaults(func=cmd_backup)
+
     w = sub.add_parser(
         "watch",
         help="process watch: start wanted daemons found down, remember restarts",
@@ -132,6 +137,10 @@ def cmd_restarts(a: argparse.Namespace) -> int:
 
 def cmd_status_file(a: argparse.Namespace) -> int:
     return _emit(a.label, checks.check_status_file(a.file, time.time(), a.max_age))
+
+
+def cmd_backup(a: argparse.Namespace) -> int:
+    return _emit("BACKUP", checks.check_backup(a.config, time.time(), a.max_age))
 
 
 def cmd_watch_run(a: argparse.Namespace) -> int:
