@@ -2,10 +2,10 @@
 
 from datetime import UTC
 
-import passerelle
 import pytest
 from maillog.smlog import NOW
 
+import passerelle
 from passerelle.cli import main
 from passerelle.config import ConfigError
 from passerelle.reports import status
