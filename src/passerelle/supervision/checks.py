@@ -15,6 +15,9 @@ tests drive them with fixtures.
   state file (``passerelle watch``): systemd's own restarts and the watch's starts.
 - ``status-file``: a status line written by another tool (the connection guard), stale
   after ``max_age``.
+
+``mailflow`` (a probe message through this host, followed in the mail log) has its own
+module, ``passerelle.supervision.mailflow``.
 """
 
 from __future__ import annotations
