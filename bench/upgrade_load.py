@@ -290,7 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the load").set_defaults(func=cmd_stop)
     c = sub.add_parser("check", help="nothing lost, never both gateways down")
     c.add_argument("--out", required=True)
-    c.add_argument("--wait", type=float, default=300, help="wait this long for deliveries")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=900,
+        help="wait this long for deliveries (a message deferred by a restarting mailstore waits"
+        " for the gateways' next queue run: 10 min in the lab)",
+    )
     c.set_defaults(func=cmd_check)
     a = p.parse_args(argv)
     return int(a.func(a))
