@@ -21,7 +21,8 @@ targets them.
 Filters: ``group_names | passerelle_roles(play, lab=false)`` the roles of a play for a host,
 in order; ``group_names | passerelle_host(lab=false)`` everything the table says about a host
 (roles per play, kinds, daemons, milters, checks, packages); ``play | passerelle_play_hosts(
-lab=false)`` the host pattern of a play (its roles' groups).
+lab=false, only=None, exclude=())`` the host pattern of a play (its roles' groups, or some of
+them).
 """
 
 from __future__ import annotations
@@ -215,9 +216,22 @@ def sizing_kinds() -> dict[str, str]:
     return out
 
 
-def passerelle_play_hosts(play: str, lab: bool = False) -> str:
+def passerelle_play_hosts(
+    play: str,
+    lab: bool = False,
+    only: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> str:
     """The host pattern of a play: every group one of its roles runs on (lab ones in the lab).
-    ``packages``: every group of every play (the packages play installs for all of them)."""
+    ``packages``: every group of every play (the packages play installs for all of them).
+    ``only``: keep these of the play's groups; ``exclude``: leave out the hosts of these
+    groups (the rolling upgrade runs the fleet play one stage at a time:
+    ``playbooks/rolling.yml``)."""
+    for name in [*(only or ()), *exclude]:
+        if name not in GROUPS:
+            raise KeyError(
+                f"passerelle_play_hosts: unknown group {name!r} (known: {', '.join(GROUPS)})"
+            )
     if play != "packages" and play not in PLAYS:
         raise KeyError(f"passerelle_play_hosts: unknown play {play!r} (known: {', '.join(PLAYS)})")
     entries = [r for e in PLAYS.values() for r in e] if play == "packages" else PLAYS[play]
@@ -228,8 +242,11 @@ def passerelle_play_hosts(play: str, lab: bool = False) -> str:
         for g in r["groups"]:
             if g not in groups and (lab or not GROUPS[g]["lab_only"]):
                 groups.append(g)
-    # An empty pattern would match nothing; name a group no inventory has instead.
-    return ":".join(groups) or "passerelle_no_hosts"
+    groups = [g for g in groups if (only is None or g in only) and g not in exclude]
+    if not groups:
+        # An empty pattern would match nothing; name a group no inventory has instead.
+        return "passerelle_no_hosts"
+    return ":".join([*groups, *(f"!{g}" for g in exclude)])
 
 
 def lab_only_roles() -> set[str]:

@@ -38,6 +38,28 @@ def sink(db_url):
     s.close()
 
 
+def test_migrate_does_not_run_without_the_schema_lock(db_url, greylist_mariadb):
+    """Another gateway holds the lock past the wait: stop with a clear error, no table made
+    (GET_LOCK's 0 used to be ignored and the migration ran anyway)."""
+    import pymysql
+
+    other = pymysql.connect(**parse_store_url(db_url).pymysql_args(5.0))
+    with other.cursor() as cur:
+        cur.execute("SELECT GET_LOCK('passerelle_connwatch_schema', 0)")
+        assert cur.fetchall() == ((1,),)
+    s = MariaDBSink(db_url)
+    s.schema_lock_wait = 1
+    try:
+        with pytest.raises(SinkError, match=r"schema lock .* not obtained within 1 s"):
+            s.migrate()
+        db = parse_store_url(db_url).database
+        assert greylist_mariadb.sql("SHOW TABLES", db=db) == []
+    finally:
+        other.close()
+    assert s.migrate() == (0, SCHEMA_VERSION)
+    s.close()
+
+
 def test_migrate_is_idempotent_and_versioned(db_url, greylist_mariadb):
     s = MariaDBSink(db_url)
     assert s.migrate() == (0, 1)

@@ -302,15 +302,20 @@ def test_lab_only_roles_are_marked():
     assert pc.lab_only_groups() == {"mailstores", "internet"}
 
 
-def test_production_site_targets_no_lab_role():
-    resolved = _resolve("site.yml", "inventory/production")
+PRODUCTION_PLAYBOOKS = ["site.yml", "playbooks/upgrade.yml"]
+
+
+@pytest.mark.parametrize("playbook", PRODUCTION_PLAYBOOKS)
+def test_production_site_targets_no_lab_role(playbook):
+    resolved = _resolve(playbook, "inventory/production")
     assert resolved, "nothing resolved: the resolver is broken"
     lab = [(p, h, r) for p, h, r in resolved if r in pc.lab_only_roles()]
-    assert not lab, f"site.yml with inventory/production runs lab roles: {lab}"
+    assert not lab, f"{playbook} with inventory/production runs lab roles: {lab}"
 
 
-def test_production_plays_target_no_lab_group():
-    for _file, play, play_vars in _plays(ROOT / "site.yml"):
+@pytest.mark.parametrize("playbook", PRODUCTION_PLAYBOOKS)
+def test_production_plays_target_no_lab_group(playbook):
+    for _file, play, play_vars in _plays(ROOT / playbook):
         pattern = Templar(loader=DataLoader(), variables=_trust(play_vars)).template(
             _trust(str(play["hosts"]))
         )

@@ -33,8 +33,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
+from passerelle.schemalock import SCHEMA_LOCK_WAIT, acquire_schema_lock, release_schema_lock
 
 SCHEMA_VERSION = 1
+SCHEMA_LOCK = "passerelle_connwatch_schema"
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         "CREATE TABLE IF NOT EXISTS connwatch_counts ("
@@ -87,6 +89,8 @@ class LocalSink:
 
 class MariaDBSink:
     """Counts shared by every gateway in MariaDB (PyMySQL, from python3-pymysql on hosts)."""
+
+    schema_lock_wait: float = SCHEMA_LOCK_WAIT  # a migration waits this long for another one
 
     def __init__(
         self,
@@ -150,13 +154,18 @@ class MariaDBSink:
                 self._schema_ok = True
                 return before, before
             cur = self._cursor()
-            cur.execute("SELECT GET_LOCK('passerelle_connwatch_schema', 30)")
-            cur.fetchall()
+            acquire_schema_lock(cur, SCHEMA_LOCK, self.schema_lock_wait)
             try:
                 cur.execute(
                     "CREATE TABLE IF NOT EXISTS connwatch_schema (version INTEGER NOT NULL)"
                 )
+                # Another process may have migrated while this one waited for the lock.
                 before = self.schema_version()
+                if before > SCHEMA_VERSION:
+                    raise SinkError(
+                        f"connwatch schema version {before} is newer than this passerelle "
+                        f"({SCHEMA_VERSION}): upgrade passerelle"
+                    )
                 for version, statements in sorted(MIGRATIONS.items()):
                     if version <= before:
                         continue
@@ -164,8 +173,7 @@ class MariaDBSink:
                         cur.execute(stmt)
                     cur.execute("INSERT INTO connwatch_schema (version) VALUES (%s)", (version,))
             finally:
-                cur.execute("SELECT RELEASE_LOCK('passerelle_connwatch_schema')")
-                cur.fetchall()
+                release_schema_lock(cur, SCHEMA_LOCK)
         except SinkError:
             raise
         except Exception as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
+from passerelle import __version__
 from passerelle.durations import format_duration
 from passerelle.reports.config import OpsConfig
 from passerelle.reports.events import GREYLIST_DELAYING
@@ -37,6 +38,7 @@ class Snapshot:
 
     host: str
     now: float
+    version: str = ""  # the passerelle package's version on this host
     units: list[Unit] = field(default_factory=list)
     queues: dict[str, int] = field(default_factory=dict)
     signatures: tuple[str, float] | None = None  # (newest file, its mtime)
@@ -71,7 +73,8 @@ def assess(s: Snapshot, tz: tzinfo | None = UTC) -> Status:
     crit: list[str] = []
     warn: list[str] = list(s.problems)
     when = datetime.fromtimestamp(s.now, tz).strftime("%Y-%m-%d %H:%M %Z").strip()
-    lines = [f"{s.host}  {when}", "", "daemons:"]
+    head = f"{s.host}  {when}" + (f"  passerelle {s.version}" if s.version else "")
+    lines = [head, "", "daemons:"]
     if not s.units:
         lines.append("  (none of the configured units is installed)")
     width = max((len(u.name) for u in s.units), default=0)
@@ -165,7 +168,7 @@ def newest_signature(directory: str | Path) -> tuple[str, float] | None:
 
 
 def probe(cfg: OpsConfig, now: float, runner: Runner = run, tz: tzinfo | None = None) -> Snapshot:
-    s = Snapshot(cfg.hostname, now)
+    s = Snapshot(cfg.hostname, now, version=__version__)
     if cfg.units:
         rc, out = runner(
             ["systemctl", "show", "-p", "Id,LoadState,ActiveState,SubState", "--", *cfg.units]

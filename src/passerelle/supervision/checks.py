@@ -17,6 +17,9 @@ tests drive them with fixtures.
   after ``max_age``.
 - ``backup``: the newest complete backup of the host (role ``backup``) is younger than
   ``max_age`` (about a day and two hours for a nightly run), and the last run did not fail.
+
+``mailflow`` (a probe message through this host, followed in the mail log) has its own
+module, ``passerelle.supervision.mailflow``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import time
 from passerelle.config import ConfigError, check_config_command
 from passerelle.durations import DurationError, parse_duration
 from passerelle.logsetup import setup_logging
-from passerelle.supervision import checks, watch
+from passerelle.supervision import checks, mailflow, watch
 from passerelle.supervision.checks import UNKNOWN, Result
 
 
@@ -51,6 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     db.add_argument("--port", type=int, default=3306)
     db.add_argument("--timeout", type=float, default=5.0)
     db.set_defaults(func=cmd_db)
+
+    mf = kinds.add_parser(
+        "mailflow",
+        help="one probe message through this host's sendmail, followed in the mail log",
+        description=(
+            "Sends one message over SMTP (127.0.0.1:25 by default: through every milter, "
+            "trusted by the greylist milter) to RECIPIENT and follows the mail log until "
+            "sendmail logs it delivered (OK), deferred or bounced (CRITICAL)."
+        ),
+    )
+    mf.add_argument("--to", required=True, metavar="RECIPIENT", help="a test mailbox")
+    mf.add_argument("--from", dest="sender", default="", help="envelope sender (default <>)")
+    mf.add_argument("--server", default="127.0.0.1")
+    mf.add_argument("--port", type=int, default=25)
+    mf.add_argument("--log", action="append", help="mail log to follow (repeat; /var/log/mail.log)")
+    mf.add_argument("--timeout", type=_duration, default=120, help="wait for delivery (120s)")
+    mf.set_defaults(func=cmd_mailflow)
 
     r = kinds.add_parser("restarts", help="daemon restarts in the last hour (process watch)")
     r.add_argument("--state", default=watch.WatchConfig.state)
@@ -123,6 +140,18 @@ def cmd_memory(a: argparse.Namespace) -> int:
 
 def cmd_db(a: argparse.Namespace) -> int:
     return _emit("SHARED DB", checks.check_db(a.host, a.port, a.timeout))
+
+
+def cmd_mailflow(a: argparse.Namespace) -> int:
+    res = mailflow.check_mailflow(
+        a.to,
+        sender=a.sender,
+        server=a.server,
+        port=a.port,
+        logs=a.log or ["/var/log/mail.log"],
+        timeout=a.timeout,
+    )
+    return _emit("MAILFLOW", res)
 
 
 def cmd_restarts(a: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from passerelle.dburl import parse_store_url
 from passerelle.greylist.policy import PASSED, PENDING, Timing, triplet_key
 from passerelle.greylist.store import SCHEMA_VERSION, StoreError, Triplet, open_store
 from passerelle.greylist.store.base import display_bytes
@@ -35,6 +36,67 @@ def test_migrate_is_versioned_and_idempotent(greylist_store_url):
     with pytest.raises(StoreError, match="newer"):
         s2.migrate()
     s2.close()
+
+
+def _hold_lock(url: str, name: str):
+    """Another session (another gateway migrating) holding the schema lock."""
+    import pymysql
+
+    c = pymysql.connect(**parse_store_url(url).pymysql_args(5.0))
+    with c.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+        assert cur.fetchall() == ((1,),)
+    return c
+
+
+def test_migration_does_not_run_without_the_schema_lock(greylist_mariadb):
+    """Another process holds the lock past the wait: this one stops with a clear error and
+    changes nothing (it used to ignore GET_LOCK's 0 and migrate anyway)."""
+    url = greylist_mariadb.create_db("gl_lockbusy")
+    other = _hold_lock(url, "passerelle_greylist_schema")
+    s = open_store(url)
+    s.schema_lock_wait = 1
+    try:
+        with pytest.raises(StoreError, match=r"schema lock .* not obtained within 1 s"):
+            s.migrate()
+        tables = greylist_mariadb.sql("SHOW TABLES", db="gl_lockbusy")
+        assert tables == []
+    finally:
+        other.close()  # the lock goes with its session
+        s.close()
+    s = open_store(url)
+    assert s.migrate() == (0, SCHEMA_VERSION)
+    s.close()
+
+
+def test_two_gateways_starting_at_once_migrate_once(greylist_mariadb):
+    """Both see an empty schema, one migrates under the lock, the other waits, reads the new
+    version and has nothing to do: one row per version."""
+    url = greylist_mariadb.create_db("gl_lockrace")
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def gateway() -> None:
+        s = open_store(url)
+        try:
+            start.wait()
+            results.append(s.migrate())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=gateway) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    assert sorted(r[1] for r in results) == [SCHEMA_VERSION, SCHEMA_VERSION]
+    assert greylist_mariadb.sql("SELECT version FROM schema_version", db="gl_lockrace") == [
+        (SCHEMA_VERSION,)
+    ]
 
 
 def test_decide_cycle(store):

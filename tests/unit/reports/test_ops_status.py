@@ -5,6 +5,7 @@ from datetime import UTC
 import pytest
 from maillog.smlog import NOW
 
+import passerelle
 from passerelle.cli import main
 from passerelle.config import ConfigError
 from passerelle.reports import status
@@ -39,6 +40,7 @@ def test_all_well():
     s = Snapshot(
         "gw1",
         NOW,
+        version="9.8.7",
         units=[Unit("sendmail", "active", "running"), Unit("spamd", "active", "running")],
         queues={"/var/spool/mqueue": 3, "/var/spool/mqueue-client": 0},
         signatures=("daily.cld", NOW - 900),
@@ -59,7 +61,7 @@ def test_all_well():
     st = assess(s, UTC)
     text = st.text()
     assert st.state == "OK" and st.exit_code == 0
-    assert text.startswith("gw1  2026-11-27 11:00 UTC\n")
+    assert text.startswith("gw1  2026-11-27 11:00 UTC  passerelle 9.8.7\n")
     assert "  ok   sendmail  active (running)" in text
     assert "queue:      3 message(s) (/var/spool/mqueue 3, /var/spool/mqueue-client 0)" in text
     assert "signatures: updated 15m ago (daily.cld)" in text
@@ -114,6 +116,7 @@ def test_probe_with_injected_runner(tmp_path):
         return 0, SHOW
 
     snap = status.probe(cfg, NOW, runner)
+    assert snap.version == passerelle.__version__  # the version this host runs, on the screen
     assert calls == [
         [
             "systemctl",

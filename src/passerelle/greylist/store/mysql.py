@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from passerelle.dburl import StoreURL
-from passerelle.greylist.store.base import SQLStore
+from passerelle.greylist.store.base import SQLStore, StoreError
+from passerelle.schemalock import (
+    SCHEMA_LOCK_WAIT,
+    SchemaLockBusy,
+    acquire_schema_lock,
+    release_schema_lock,
+)
+
+SCHEMA_LOCK = "passerelle_greylist_schema"
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -35,6 +43,7 @@ MIGRATIONS: dict[int, list[str]] = {
 
 class MySQLStore(SQLStore):
     placeholder = "%s"
+    schema_lock_wait: float = SCHEMA_LOCK_WAIT  # a migration waits this long for another one
     stats_upsert = (
         "INSERT INTO stats (bucket, kind, subject, hits) VALUES (?, ?, ?, ?)"
         " ON DUPLICATE KEY UPDATE hits = hits + VALUES(hits)"
@@ -67,9 +76,10 @@ class MySQLStore(SQLStore):
         return MIGRATIONS
 
     def _lock_schema(self, cur: Any) -> None:
-        cur.execute("SELECT GET_LOCK('passerelle_greylist_schema', 30)")
-        cur.fetchall()
+        try:
+            acquire_schema_lock(cur, SCHEMA_LOCK, self.schema_lock_wait)
+        except SchemaLockBusy as exc:
+            raise StoreError(str(exc)) from None
 
     def _unlock_schema(self, cur: Any) -> None:
-        cur.execute("SELECT RELEASE_LOCK('passerelle_greylist_schema')")
-        cur.fetchall()
+        release_schema_lock(cur, SCHEMA_LOCK)
