@@ -22,25 +22,18 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "protocol"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import antivirus_fixtures as fx  # noqa: E402
 
+from hostile_samples import make_zip  # noqa: E402
 from passerelle.antivirus.clamd import ClamdClient  # noqa: E402
 from passerelle.antivirus.config import load_config  # noqa: E402
 from passerelle.antivirus.engine import Engine, Envelope  # noqa: E402
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def corpus(n: int, rng: random.Random) -> list[tuple[list[tuple[str, str]], bytes]]:

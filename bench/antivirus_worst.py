@@ -40,26 +40,14 @@ import io, json, resource, sys, tempfile, time, tracemalloc
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import hostile_samples as hs
-from passerelle.antivirus import clamd as cl
 from passerelle.antivirus.config import parse_config
 from passerelle.antivirus.engine import Engine, Envelope
 from passerelle.antivirus.outbreak import OutbreakStore
 from passerelle.antivirus.quarantine import Quarantine
 
-class Scanner:
-    def __init__(self, reply):
-        self.reply = reply
-    def scan(self, data):
-        status, info = cl.parse_reply(self.reply)
-        if status == cl.INFECTED:
-            return cl.ScanResult(status, signature=info, host="fake")
-        return cl.ScanResult(status, detail=info, host="fake")
-    def version(self):
-        return cl.SignatureVersion("ClamAV", 1, "d")
-
 tmp = Path(tempfile.mkdtemp())
 cfg = parse_config({{"antivirus": {{"hostname": "bench", "rules": hs.EXE_RULES}}}})
-engine = Engine(cfg, scanner=Scanner({reply!r}), quarantine=Quarantine(tmp / "q"),
+engine = Engine(cfg, scanner=hs.ReplyScanner({reply!r}), quarantine=Quarantine(tmp / "q"),
                 outbreak=OutbreakStore(tmp / "ob.json"))
 raw = Path({path!r}).read_bytes()
 headers, _ = hs.split(raw)

@@ -13,8 +13,10 @@ their path in this repository, once per process (kept in ``sys.modules``):
   ``src/passerelle/routing/rules.py`` (standard library only).
 
 A filter reaches this file by adding its own directory to ``sys.path`` (see
-``passerelle_maps.py``). Ansible also imports every ``.py`` here as a filter plugin: this one
-defines an empty ``FilterModule`` so that it is loaded without a warning and adds no filter.
+``passerelle_maps.py``); the tests' ``tests/plugins.py`` does the same and loads every
+repository file that is not in a package through ``load`` below. Ansible also imports
+every ``.py`` here as a filter plugin: this one defines an empty ``FilterModule`` so that it
+is loaded without a warning and adds no filter.
 """
 
 from __future__ import annotations
@@ -31,19 +33,22 @@ ROOT = HERE.parent
 
 
 def load(name: str, path: Path) -> ModuleType:
-    """The module at ``path``, imported once under ``name``."""
+    """The module at ``path``, imported once under ``name`` (also kept in ``sys.modules``, so
+    pickling, ``dataclasses`` and a second load see the same module object). A module of that
+    name loaded from another file (another checkout's copy) is replaced, never reused."""
     module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
+    if module is not None and Path(getattr(module, "__file__", "") or "") == path:
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 

@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # A minimal PE header stub: what the type detection (and clamd's PE parser) recognise.
 PE_STUB = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + b"PE\0\0"
@@ -98,6 +99,28 @@ def split(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
         name, _, value = line.partition(b":")
         headers.append((name.decode("latin-1"), value.lstrip().decode("utf-8", "surrogateescape")))
     return headers, body
+
+
+# -- clamd ------------------------------------------------------------------------------
+class ReplyScanner:
+    """A clamd that answers a fixed INSTREAM reply at once, parsed by the real client's
+    parser: what the engine costs without clamd (tests, bench/antivirus_worst.py)."""
+
+    def __init__(self, reply: str = CLAMD_OK) -> None:
+        self.reply = reply
+
+    def scan(self, data: bytes) -> Any:
+        from passerelle.antivirus import clamd as cl  # the package under test (bench: --src)
+
+        status, info = cl.parse_reply(self.reply)
+        if status == cl.INFECTED:
+            return cl.ScanResult(status, signature=info, host="fake")
+        return cl.ScanResult(status, detail=info, host="fake")
+
+    def version(self) -> Any:
+        from passerelle.antivirus import clamd as cl
+
+        return cl.SignatureVersion("ClamAV", 1, "d")
 
 
 # -- archive builders ---------------------------------------------------------------------

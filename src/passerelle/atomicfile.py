@@ -4,6 +4,11 @@
 the target. The content is either bytes or a writer called with the open binary file (for a
 body streamed from elsewhere, as the quarantine does); ``sync_dir`` also fsyncs the directory,
 so that the rename itself survives a crash.
+
+Safe in a folder another user may write (the quarantine, /var/lib/passerelle): the temporary
+file gets a random name and is created with ``O_EXCL|O_NOFOLLOW`` (``tempfile.mkstemp``), so
+a planted name or symlink is never opened; its mode is set on the descriptor, exactly
+``mode`` whatever the umask; the folder is opened with ``O_DIRECTORY|O_NOFOLLOW`` to sync it.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def atomic_write(
             os.unlink(tmp)
         raise
     if sync_dir:
-        dfd = os.open(p.parent, os.O_RDONLY)
+        dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.fsync(dfd)
         finally:

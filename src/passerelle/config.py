@@ -11,7 +11,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from passerelle.durations import DurationError, parse_duration
 
@@ -141,6 +141,19 @@ class Section:
         unknown = sorted(set(self._data) - self._used)
         if unknown:
             raise ConfigError(self._key(unknown[0]), "unknown setting")
+
+
+_Config = TypeVar("_Config")
+
+
+def load_for_command(path: str, loader: Callable[[str], _Config]) -> _Config | None:
+    """The configuration a subcommand runs with, or None once the error is printed
+    (``error: FILE: key: message`` on stderr; the command then exits 1, no traceback)."""
+    try:
+        return loader(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def check_config_command(path: str, loader: Callable[[str], object]) -> int:

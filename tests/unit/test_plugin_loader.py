@@ -38,3 +38,13 @@ def test_load_is_idempotent() -> None:
     a = load("filter_plugins/passerelle_sizing.py")
     assert load("filter_plugins/passerelle_sizing.py") is a
     assert callable(a.FilterModule().filters()["passerelle_sizing"])
+
+
+def test_a_module_of_the_same_name_from_another_file_is_not_reused(tmp_path: Path) -> None:
+    """Another checkout's copy under the same name is replaced by the file asked for."""
+    for tree, value in (("one", 1), ("two", 2)):
+        (tmp_path / tree).mkdir()
+        (tmp_path / tree / "_passerelle_test_plugin.py").write_text(f"VALUE = {value}\n")
+    assert load(tmp_path / "one" / "_passerelle_test_plugin.py").VALUE == 1
+    assert load(tmp_path / "two" / "_passerelle_test_plugin.py").VALUE == 2
+    assert load(tmp_path / "two" / "_passerelle_test_plugin.py").VALUE == 2

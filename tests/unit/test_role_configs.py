@@ -1,7 +1,9 @@
 """Contract: every Passerelle config a role renders is accepted by the package's own parser.
 
 The roles are found from their tasks: every ``template`` task whose ``validate:`` runs
-``passerelle <area> check-config %s``. Its template is rendered the way Ansible would (Ansible's
+``passerelle <area> check-config %s``, and every import of the milters' shared task file
+(``roles/passerelle_tools/tasks/milter.yml``), whose arguments name the calling role's
+template and the milter (its area). Its template is rendered the way Ansible would (Ansible's
 Templar, the role's defaults, the lab inventory, the role's vars and set_facts:
 ``tests/ansible_render.py``) for a lab gateway, and the rendering goes through the same
 command ``validate:`` runs on the host (``passerelle <area> check-config FILE``, in-process).
@@ -30,6 +32,8 @@ PLAY_VARS = {
 }
 HOSTS = ("gw1", "gw2")
 _VALIDATE = re.compile(r"\}\}\s+(?P<area>[\w-]+) check-config %s$")
+# The milters' shared task file: its template and area are its callers' arguments.
+MILTER_TASKS = ROLES / "passerelle_tools" / "tasks" / "milter.yml"
 
 
 def config_templates() -> list[tuple[str, str, str]]:
@@ -38,6 +42,19 @@ def config_templates() -> list[tuple[str, str, str]]:
     for tasks in sorted(ROLES.glob("*/tasks/*.yml")):
         for task in yaml.safe_load(tasks.read_text()) or []:
             for sub in [task, *(task.get("block") or [])]:
+                shared = sub.get("ansible.builtin.import_role") or sub.get("import_role")
+                if isinstance(shared, dict) and shared.get("tasks_from") == "milter":
+                    milter = sub["vars"]
+                    out.append(
+                        (
+                            tasks.parts[-3],
+                            milter["passerelle_tools_milter_config_template"],
+                            milter["passerelle_tools_milter_name"],
+                        )
+                    )
+                    continue
+                if tasks == MILTER_TASKS:
+                    continue
                 args = sub.get("ansible.builtin.template") or sub.get("template")
                 if not isinstance(args, dict) or "check-config" not in str(args.get("validate")):
                     continue

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from passerelle.antivirus.clamd import INFECTED, ScanResult, SignatureVersion
-from passerelle.antivirus.quarantine import Quarantine, QuarantineError, atomic_write
+from passerelle.antivirus.quarantine import Quarantine, QuarantineError
+from passerelle.atomicfile import atomic_write
 
 log = logging.getLogger("passerelle.antivirus.outbreak")
 OUTBREAK = "outbreak"
@@ -69,7 +70,7 @@ class OutbreakStore:
         state = OutbreakState(on=on, since=self.clock(), by=by, reason=reason)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(asdict(state), sort_keys=True).encode()
-        atomic_write(self.path, lambda fh: fh.write(data), mode=0o644)
+        atomic_write(self.path, data, 0o644, sync_dir=True)
         log.warning(
             "outbreak mode %s by %s%s", "ON" if on else "OFF", by, f" ({reason})" if reason else ""
         )

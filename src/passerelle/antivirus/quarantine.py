@@ -1,8 +1,9 @@
 """Quarantine on disk: ``ID.eml`` (the message as received) + ``ID.json`` (its metadata).
 
-Writes are atomic (temporary file, fsync, rename; the JSON is written last, so an item
-exists only once both files are complete). Every action is appended to the item's history
-and logged. Release re-injects to the original recipients only, once.
+Writes are atomic (``passerelle.atomicfile``: temporary file, fsync, rename, folder fsynced;
+the JSON is written last, so an item exists only once both files are complete). Every action
+is appended to the item's history and logged. Release re-injects to the original recipients
+only, once.
 
 The milter (user ``passerelle``) writes new items; root (the release timer, the purge, an
 operator) reads, rewrites and mails them. The directory is root's (``root:passerelle``,
@@ -32,6 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from passerelle.atomicfile import atomic_write
 
 log = logging.getLogger("passerelle.antivirus.quarantine")
 _ID = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{12}$")
@@ -79,30 +82,6 @@ def _uid_of(user: str | int | None) -> int | None:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, writer: Callable[[BinaryIO], None], mode: int = 0o640) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def _sender_arg(sender: str) -> str:
@@ -200,7 +179,7 @@ class Quarantine:
 
     def _write_meta(self, item: Item) -> None:
         data = json.dumps(asdict(item), indent=1, sort_keys=True).encode()
-        atomic_write(self._paths(item.id)[1], lambda fh: fh.write(data))
+        atomic_write(self._paths(item.id)[1], data, 0o640, sync_dir=True)
 
     def store(self, message: BinaryIO, **meta: Any) -> Item:
         """Write the message then its metadata; raises OSError when it cannot (caller
@@ -214,7 +193,7 @@ class Quarantine:
             while chunk := message.read(1 << 16):
                 fh.write(chunk)
 
-        atomic_write(eml, copy)
+        atomic_write(eml, copy, 0o640, sync_dir=True)
         item.history.append(
             {
                 "time": item.time,

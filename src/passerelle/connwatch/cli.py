@@ -10,11 +10,10 @@ import time
 from dataclasses import replace
 from datetime import datetime
 
-from passerelle.config import ConfigError, check_config_command
+from passerelle.config import check_config_command, load_for_command
 from passerelle.connwatch.blocks import BlockError, iso, load_state
 from passerelle.connwatch.guard import (
     DEFAULT_CONFIG,
-    Config,
     Deps,
     load_config,
     make_sink,
@@ -80,20 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cc.set_defaults(func=cmd_check_config)
 
 
-def _load(path: str) -> Config | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config_command(args.file, load_config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     if args.now:
@@ -124,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     url = args.url or cfg.sink_url
@@ -155,7 +146,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     try:
@@ -177,7 +168,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     try:

@@ -6,19 +6,11 @@ import argparse
 import sys
 import time
 
-from passerelle.config import ConfigError, check_config_command
+from passerelle.config import check_config_command, load_for_command
 from passerelle.durations import DurationError, parse_duration
 from passerelle.greylist.config import GreylistConfig, load_config
 from passerelle.greylist.store import SQLStore, open_store
 from passerelle.greylist.whitelist import KINDS, WhitelistError, validate_entry
-
-
-def _load(path: str) -> GreylistConfig | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
 
 
 def _store(cfg: GreylistConfig) -> SQLStore:
@@ -31,7 +23,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     if args.socket:
@@ -43,7 +35,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     store = _store(cfg)
@@ -59,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     store = _store(cfg)
@@ -76,7 +68,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_whitelist(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     store = _store(cfg)
@@ -113,7 +105,7 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from passerelle.greylist.report import build_report, format_json, format_text
 
-    cfg = _load(args.config)
+    cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
     try:

@@ -9,7 +9,7 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from passerelle.config import ConfigError, check_config_command
+from passerelle.config import check_config_command, load_for_command
 from passerelle.reports import metrics, report, status
 from passerelle.reports.config import DEFAULT_CONFIG, OpsConfig, load_config, parse_config
 
@@ -68,13 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | None) -> OpsConfig | None:
-    try:
-        if path is None and not Path(DEFAULT_CONFIG).exists():
-            return parse_config({})
-        return load_config(path or DEFAULT_CONFIG)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+    if path is None and not Path(DEFAULT_CONFIG).exists():
+        return parse_config({})
+    return load_for_command(path or DEFAULT_CONFIG, load_config)
 
 
 def cmd_metrics_write(args: argparse.Namespace) -> int:

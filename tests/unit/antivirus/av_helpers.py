@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
-import zipfile
+
+from hostile_samples import make_zip  # one zip builder for tests and bench
 
 PE = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\0\0"
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 40
@@ -44,9 +44,4 @@ def raw_part(headers: str, data: bytes) -> str:
     return headers + "\nContent-Transfer-Encoding: base64\n\n" + b64(data)
 
 
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+__all__ = ["ELF", "PDF", "PE", "attachment", "b64", "make_zip", "multipart", "raw_part"]

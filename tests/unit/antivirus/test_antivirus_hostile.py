@@ -21,27 +21,11 @@ from passerelle.antivirus.quarantine import Quarantine
 CPU_LIMIT = 2.0  # generous on a shared CI machine; the bench holds the 0.5 s target
 
 
-class ReplyScanner:
-    """A clamd that answers a fixed INSTREAM reply, parsed by the real client's parser."""
-
-    def __init__(self, reply: str = hs.CLAMD_OK) -> None:
-        self.reply = reply
-
-    def scan(self, data):
-        status, info = cl.parse_reply(self.reply)
-        if status == cl.INFECTED:
-            return cl.ScanResult(status, signature=info, host="fake")
-        return cl.ScanResult(status, detail=info, host="fake")
-
-    def version(self):
-        return cl.SignatureVersion("ClamAV", 1, "d")
-
-
 def engine(tmp_path, reply=hs.CLAMD_OK, **over) -> Engine:
     cfg = parse_config({"antivirus": {"hostname": "gw1", "rules": hs.EXE_RULES, **over}})
     return Engine(
         cfg,
-        scanner=ReplyScanner(reply),
+        scanner=hs.ReplyScanner(reply),
         quarantine=Quarantine(tmp_path / "q"),
         outbreak=OutbreakStore(tmp_path / "ob.json"),
     )
@@ -104,7 +88,7 @@ def test_time_budget_uses_the_injected_clock(tmp_path):
     cfg = parse_config({"antivirus": {"hostname": "gw1", "rules": hs.EXE_RULES}})
     e = Engine(
         cfg,
-        scanner=ReplyScanner(),
+        scanner=hs.ReplyScanner(),
         quarantine=Quarantine(tmp_path / "q"),
         outbreak=OutbreakStore(tmp_path / "ob.json"),
         inspect_clock=lambda: float(next(ticks)),

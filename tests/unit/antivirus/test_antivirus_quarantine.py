@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 
 import pytest
@@ -57,8 +58,29 @@ def test_store_writes_message_and_metadata(q):
     assert data["released"] is False
     assert data["time"] == 1_700_000_000.0
     assert data["history"][0]["action"] == "quarantined"
-    assert not [p for p in os.listdir(q.dir) if p.endswith(".tmp")]
+    assert [p for p in os.listdir(q.dir) if p.startswith(".")] == []  # no temporary file left
     assert [i.id for i in q.items()] == [item.id]
+
+
+def test_store_syncs_files_and_folder_and_sets_the_mode_whatever_the_umask(q, monkeypatch):
+    """Both files reach the disk with the folder's entries (an item reported held survives a
+    crash), and are 0640 even under a stricter umask (the mode is set on the descriptor)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    old = os.umask(0o077)
+    try:
+        item = q.store(io.BytesIO(MSG), **META)
+    finally:
+        os.umask(old)
+    assert synced == ["file", "dir", "file", "dir"]
+    for name in (f"{item.id}.eml", f"{item.id}.json"):
+        assert stat.S_IMODE((q.dir / name).stat().st_mode) == 0o640
 
 
 def test_release_only_to_original_recipients_once(q):

@@ -29,7 +29,7 @@ def fake(monkeypatch):
             pass
 
     cfg = types.SimpleNamespace(sink_url="mysql://reader:x@db1/passerelle", sink_timeout=5)
-    monkeypatch.setattr(cli, "_load", lambda path: cfg)
+    monkeypatch.setattr(cli, "load_config", lambda path: cfg)
     monkeypatch.setattr(cli, "MariaDBSink", Sink)
     return seen
 
