@@ -111,7 +111,10 @@ def test_every_mail_host_is_upgraded_once_supporting_hosts_first(playbook, inven
     # supervision after every mail host
     names = [name for name, _ in plays]
     last_fleet = max(i for i, n in enumerate(names) if n == "Mail hosts")
-    assert names.index("NRPE agent and process watch on every supervised host") > last_fleet
+    assert (
+        names.index("NRPE agent, process watch and nightly backups on every supervised host")
+        > last_fleet
+    )
 
 
 def test_gateways_and_relays_go_one_at_a_time_with_checks():

@@ -172,6 +172,27 @@ def test_clean_message_is_not_marked(gateway):
     assert "not scanned" not in str(msg["X-Spam-Status"])
 
 
+EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def _spamd_checked(gateway: str, message_id: str) -> bool:
+    """spamd logs "checking message <Message-ID>" for every message it is asked to scan."""
+    log = podman_exec(gateway, "journalctl", "-u", "spamd", "--no-pager", "-o", "cat")
+    return f"checking message <{message_id}>" in log
+
+
+def test_message_refused_by_the_antivirus_never_reaches_spamd(gateway):
+    # The antivirus milter runs before the spam milter; sendmail stops at the first milter
+    # that refuses at end of data, so a virus costs no SpamAssassin time.
+    virus_tag, virus = _text("Invoice", f"Please see below.\n{EICAR}\n")
+    d = smtp("outside", gateway, SENDER, [RCPT], data=virus)
+    assert d.last[0] == "eom" and 500 <= d.last[1] < 600, d.transcript
+    clean_tag, clean = _text("Agenda", "Hello Alice,\n\nthe agenda is attached below.\n")
+    _deliver(gateway, clean, clean_tag)  # sent after the virus: once delivered, spamd logged
+    assert _spamd_checked(gateway, f"{clean_tag}@internet.test")
+    assert not _spamd_checked(gateway, f"{virus_tag}@internet.test")
+
+
 def test_forged_spam_headers_from_outside_are_removed(gateway):
     tag, text = _text(
         "Hello",
