@@ -161,7 +161,7 @@ class MapError(ValueError):
 
 
 def _scalar(value: Any, what: str, index: int, item: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MapError(f"entries[{index}] {item!r}: {what} must be a string, got {value!r}")
     return str(value)
 
@@ -197,7 +197,7 @@ def _split_item(item: Any, index: int) -> tuple[str, str]:
         if set(item) != {"key", "value"}:
             raise MapError(f"entries[{index}] {item!r}: a dict entry needs exactly key and value")
         raw_key, raw_value = item["key"], item["value"]
-    elif isinstance(item, list | tuple):
+    elif isinstance(item, (list, tuple)):
         if len(item) != 2:
             raise MapError(f"entries[{index}] {item!r}: a list entry needs exactly 2 items")
         raw_key, raw_value = item
@@ -373,7 +373,7 @@ def apply_map(module: AnsibleModule) -> dict[str, Any]:
             module.atomic_move(tmp_text, path, unsafe_writes=params["unsafe_writes"])
             tmp_text = None
         if tmp_dbs:
-            for tmp_db, db in zip(tmp_dbs, dbs, strict=True):
+            for tmp_db, db in zip(tmp_dbs, dbs):
                 module.atomic_move(tmp_db, db, unsafe_writes=params["unsafe_writes"])
             tmp_dbs = []
     finally:

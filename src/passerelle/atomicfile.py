@@ -36,7 +36,7 @@ def atomic_write(
         # can be swapped for a symlink (root would then chmod the link's target).
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes | bytearray | memoryview):
+            if isinstance(data, (bytes, bytearray, memoryview)):
                 fh.write(data)
             else:
                 data(fh)

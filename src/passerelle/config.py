@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from passerelle.durations import DurationError, parse_duration
+
+# The package's one TOML reader (the tests import it from here): the standard library's from
+# Python 3.11, its backport tomli (the same API; python3-tomli on the hosts) on EL 9's 3.9.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 
 class ConfigError(ValueError):
@@ -108,7 +114,7 @@ class Section:
         v = self._get(name, default)
         if v is None:
             raise ConfigError(self._key(name), "is required")
-        if isinstance(v, bool) or not isinstance(v, int | float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(self._key(name), f"must be a number, got {v!r}")
         return float(v)
 

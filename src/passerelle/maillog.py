@@ -105,7 +105,6 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -113,6 +112,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import BinaryIO
+
+from passerelle.isotime import parse_datetime
 
 PROGRAMS: frozenset[bytes] = frozenset({b"sm-mta", b"sendmail"})
 SESSION_GAP = 600.0
@@ -236,7 +237,7 @@ class TimestampReader:
         if cached != -1.0:
             return cached
         try:
-            dt = datetime.fromisoformat(key.decode("ascii"))
+            dt = parse_datetime(key.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             ts = None
         else:
@@ -795,7 +796,7 @@ def plan_pieces(
                     end = max(start, window_end_offset(f, until, times, margin, start))
                 st.seeked += start + (size - end)
                 bounds = split_range(start, end, jobs, min_piece)
-                pieces += [Piece(str(f), a, b) for a, b in itertools.pairwise(bounds)]
+                pieces += [Piece(str(f), a, b) for a, b in zip(bounds, bounds[1:])]
             except (OSError, EOFError) as exc:
                 st.errors.append(f"{f}: {exc}")
     return pieces, st

@@ -9,9 +9,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Optional
 
-# (argv, stdin file or None) -> (exit status, output)
-Runner = Callable[[Sequence[str], Path | None], tuple[int, str]]
+# (argv, stdin file or None) -> (exit status, output); Optional, not |: the alias is evaluated
+# at run time, and EL 9 runs Python 3.9.
+Runner = Callable[[Sequence[str], Optional[Path]], tuple[int, str]]
 
 
 def run_command(argv: Sequence[str], stdin: Path | None = None) -> tuple[int, str]:

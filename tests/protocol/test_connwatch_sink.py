@@ -5,7 +5,7 @@ database down, and two gateways' hourly runs deciding on their sum."""
 import os
 import stat
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import greylist_fixtures
 import pytest
@@ -19,7 +19,7 @@ from passerelle.dburl import parse_store_url
 # the MariaDB fixture is shared with the greylist tests (no conftest here)
 greylist_mariadb = greylist_fixtures.greylist_mariadb
 
-NOW = datetime(2026, 11, 27, 11, 0, 0, tzinfo=UTC).timestamp()
+NOW = datetime(2026, 11, 27, 11, 0, 0, tzinfo=timezone.utc).timestamp()
 B = "198.51.100.7"
 _n = [0]
 
@@ -136,7 +136,7 @@ def test_database_down_is_a_sink_error_quickly(tmp_path):
 def _session_lines(ip, n, host):
     out = []
     for i in range(n):
-        ts = datetime.fromtimestamp(NOW - 3500 + i * 3400 / n, UTC)
+        ts = datetime.fromtimestamp(NOW - 3500 + i * 3400 / n, timezone.utc)
         stamp = f"{ts:%b} {ts.day:>2} {ts:%H:%M:%S}"
         out.append(
             f"{stamp} {host} sm-mta[{1000 + i}]: 4ARB{i:06d}: from=<a@example.net>, size=1, "
@@ -173,14 +173,14 @@ def test_two_gateways_each_under_the_threshold_block_on_their_sum(tmp_path, db_u
     assert capsys.readouterr().out.splitlines()[-1] == "schema version 0 -> 1"
     c1, c2 = load_config(cfg1), load_config(cfg2)
     s1, s2 = MariaDBSink(c1.sink_url), MariaDBSink(c2.sink_url)
-    first = run_once(c1, NOW, Deps(sink=s1, tz=UTC))
+    first = run_once(c1, NOW, Deps(sink=s1, tz=timezone.utc))
     assert first.counts == {B: 1400} and not first.plan.blocks  # gw2 not counted yet
-    second = run_once(c2, NOW + 30, Deps(sink=s2, tz=UTC))
+    second = run_once(c2, NOW + 30, Deps(sink=s2, tz=timezone.utc))
     assert second.counts == {B: 2700}
     assert B in load_state(c2.state)
     assert second.status.startswith("CRITICAL - inbound gw2: blocked 198.51.100.7 (2700/1h)")
     # gw1's next run sees the same sum and blocks too
-    again = run_once(c1, NOW + 60, Deps(sink=s1, tz=UTC))
+    again = run_once(c1, NOW + 60, Deps(sink=s1, tz=timezone.utc))
     assert again.counts == {B: 2700} and B in load_state(c1.state)
     s1.close()
     s2.close()

@@ -9,11 +9,11 @@ triplets.
 from __future__ import annotations
 
 import time
-import tomllib
 import uuid
 
 import pytest
 import testinfra
+import tomllib
 from labsmtp import NET, PREFIX, mailbox_has, message, podman_exec, smtp, wait_for_mail
 
 SOURCE = f"{NET}.245"

@@ -158,7 +158,7 @@ class ClamdClient:
 
     def scan(self, data: BinaryIO | bytes) -> ScanResult:
         """Scan a stream; on failure of every clamd the result has status ``error``."""
-        if isinstance(data, bytes | bytearray):
+        if isinstance(data, (bytes, bytearray)):
             import io
 
             data = io.BytesIO(data)

@@ -57,7 +57,7 @@ def _setup_log(name: str, cfg: Any = None) -> None:
 
 
 def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # -- antivirus ---------------------------------------------------------------------------

@@ -23,10 +23,11 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from passerelle.atomicfile import atomic_write
+from passerelle.isotime import parse_datetime
 from passerelle.rootfiles import exclusive_lock, read_trusted_file
 from passerelle.runner import Runner, run_command
 
@@ -36,15 +37,15 @@ class BlockError(RuntimeError):
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_minutes(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
+    return parse_datetime(text).timestamp()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime
 
 from passerelle.config import check_config_command, load_for_command
 from passerelle.connwatch.blocks import BlockError, iso, load_state
@@ -21,6 +20,7 @@ from passerelle.connwatch.guard import (
     unblock,
 )
 from passerelle.connwatch.sink import MariaDBSink, SinkError
+from passerelle.isotime import parse_datetime
 from passerelle.logsetup import setup_logging
 
 
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     if args.now:
         try:
-            now = datetime.fromisoformat(args.now).timestamp()
+            now = parse_datetime(args.now).timestamp()
         except ValueError:
             print(f"error: --now: not an ISO time: {args.now!r}", file=sys.stderr)
             return 2

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from passerelle import adminmail, decisionlog
 from passerelle.config import ConfigError, Section, load_toml, naming_file
@@ -67,7 +67,7 @@ from passerelle.rootfiles import UnsafeFileError, open_trusted_file
 from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # Python 3.9: no | at run time
 
 
 @dataclass(frozen=True)

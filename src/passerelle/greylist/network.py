@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Union
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Union, not |: a type alias is evaluated at run time, and EL 9 runs Python 3.9.
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
 def parse_ip(text: str) -> IPAddress | None:

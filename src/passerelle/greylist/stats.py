@@ -71,5 +71,5 @@ def delay_distribution(
         )
     else:
         out.update(min=None, p50=None, p90=None, p99=None, max=None)
-    out["buckets"] = [{"range": lbl, "count": c} for lbl, c in zip(labels, counts, strict=True)]
+    out["buckets"] = [{"range": lbl, "count": c} for lbl, c in zip(labels, counts)]
     return out

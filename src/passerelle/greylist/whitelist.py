@@ -19,11 +19,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Union
 
 from passerelle.greylist.addresses import split_address, strip_brackets
 from passerelle.greylist.network import IPAddress, parse_ip
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # Python 3.9: no | at run time
 
 
 class WhitelistError(ValueError):

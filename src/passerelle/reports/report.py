@@ -237,13 +237,15 @@ def svg_bars(
     height: int = 220,
 ) -> str:
     """Vertical bar chart with its values written on the bars."""
+    if len(labels) != len(values):
+        raise ValueError(f"{len(labels)} labels for {len(values)} values")
     n = max(1, len(values))
     top = _nice_max(max(values, default=0))
     left, bottom, head = 46, 40, 26
     plot_w, plot_h = width - left - 10, height - bottom - head
     bw = plot_w / n
     out = _chart_frame(title, width, height, left, head, plot_h, top)
-    for i, (lbl, v) in enumerate(zip(labels, values, strict=True)):
+    for i, (lbl, v) in enumerate(zip(labels, values)):
         h = plot_h * v / top
         x = left + i * bw + bw * 0.12
         y = head + plot_h - h

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
 from passerelle import __version__
@@ -67,7 +67,7 @@ def _sum(today: Mapping[str, int], area: str, labels: Sequence[str] | None = Non
     )
 
 
-def assess(s: Snapshot, tz: tzinfo | None = UTC) -> Status:
+def assess(s: Snapshot, tz: tzinfo | None = timezone.utc) -> Status:
     """The screen and its verdict: CRITICAL if a daemon is down, WARNING for an old
     signature set, a long queue or a probe that failed."""
     crit: list[str] = []

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from typing import Union
 
 log = logging.getLogger("passerelle.spam")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # Python 3.9: no | at run time
 Learner = Callable[[str, list[bytes]], bool]
 
 TAKEN_SUFFIX = ".learning"

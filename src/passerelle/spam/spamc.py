@@ -165,7 +165,7 @@ class SpamdClient:
                     total += len(data)
                     if total > MAX_RESPONSE:
                         raise SpamdProtocolError(f"{address}: response too large")
-        except TimeoutError:
+        except (TimeoutError, socket.timeout):  # the same class from Python 3.10; not on 3.9
             raise SpamdError(f"{address}: no answer within {self.timeout:g}s") from None
         except OSError as exc:
             raise SpamdError(f"{address}: {exc}") from None

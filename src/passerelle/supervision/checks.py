@@ -257,7 +257,7 @@ def restarts_result(
     per_unit: dict[str, list[Mapping[str, object]]] = {}
     for e in events:
         ts = e.get("time")
-        if not isinstance(ts, int | float) or not (now - window < ts <= now):
+        if not isinstance(ts, (int, float)) or not (now - window < ts <= now):
             continue
         per_unit.setdefault(str(e.get("unit", "?")), []).append(e)
     total = sum(len(v) for v in per_unit.values())

@@ -5,7 +5,7 @@ import os
 import stat
 import time
 from dataclasses import replace
-from datetime import UTC
+from datetime import timezone
 
 import pytest
 from maillog.smlog import NOW, session
@@ -75,7 +75,11 @@ class Env:
         )
         self.logger = logging.getLogger("passerelle.test.connwatch")
         self.deps = Deps(
-            runner=run_command, mailer=self.mailer, sink=LocalSink(), logger=self.logger, tz=UTC
+            runner=run_command,
+            mailer=self.mailer,
+            sink=LocalSink(),
+            logger=self.logger,
+            tz=timezone.utc,
         )
 
     def mailer(self, argv, message):

@@ -3,19 +3,19 @@ guard and the reports (imported as ``maillog.smlog``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
-NOW = datetime(2026, 11, 27, 11, 0, 0, tzinfo=UTC).timestamp()
+NOW = datetime(2026, 11, 27, 11, 0, 0, tzinfo=timezone.utc).timestamp()
 
 
 def trad(ts: float) -> str:
     """Traditional syslog timestamp (UTC in the tests: tz is injected)."""
-    dt = datetime.fromtimestamp(ts, UTC)
+    dt = datetime.fromtimestamp(ts, timezone.utc)
     return f"{dt:%b} {dt.day:>2} {dt:%H:%M:%S}"
 
 
 def isots(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
 
 
 def relay(ip: str, name: str | None = "mail.example.net") -> str:

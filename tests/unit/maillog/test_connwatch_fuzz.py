@@ -18,7 +18,7 @@ Bounded for CI: ``max_examples`` and ``deadline`` below keep it to a few seconds
 
 import ipaddress
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -181,15 +181,15 @@ def logs(draw):
     for k, i in enumerate(order):
         msg = queues[i].pop(0)
         ts = NOW - 3000 + k
-        dt = datetime.fromtimestamp(ts, UTC)
+        dt = datetime.fromtimestamp(ts, timezone.utc)
         stamp = dt.isoformat(timespec="microseconds") if iso else f"{dt:%b} {dt.day:>2} {dt:%T}"
         out.append(f"{stamp} gw1 sm-mta[{20000 + i}]: ".encode() + escape(msg))
-    expect = {ip: anchored for ip, (_, anchored) in zip(ips, sessions, strict=True)}
+    expect = {ip: anchored for ip, (_, anchored) in zip(ips, sessions)}
     return out, expect
 
 
 def _count(lines: list[bytes]) -> SessionCounter:
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     c.feed(b"\n".join(lines) + b"\n")
     return c
 
@@ -214,8 +214,8 @@ def test_generated_hostile_logs_count_only_the_real_clients(log, data):
     # the same lines cut in pieces, each read alone, merged: same counts
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(lines) - 1)), max_size=3)))
     parts = []
-    for a, b in zip([0, *cuts], [*cuts, len(lines)], strict=True):
-        p = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    for a, b in zip([0, *cuts], [*cuts, len(lines)]):
+        p = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
         p.firsts = {}
         p.feed(b"\n".join(lines[a:b]) + b"\n")
         parts.append(Partial(p.counts, p.stats, p.firsts, p._sessions))

@@ -6,8 +6,10 @@ so a few thousand connections blocked a third party fleet-wide. The corpus
 Message-IDs and VRFY arguments; its ``# expect`` lines give the sessions per client.
 """
 
+from __future__ import annotations
+
 import ipaddress
-from datetime import UTC
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -50,7 +52,7 @@ def _sessions() -> list[tuple[list[bytes], dict[str, int]]]:
 
 
 def count(data: bytes) -> SessionCounter:
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     c.feed(data)
     return c
 
@@ -143,7 +145,7 @@ def test_parallel_scan_of_the_corpus(tmp_path):
     lines, expect = _corpus()
     log = tmp_path / "maillog"
     log.write_bytes((b"\n".join(lines) + b"\n") * 1)
-    kw = dict(tz=UTC, skip_stale=False, seek=False)
+    kw = dict(tz=timezone.utc, skip_stale=False, seek=False)
     seq = scan_logs([log], NOW - 3600, NOW, **kw)
     par = scan_logs([log], NOW - 3600, NOW, jobs=3, min_piece=1500, **kw)
     assert seq.counts == par.counts == expect

@@ -1,6 +1,6 @@
 import gzip
 import os
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -19,7 +19,7 @@ T = NOW - 600  # inside the last hour
 
 
 def count(lines, since=NOW - 3600, until=NOW, **kw):
-    c = SessionCounter(since, until, tz=UTC, **kw)
+    c = SessionCounter(since, until, tz=timezone.utc, **kw)
     c.feed_lines(lines)
     return c
 
@@ -151,7 +151,7 @@ def test_same_pid_same_ip_after_the_gap_is_a_new_session():
 
 
 def test_session_table_is_pruned():
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC, session_gap=10)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc, session_gap=10)
     c._prune_min = c._prune_at = 100
     lines = []
     for i in range(1000):
@@ -190,24 +190,27 @@ def test_iso_timestamps_with_offsets_and_fractions():
 
 
 def test_year_rollover_of_traditional_timestamps():
-    now = datetime(2027, 1, 1, 0, 20, tzinfo=UTC).timestamp()
-    r = TimestampReader(now, UTC)
-    dec31 = datetime(2026, 12, 31, 23, 50, tzinfo=UTC).timestamp()
+    now = datetime(2027, 1, 1, 0, 20, tzinfo=timezone.utc).timestamp()
+    r = TimestampReader(now, timezone.utc)
+    dec31 = datetime(2026, 12, 31, 23, 50, tzinfo=timezone.utc).timestamp()
     assert r.traditional(b"Dec 31 23:50:00") == dec31
-    assert r.traditional(b"Jan  1 00:10:00") == datetime(2027, 1, 1, 0, 10, tzinfo=UTC).timestamp()
+    assert (
+        r.traditional(b"Jan  1 00:10:00")
+        == datetime(2027, 1, 1, 0, 10, tzinfo=timezone.utc).timestamp()
+    )
     lines = [
         "Dec 31 23:50:00 gw1 sm-mta[1]: 4AB: from=<a@b>, size=1, relay=[198.51.100.1]",
         "Jan  1 00:10:00 gw1 sm-mta[2]: 4AC: from=<a@b>, size=1, relay=[198.51.100.2]",
     ]
-    c = SessionCounter(now - 3600, now, tz=UTC)
+    c = SessionCounter(now - 3600, now, tz=timezone.utc)
     c.feed_lines(lines)
     assert c.counts == {"198.51.100.1": 1, "198.51.100.2": 1}
 
 
 def test_feb_29_read_in_a_non_leap_year_is_last_year():
-    now = datetime(2029, 3, 1, tzinfo=UTC).timestamp()
-    assert TimestampReader(now, UTC).traditional(b"Feb 29 12:00:00") == (
-        datetime(2028, 2, 29, 12, tzinfo=UTC).timestamp()
+    now = datetime(2029, 3, 1, tzinfo=timezone.utc).timestamp()
+    assert TimestampReader(now, timezone.utc).traditional(b"Feb 29 12:00:00") == (
+        datetime(2028, 2, 29, 12, tzinfo=timezone.utc).timestamp()
     )
 
 
@@ -234,7 +237,7 @@ GARBAGE = [
 
 def test_garbage_and_truncated_lines_are_skipped_never_fatal():
     good = session(T, 1, "198.51.100.1")
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     c.feed(b"\n".join([*GARBAGE, *(g.encode() for g in good), b"\x00" * 50]))
     assert c.counts == {"198.51.100.1": 1}
     # 11 garbage lines contain relay= or a client phrase; the others are not even parsed
@@ -247,7 +250,7 @@ def test_garbage_and_truncated_lines_are_skipped_never_fatal():
     [b"relay=", b"relay=host", b"relay=host ", b"relay=host [", b"relay=[", b"relay=[1.2.3.4"],
 )
 def test_line_truncated_at_the_end_of_the_buffer(tail):
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     c.feed(b"Nov 27 10:50:00 gw1 sm-mta[12]: 4AB: from=<a@b>, size=1, " + tail)
     assert c.counts == {}
     assert c.stats.skipped == 1
@@ -255,7 +258,7 @@ def test_line_truncated_at_the_end_of_the_buffer(tail):
 
 @pytest.mark.parametrize("data", [b"]: from=relay=", b"x]: from=relay=[", b"1]: from=relay=[1]"])
 def test_tiny_garbage_at_the_end_of_the_buffer(data):
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     c.feed(data)
     assert c.counts == {} and c.stats.skipped == 1
 
@@ -293,7 +296,7 @@ def test_rotated_and_gzip_logs_are_read_oldest_first(tmp_path):
         "maillog.1",
         "maillog",
     ]
-    c = scan_logs([log], NOW - 3600, NOW, tz=UTC)
+    c = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc)
     assert c.counts == {"198.51.100.2": 1, "198.51.100.1": 1, "2001:db8::7": 1}
     # maillog.3.gz was last written before the window: not even opened
     assert [os.path.basename(f) for f in c.stats.files] == ["maillog.2.gz", "maillog.1", "maillog"]
@@ -311,13 +314,13 @@ def test_dateext_rotations_and_corrupt_gzip(tmp_path):
         "maillog-20261126.gz",
         "maillog",
     ]
-    c = scan_logs([log], NOW - 3600, NOW, tz=UTC)
+    c = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc)
     assert c.counts == {"198.51.100.2": 1, "198.51.100.1": 1}
     assert len(c.stats.errors) == 1 and "maillog-20261125.gz" in c.stats.errors[0]
 
 
 def test_missing_log_is_not_an_error(tmp_path):
-    c = scan_logs([tmp_path / "nothing"], NOW - 3600, NOW, tz=UTC)
+    c = scan_logs([tmp_path / "nothing"], NOW - 3600, NOW, tz=timezone.utc)
     assert c.counts == {} and c.stats.errors == []
 
 
@@ -328,9 +331,9 @@ def test_chunking_does_not_change_counts(tmp_path):
     lines.append(f"{trad(T)} gw1 sm-mta[9]: 4AB: from=<a@b>, size=1, relay=[198.51.100.99]")
     path = tmp_path / "maillog"
     path.write_bytes("\n".join(lines).encode())  # last line without newline
-    whole = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    whole = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     whole.feed(path.read_bytes())
-    small = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    small = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     chunks = list(read_chunks(path, chunk_size=1000))
     assert len(chunks) > 50
     assert all(ch.endswith(b"\n") for ch in chunks[:-1])
@@ -346,7 +349,7 @@ def test_overlong_line_without_newline_is_dropped(tmp_path):
     good = "\n".join(session(T, 1, "198.51.100.1")) + "\n"
     path.write_bytes(b"x" * 5000 + b"\n" + good.encode() + b"relay=" * 3000)
     chunks = list(read_chunks(path, chunk_size=1024, max_line=4096))
-    c = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    c = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     for ch in chunks:
         c.feed(ch)
     assert c.counts == {"198.51.100.1": 1}
@@ -364,8 +367,8 @@ def test_seek_to_the_window_reads_less_and_counts_the_same(tmp_path):
     log = tmp_path / "maillog"
     _write(log, lines)
     assert log.stat().st_size > 4 << 20
-    full = scan_logs([log], NOW - 3600, NOW, tz=UTC, seek=False)
-    fast = scan_logs([log], NOW - 3600, NOW, tz=UTC)
+    full = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc, seek=False)
+    fast = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc)
     assert fast.counts == full.counts
     assert sum(fast.counts.values()) == 1000 - 1  # the session at exactly NOW - 3600 is out
     assert fast.stats.seeked > 2 << 20
@@ -376,5 +379,5 @@ def test_seek_to_the_window_reads_less_and_counts_the_same(tmp_path):
 def test_seek_never_skips_when_timestamps_are_unreadable(tmp_path):
     log = tmp_path / "maillog"
     _write(log, ["no timestamp here relay=[192.0.2.1] " + "x" * 200] * 20000)
-    c = scan_logs([log], NOW - 3600, NOW, tz=UTC)
+    c = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc)
     assert c.stats.seeked == 0 and c.stats.skipped == 20000

@@ -1,9 +1,8 @@
 """Pieces of a log read by several processes count exactly as one sequential scan."""
 
 import gzip
-import itertools
 import random
-from datetime import UTC
+from datetime import timezone
 
 import pytest
 
@@ -51,7 +50,7 @@ def test_consecutive_ranges_read_every_line_exactly_once(tmp_path, bounds):
     bounds = [*bounds, size]
     got = b"".join(
         b"".join(read_chunks(log, chunk_size=512, start=a, end=b))
-        for a, b in itertools.pairwise(bounds)
+        for a, b in zip(bounds, bounds[1:])
     )
     assert got == log.read_bytes()
 
@@ -74,7 +73,7 @@ def test_parallel_scan_counts_like_the_sequential_scan(tmp_path, jobs):
     _write(rot, lines[third : 2 * third])
     log = tmp_path / "maillog"
     _write(log, lines[2 * third :])
-    kw = dict(tz=UTC, skip_stale=False, seek=False)
+    kw = dict(tz=timezone.utc, skip_stale=False, seek=False)
     seq = scan_logs([log], NOW - 5 * 3600, NOW, **kw)
     par = scan_logs([log], NOW - 5 * 3600, NOW, jobs=jobs, min_piece=20_000, **kw)
     assert sum(seq.counts.values()) > 1000
@@ -88,15 +87,15 @@ def test_parallel_scan_counts_like_the_sequential_scan(tmp_path, jobs):
 def test_parallel_scan_of_the_last_hour_with_seek(tmp_path):
     log = tmp_path / "maillog"
     _write(log, _day(12000))
-    seq = scan_logs([log], NOW - 3600, NOW, tz=UTC)
-    par = scan_logs([log], NOW - 3600, NOW, tz=UTC, jobs=2, min_piece=50_000)
+    seq = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc)
+    par = scan_logs([log], NOW - 3600, NOW, tz=timezone.utc, jobs=2, min_piece=50_000)
     assert par.counts == seq.counts and sum(par.counts.values()) > 500
     assert par.stats.seeked == seq.stats.seeked > 0
 
 
 def test_merge_joins_a_session_cut_by_a_piece_boundary():
-    a = SessionCounter(NOW - 3600, NOW, tz=UTC)
-    b = SessionCounter(NOW - 3600, NOW, tz=UTC)
+    a = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
+    b = SessionCounter(NOW - 3600, NOW, tz=timezone.utc)
     a.firsts, b.firsts = {}, {}
     s = session(NOW - 1000, 4242, "192.0.2.9", messages=2)
     a.feed_lines(s[:2])  # STARTTLS + first from=
@@ -130,16 +129,20 @@ def test_replay_of_an_old_hour_stops_reading_after_the_window(tmp_path):
     log = tmp_path / "maillog"
     _write(log, _day(12000, start=NOW - 6 * 3600, span=6 * 3600))
     until = NOW - 5 * 3600
-    full = scan_logs([log], until - 3600, until, now=NOW, tz=UTC, seek=False, skip_stale=False)
-    cut = scan_logs([log], until - 3600, until, now=NOW, tz=UTC, skip_stale=False)
+    full = scan_logs(
+        [log], until - 3600, until, now=NOW, tz=timezone.utc, seek=False, skip_stale=False
+    )
+    cut = scan_logs([log], until - 3600, until, now=NOW, tz=timezone.utc, skip_stale=False)
     assert cut.counts == full.counts and sum(cut.counts.values()) > 100
     assert cut.stats.bytes < log.stat().st_size / 3
-    end = window_end_offset(log, until, TimestampReader(NOW, UTC), 600)
+    end = window_end_offset(log, until, TimestampReader(NOW, timezone.utc), 600)
     assert 0 < end < log.stat().st_size
     # never cut when the end of the file is unreadable
     bad = tmp_path / "bad"
     _write(bad, ["no timestamp relay=[192.0.2.1] " + "x" * 200] * 20000)
-    assert window_end_offset(bad, until, TimestampReader(NOW, UTC), 600) == bad.stat().st_size
+    assert (
+        window_end_offset(bad, until, TimestampReader(NOW, timezone.utc), 600) == bad.stat().st_size
+    )
 
 
 def test_jobs_must_be_positive(tmp_path):

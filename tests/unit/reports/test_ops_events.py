@@ -1,6 +1,6 @@
 """The milters' decision lines read back from the mail log."""
 
-from datetime import UTC
+from datetime import timezone
 
 import pytest
 from maillog.smlog import NOW, isots, trad
@@ -14,7 +14,7 @@ T = NOW - 600
 
 
 def ev(line):
-    return parse_line(line.encode(), TimestampReader(NOW, UTC))
+    return parse_line(line.encode(), TimestampReader(NOW, timezone.utc))
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_scan_events_and_tally():
     ]
     buf = ("\n".join(lines)).encode()  # last line without newline
     t = Tally()
-    for e in scan_events(buf, TimestampReader(NOW + 4000, UTC)):
+    for e in scan_events(buf, TimestampReader(NOW + 4000, timezone.utc)):
         t.add(e)
     assert t.by_label("greylist") == {"delayed": 1, "new": 1, "passed": 1}
     assert t.total("greylist") == 3 and t.total("spam", "HIGH") == 1

@@ -2,7 +2,7 @@
 
 import json
 import os
-from datetime import UTC
+from datetime import timezone
 
 import pytest
 from maillog.smlog import NOW
@@ -124,7 +124,7 @@ def test_counters_grow_across_runs_and_today_is_kept(tmp_path):
         cfg.connwatch_state,
         {"198.51.100.7": Block("198.51.100.7", "r", 3000, NOW - 10, NOW + 3600)},
     )
-    r1 = metrics.collect(cfg, NOW, UTC)
+    r1 = metrics.collect(cfg, NOW, timezone.utc)
     path = metrics.write(cfg, r1)
     text = path.read_text()
     assert path == tmp_path / "textfile" / "passerelle.prom"
@@ -136,22 +136,22 @@ def test_counters_grow_across_runs_and_today_is_kept(tmp_path):
     assert "absent" not in text
     assert sample("passerelle_metrics_errors", text) == 0
     # nothing new: same counters; then more lines: they add up
-    r2 = metrics.collect(cfg, NOW + 60, UTC)
+    r2 = metrics.collect(cfg, NOW + 60, timezone.utc)
     assert r2.read == 0
     metrics.write(cfg, r2)
     append(log, [opslog.gl(T + 60, "new"), opslog.gl(T + 61, "delayed", delay="45m")])
-    metrics.write(cfg, metrics.collect(cfg, NOW + 120, UTC))
+    metrics.write(cfg, metrics.collect(cfg, NOW + 120, timezone.utc))
     text = path.read_text()
     assert sample('passerelle_greylist_decisions_total{reason="new"}', text) == 2
     assert sample('passerelle_greylist_decisions_total{reason="delayed"}', text) == 1
-    today = metrics.today_counts(cfg, NOW, UTC)
+    today = metrics.today_counts(cfg, NOW, timezone.utc)
     assert today == {"greylist|new": 2, "greylist|delayed": 1, "spam|HIGH": 1, "antivirus|virus": 1}
     assert not list((tmp_path / "textfile").glob(".*"))  # no temporary file left
 
 
 def test_missing_log_is_reported_not_fatal(tmp_path):
     cfg = cfg_for(tmp_path)
-    r = metrics.collect(cfg, NOW, UTC)
+    r = metrics.collect(cfg, NOW, timezone.utc)
     assert sample("passerelle_metrics_errors", r.text) == 1
     assert any("no such file" in e for e in r.errors)
 
@@ -162,7 +162,7 @@ def test_corrupt_state_starts_over(tmp_path):
     p = tmp_path / "state" / "metrics.json"
     p.parent.mkdir()
     p.write_text("{not json")
-    r = metrics.collect(cfg, NOW, UTC)
+    r = metrics.collect(cfg, NOW, timezone.utc)
     assert r.state.counters == {"greylist|new": 1}
     json.loads(json.dumps(r.state.to_json()))
 
@@ -192,7 +192,10 @@ def test_concurrent_runs_count_each_line_once(tmp_path):
     cfg = cfg_for(tmp_path)
     append(tmp_path / "mail.log", [opslog.gl(T + i, "new") for i in range(2000)])
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=metrics.collect_and_write, args=(cfg, NOW, UTC)) for _ in range(4)]
+    procs = [
+        ctx.Process(target=metrics.collect_and_write, args=(cfg, NOW, timezone.utc))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -212,7 +215,7 @@ def test_planted_symlink_lock_is_refused_and_nothing_is_written(tmp_path, capsys
     state.parent.mkdir()
     os.symlink(victim, f"{state}.lock")
     with pytest.raises(OSError, match="symbolic link"):
-        metrics.collect_and_write(cfg, NOW, UTC)
+        metrics.collect_and_write(cfg, NOW, timezone.utc)
     assert not victim.exists()
     assert not state.exists() and not (tmp_path / "textfile").exists()
     # the command says so and fails, without a traceback

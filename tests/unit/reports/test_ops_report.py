@@ -4,7 +4,7 @@ import email
 import gzip
 import os
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 
 import pytest
 from maillog.smlog import session
@@ -18,14 +18,14 @@ from passerelle.reports.events import Tally, parse_line
 from . import opslog
 
 DAY = date(2026, 11, 26)
-START = datetime(2026, 11, 26, tzinfo=UTC).timestamp()
+START = datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()
 END = START + 86400
 NOW = END + 300
 
 
 def tally_of(lines):
     t = Tally()
-    times = TimestampReader(NOW, UTC)
+    times = TimestampReader(NOW, timezone.utc)
     for line in lines:
         e = parse_line(line.encode(), times)
         assert e is not None, line
@@ -108,7 +108,7 @@ def test_suggestion_thresholds():
 
 def test_html_holds_the_figures_and_nothing_external():
     r = build()
-    page = report.render_html(r, UTC, generated=NOW)
+    page = report.render_html(r, timezone.utc, generated=NOW)
     assert page.startswith("<!DOCTYPE html>")
     assert "Passerelle daily report: gw1, 2026-11-26" in page
     assert "<b>40</b><span>greylist decisions</span>" in page
@@ -128,12 +128,12 @@ def test_html_holds_the_figures_and_nothing_external():
 
 def test_html_escapes_what_comes_from_the_log():
     lines = [opslog.av(START + 60, "virus", sig="<script>alert(1)</script>")]
-    page = report.render_html(build(lines, {}), UTC)
+    page = report.render_html(build(lines, {}), timezone.utc)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_empty_day_renders():
-    page = report.render_html(build([], {}), UTC)
+    page = report.render_html(build([], {}), timezone.utc)
     assert "<b>0</b><span>greylist decisions</span>" in page and "none" in page
 
 
@@ -156,7 +156,7 @@ def test_collect_day_reads_rotations_and_keeps_the_day_only(tmp_path):
     for f in ("mail.log.2.gz", "mail.log.1", "mail.log"):
         os.utime(tmp_path / f, (NOW, NOW))
     cfg = parse_config({"ops": {"logs": [str(log)], "hostname": "gw1"}})
-    tally, sessions, start, end, notes = report.collect_day(cfg, DAY, NOW, UTC)
+    tally, sessions, start, end, notes = report.collect_day(cfg, DAY, NOW, timezone.utc)
     assert (start, end) == (START, END)
     assert tally.by_label("greylist") == {"new": 1}
     assert sessions == {"192.0.2.1": 1}
@@ -179,7 +179,7 @@ def test_deliver_writes_and_mails_multipart(tmp_path):
     old.write_text("old")
     os.utime(old, (NOW - 40 * 86400, NOW - 40 * 86400))
     r = build()
-    page = report.render_html(r, UTC)
+    page = report.render_html(r, timezone.utc)
     sent = []
 
     def mailer(argv, msg):

@@ -1,6 +1,6 @@
 """``passerelle status``: pure screen from probed values; probes with an injected runner."""
 
-from datetime import UTC
+from datetime import timezone
 
 import pytest
 from maillog.smlog import NOW
@@ -58,7 +58,7 @@ def test_all_well():
             "connwatch|block": 1,
         },
     )
-    st = assess(s, UTC)
+    st = assess(s, timezone.utc)
     text = st.text()
     assert st.state == "OK" and st.exit_code == 0
     assert text.startswith("gw1  2026-11-27 11:00 UTC  passerelle 9.8.7\n")
@@ -78,17 +78,17 @@ def test_a_daemon_down_is_critical_and_old_signatures_a_warning():
         units=[Unit("sendmail", "active", "running"), Unit("clamav-daemon", "failed", "failed")],
         signatures=("daily.cld", NOW - 3 * 86400),
     )
-    st = assess(s, UTC)
+    st = assess(s, timezone.utc)
     assert st.state == "CRITICAL" and st.exit_code == 2
     assert "  DOWN clamav-daemon  failed (failed)" in st.text()
     assert "no counts yet" in st.text()
     assert st.lines[-1] == "CRITICAL: clamav-daemon failed; signatures 3d old"
-    st = assess(Snapshot("gw1", NOW, signatures=("x.hdb", NOW - 2 * 86400)), UTC)
+    st = assess(Snapshot("gw1", NOW, signatures=("x.hdb", NOW - 2 * 86400)), timezone.utc)
     assert st.state == "WARNING" and st.exit_code == 1
 
 
 def test_long_queue_is_a_warning():
-    st = assess(Snapshot("gw1", NOW, queues={"/q": 501}), UTC)
+    st = assess(Snapshot("gw1", NOW, queues={"/q": 501}), timezone.utc)
     assert st.state == "WARNING" and "queue 501 > 500" in st.lines[-1]
 
 
@@ -135,7 +135,7 @@ def test_probe_with_injected_runner(tmp_path):
     assert snap.today is None
     broken = status.probe(cfg, NOW, lambda argv: (1, "Failed to connect to bus"))
     assert broken.problems == ["systemctl show failed (1): Failed to connect to bus"]
-    assert assess(broken, UTC).state == "WARNING"
+    assert assess(broken, timezone.utc).state == "WARNING"
 
 
 @pytest.mark.parametrize(

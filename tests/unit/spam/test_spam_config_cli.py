@@ -1,7 +1,7 @@
 import pytest
 
 from passerelle.cli import main
-from passerelle.config import ConfigError
+from passerelle.config import ConfigError, tomllib
 from passerelle.spam.config import SpamConfig, parse_config
 
 FULL = """
@@ -38,8 +38,6 @@ total_timeout = "20s"
 
 
 def test_full_config(tmp_path):
-    import tomllib
-
     cfg = parse_config(tomllib.loads(FULL))
     assert cfg.spamd == ("127.0.0.1:783", "unix:/run/spamd.sock", "[::1]:783")
     assert cfg.connect_timeout == 2.0
@@ -81,8 +79,6 @@ def test_defaults():
     ],
 )
 def test_errors_name_the_key(text, key):
-    import tomllib
-
     with pytest.raises(ConfigError) as exc:
         parse_config(tomllib.loads(text), "f.toml")
     assert exc.value.key == key

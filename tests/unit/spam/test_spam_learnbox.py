@@ -1,5 +1,7 @@
 """Learning from the forwarded-mail mailboxes: who may teach, what is learned, nothing lost."""
 
+from __future__ import annotations
+
 import email
 import os
 import subprocess

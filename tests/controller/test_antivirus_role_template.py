@@ -1,15 +1,15 @@
 """The antivirus role's TOML template renders a configuration the milter accepts, with
 rules whose regular expressions need escaping (what `validate:` checks on the hosts)."""
 
-import tomllib
 from pathlib import Path
 
 import yaml
 
 from ansible_render import render as render_role
 from passerelle.antivirus.config import parse_config
+from passerelle.config import tomllib
 
-ROLE = Path(__file__).resolve().parents[3] / "roles" / "antivirus"
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "antivirus"
 
 
 def render(**overrides):

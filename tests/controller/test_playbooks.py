@@ -71,7 +71,7 @@ BAD = [
             "passerelle_domains": [{"name": "ldap-x.test", "routing": "ldap"}],
             "passerelle_ldap": {"uri": "ldap://d", "base": "dc=x", "bind_dn": "cn=gw,dc=x"},
         },
-        # the secrets check comes first and names the missing one (tests/unit/test_secrets.py)
+        # the secrets check comes first and names the missing one (tests/controller/test_secrets.py)
         "needs the secret passerelle_ldap.bind_password",
     ),
     (

@@ -17,7 +17,7 @@ from passerelle.config import ConfigError
 from passerelle.routing.config import LdapSettings, parse_config
 from plugins import load
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 pm = load("filter_plugins/passerelle_maps.py")
 
 
