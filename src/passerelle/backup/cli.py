@@ -15,7 +15,7 @@ CONFIG_HELP = "config file (default /etc/passerelle/backup.toml)"
 
 
 def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _size(n: int) -> str:

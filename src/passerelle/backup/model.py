@@ -27,7 +27,7 @@ class ManifestError(ValueError):
 # -- names ---------------------------------------------------------------------------------
 def backup_name(when: float) -> str:
     """The folder name of a backup made at ``when`` (UTC, to the second)."""
-    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def name_time(name: str) -> float | None:
@@ -36,7 +36,7 @@ def name_time(name: str) -> float | None:
     if not m:
         return None
     try:
-        when = dt.datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        when = dt.datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
     except ValueError:
         return None
     return when.timestamp()
