@@ -116,7 +116,8 @@ def send_probe(
             ):
                 if code >= 400:
                     raise ProbeError(f"{step} refused: {code} {_text(text)}")
-            code, text = s.data(msg.as_bytes())
+            # CRLF line ends: sendmail refuses a bare LF in DATA (SMTP smuggling fix).
+            code, text = s.data(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
     except ProbeError:
         raise
     except (OSError, smtplib.SMTPException) as exc:

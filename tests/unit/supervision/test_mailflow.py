@@ -179,11 +179,13 @@ def test_check_without_a_log_is_unknown(tmp_path):
 
 
 def _smtp_server(replies):
-    """A one-connection SMTP server answering from ``replies`` (command prefix -> reply)."""
+    """A one-connection SMTP server answering from ``replies`` (command prefix -> reply): its
+    port, the commands it saw and the raw lines of the message (DATA)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     seen = []
+    data_lines = []
 
     def serve():
         conn, _ = srv.accept()
@@ -193,6 +195,7 @@ def _smtp_server(replies):
         for raw in f:
             line = raw.decode().rstrip("\r\n")
             if in_data:
+                data_lines.append(raw)
                 if line == ".":
                     in_data = False
                     conn.sendall(replies["."].encode() + b"\r\n")
@@ -211,19 +214,29 @@ def _smtp_server(replies):
         srv.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], seen
+    return srv.getsockname()[1], seen, data_lines
 
 
 def test_send_probe_returns_sendmails_queue_id():
-    port, seen = _smtp_server({".": f"250 2.0.0 {QID} Message accepted for delivery"})
+    port, seen, _ = _smtp_server({".": f"250 2.0.0 {QID} Message accepted for delivery"})
     msg = mailflow.probe_message("", "alice@static-a.test", "gw1.test", "tag1", 0.0)
     assert send_probe("127.0.0.1", port, "", "alice@static-a.test", msg, 5) == QID
     said = [s.upper() for s in seen]
     assert "MAIL FROM:<>" in said and "RCPT TO:<ALICE@STATIC-A.TEST>" in said
 
 
+def test_send_probe_ends_every_line_with_crlf():
+    # sendmail 8.17 (Debian 12's since the SMTP smuggling fix) refuses a bare LF in DATA:
+    # "421 4.5.0 Bare linefeed (LF) not allowed".
+    port, _, lines = _smtp_server({".": f"250 2.0.0 {QID} Message accepted for delivery"})
+    msg = mailflow.probe_message("", "alice@static-a.test", "gw1.test", "tag3", 0.0)
+    send_probe("127.0.0.1", port, "", "alice@static-a.test", msg, 5)
+    assert len(lines) > 5
+    assert all(raw.endswith(b"\r\n") and b"\n" not in raw[:-2] for raw in lines), lines
+
+
 def test_send_probe_refused_rcpt_is_an_error():
-    port, _ = _smtp_server({"RCPT": "550 5.7.1 Relaying denied", ".": "250 x"})
+    port, _, _ = _smtp_server({"RCPT": "550 5.7.1 Relaying denied", ".": "250 x"})
     msg = mailflow.probe_message("", "x@unmanaged.test", "gw1.test", "tag2", 0.0)
     with pytest.raises(ProbeError, match=r"RCPT refused: 550 5\.7\.1 Relaying denied"):
         send_probe("127.0.0.1", port, "", "x@unmanaged.test", msg, 5)
