@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 import time
-import tomllib
 import uuid
 
 import pytest
+import tomllib
 from labsmtp import NET, message, podman_exec, smtp, wait_for_mail
 from test_30_greylist import _headers_of
 from test_40_antivirus import mime_message, quarantined
