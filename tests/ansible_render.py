@@ -11,6 +11,9 @@ undefined one fails the rendering (``StrictUndefined`` semantics, like Ansible).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from functools import cache
 from pathlib import Path
@@ -26,6 +29,24 @@ from ansible.vars.manager import VariableManager
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ROOT / "roles"
 LAB = ROOT / "inventory" / "lab"
+BIN = Path(sys.executable).parent
+
+
+def ansible_playbook(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the venv's ansible-playbook from the repository root with its ansible.cfg
+    (``env``: extra environment variables)."""
+    full_env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @cache

@@ -9,9 +9,6 @@ host is contacted.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +17,12 @@ import yaml
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader, init_plugin_loader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 
+from ansible_render import ansible_playbook, trust
 from plugins import load
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 pc = load("filter_plugins/passerelle_components.py")
 
@@ -41,16 +38,6 @@ PLAYBOOKS = sorted(
         *(ROOT / "playbooks/lab").glob("*.yml"),
     ]
 )
-
-
-def _trust(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trust(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trust(v) for v in value]
-    return value
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -95,15 +82,15 @@ def _resolve(playbook: str, inventory: str) -> list[tuple[int, str, str]]:
         if "hosts" not in play:
             continue
         base = {"groups": {g.name: [h.name for h in g.get_hosts()] for g in inv.groups.values()}}
-        pattern = Templar(loader=loader, variables=_trust({**base, **play_vars})).template(
-            _trust(str(play["hosts"]))
+        pattern = Templar(loader=loader, variables=trust({**base, **play_vars})).template(
+            trust(str(play["hosts"]))
         )
         for host in inv.list_hosts(pattern):
             hv = {
                 **base,
-                **_trust(host.get_vars()),
-                **_trust(play.get("vars") or {}),
-                **_trust(play_vars),
+                **trust(host.get_vars()),
+                **trust(play.get("vars") or {}),
+                **trust(play_vars),
                 "group_names": sorted(g.name for g in host.get_groups() if g.name != "all"),
                 "inventory_hostname": host.name,
             }
@@ -111,7 +98,7 @@ def _resolve(playbook: str, inventory: str) -> list[tuple[int, str, str]]:
             for entry in play.get("roles") or []:
                 name = entry if isinstance(entry, str) else entry["role"]
                 conds = [] if isinstance(entry, str) else _conditions(entry.get("when"))
-                if all(templar.evaluate_conditional(_trust(c)) for c in conds):
+                if all(templar.evaluate_conditional(trust(c)) for c in conds):
                     out.append((index, host.name, name))
             for task in _tasks(play):
                 args = task.get("ansible.builtin.include_role") or task.get(
@@ -121,14 +108,12 @@ def _resolve(playbook: str, inventory: str) -> list[tuple[int, str, str]]:
                     continue
                 items = [None]
                 if "loop" in task:
-                    items = templar.template(_trust(task["loop"]))
+                    items = templar.template(trust(task["loop"]))
                 loop_var = (task.get("loop_control") or {}).get("loop_var", "item")
                 for item in items:
                     t = Templar(loader=loader, variables={**hv, loop_var: item})
-                    if all(
-                        t.evaluate_conditional(_trust(c)) for c in _conditions(task.get("when"))
-                    ):
-                        out.append((index, host.name, t.template(_trust(args["name"]))))
+                    if all(t.evaluate_conditional(trust(c)) for c in _conditions(task.get("when"))):
+                        out.append((index, host.name, t.template(trust(args["name"]))))
     return out
 
 
@@ -230,13 +215,13 @@ def _evaluated(name: str, groups: list[str]) -> set[str]:
         for play in _load(path):
             if "hosts" not in play:
                 continue
-            hv = _trust({**(play.get("vars") or {}), "group_names": groups})
+            hv = trust({**(play.get("vars") or {}), "group_names": groups})
             entries = [e for e in play.get("roles") or [] if isinstance(e, dict)]
             entries += [t for t in _tasks(play)]
             for entry in entries:
                 value = (entry.get("vars") or {}).get(name)
                 if value is not None:
-                    out.add(Templar(loader=DataLoader(), variables=hv).template(_trust(value)))
+                    out.add(Templar(loader=DataLoader(), variables=hv).template(trust(value)))
     return out
 
 
@@ -316,23 +301,15 @@ def test_production_site_targets_no_lab_role(playbook):
 @pytest.mark.parametrize("playbook", PRODUCTION_PLAYBOOKS)
 def test_production_plays_target_no_lab_group(playbook):
     for _file, play, play_vars in _plays(ROOT / playbook):
-        pattern = Templar(loader=DataLoader(), variables=_trust(play_vars)).template(
-            _trust(str(play["hosts"]))
+        pattern = Templar(loader=DataLoader(), variables=trust(play_vars)).template(
+            trust(str(play["hosts"]))
         )
         named = set(pattern.replace("&", ":").replace("!", ":").split(":")) & pc.lab_only_groups()
         assert not named, f"play {play['name']!r} targets lab groups {named}"
 
 
 def test_production_list_tasks_shows_no_lab_role():
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    res = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "inventory/production", "--list-tasks", "site.yml"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = ansible_playbook("-i", "inventory/production", "--list-tasks", "site.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     for role in pc.lab_only_roles():
         assert f"{role} :" not in res.stdout, f"site.yml lists {role}'s tasks"

@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ansible_render import ansible_playbook
 from plugins import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,19 +89,8 @@ def test_a_run_validates_the_domains_once_per_host(tmp_path):
     playbook = tmp_path / "count.yml"
     playbook.write_text(PLAY.format(root=ROOT))
     log = tmp_path / "validations"
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        PASSERELLE_MAPS_COUNT=str(log),
-    )
-    res = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "inventory/lab/hosts.yml", str(playbook)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = ansible_playbook(
+        "-i", "inventory/lab/hosts.yml", str(playbook), env={"PASSERELLE_MAPS_COUNT": str(log)}
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     sizes = Counter(int(line.split()[1]) for line in log.read_text().splitlines())

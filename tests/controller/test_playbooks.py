@@ -5,27 +5,13 @@ connection, so no container is involved)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ansible_render import ansible_playbook
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize(
@@ -37,7 +23,7 @@ def _playbook(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_syntax_check(inventory, playbook):
-    res = _playbook("-i", inventory, "--syntax-check", playbook)
+    res = ansible_playbook("-i", inventory, "--syntax-check", playbook)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -96,7 +82,7 @@ BAD = [
 
 @pytest.mark.parametrize(("extra", "named"), BAD, ids=[b[1] for b in BAD])
 def test_bad_fleet_data_fails_before_any_host_changes(extra, named):
-    res = _playbook("-i", "inventory/lab", "playbooks/lab/site.yml", "-e", json.dumps(extra))
+    res = ansible_playbook("-i", "inventory/lab", "playbooks/lab/site.yml", "-e", json.dumps(extra))
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     # (the callback wraps long messages: compare with the whitespace collapsed)

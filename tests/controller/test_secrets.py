@@ -4,16 +4,14 @@ play gathers no facts and runs only assert on the controller, so no host is touc
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ansible_render import ansible_playbook
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 SECRETS = {
     "passerelle_greylist_db_secret": "0123456789abcdef-test",
@@ -47,15 +45,7 @@ def _validate(tmp_path: Path, host_vars: dict, inventory: Path | None = None):
                 }
             )
         )
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    res = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/validate.yml"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = ansible_playbook("-i", str(inventory), "playbooks/validate.yml")
     return res.returncode, " ".join((res.stdout + res.stderr).split())
 
 

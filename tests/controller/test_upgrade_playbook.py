@@ -5,19 +5,16 @@ from ansible-playbook's own --list-hosts (the real pattern and inventory logic).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ansible_render import ansible_playbook
 from plugins import load
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 pc = load("filter_plugins/passerelle_components.py")
 
 
@@ -49,15 +46,7 @@ def test_play_hosts_unknown_group_is_an_error():
 
 
 def _list_hosts(playbook: str, inventory: str) -> list[tuple[str, list[str]]]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    res = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", inventory, "--list-hosts", playbook],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = ansible_playbook("-i", inventory, "--list-hosts", playbook)
     assert res.returncode == 0, res.stdout + res.stderr
     plays: list[tuple[str, list[str]]] = []
     for line in res.stdout.splitlines():
