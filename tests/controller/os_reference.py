@@ -162,7 +162,6 @@ def same(value: Any) -> Name:
 # table (filter_plugins/passerelle_components.py): unit, check_procs arguments.
 _SUPERVISION_DEBIAN = {
     "plugins": "/usr/lib/nagios/plugins",
-    "agent_unit": "nagios-nrpe-server.service",
     "daemons": {
         "sendmail": {"unit": "sendmail.service", "procs": "-C sendmail -a MTA"},
         "spamd": {"unit": "spamd.service", "procs": "-a '/usr/sbin/spamd'"},
@@ -176,7 +175,6 @@ _SUPERVISION_DEBIAN = {
 }
 _SUPERVISION_EL = {
     "plugins": "/usr/lib64/nagios/plugins",
-    "agent_unit": "nrpe.service",
     "daemons": {
         # ExecStart is /usr/sbin/sendmail.sendmail: its process name is not "sendmail", so
         # the daemon is found by its title ("sendmail: MTA: accepting connections").
