@@ -51,7 +51,8 @@ STATUS_DIR = "/var/lib/passerelle-status"
 @functools.cache
 def os_names(os_family: str | None) -> dict[str, Any]:
     """The supervision names of an OS family: ``plugins``, ``agent_unit`` and, per daemon,
-    ``unit`` and ``procs`` (from the NRPE role's ``vars/<os_family>.yml``)."""
+    ``unit``, ``procs`` and the OS's ``name`` when it is not the table's (from the NRPE
+    role's ``vars/<os_family>.yml``)."""
     simple = isinstance(os_family, str) and os_family.isalnum() and os_family.isascii()
     path = OS_TABLES / f"{os_family}.yml"
     if not simple or os_family == "main" or not path.is_file():
@@ -206,11 +207,10 @@ def passerelle_checks(
         if name in DAEMONS:
             label, unit, args = DAEMONS[name]
         elif name in names["daemons"]:
-            label, unit, args = (
-                name,
-                names["daemons"][name]["unit"],
-                names["daemons"][name]["procs"],
-            )
+            # the OS's name of the daemon (EL's httpd for the table's apache2)
+            os_daemon = names["daemons"][name]
+            name = label = os_daemon.get("name", name)
+            unit, args = os_daemon["unit"], os_daemon["procs"]
         else:
             raise AnsibleFilterError(
                 f"passerelle_checks: daemon {name!r} has no unit in the {os_family} table "
