@@ -148,8 +148,8 @@ class Name:
     debian13: Any = None  # None: as on Debian 12
 
     def on(self, os_id: str) -> Any:
-        if os_id == "debian13" and self.debian13 is not None:
-            return self.debian13
+        if os_id == "debian13":
+            return self.debian12 if self.debian13 is None else self.debian13
         return getattr(self, os_id)
 
 
@@ -185,7 +185,7 @@ _SUPERVISION_EL = {
         "mariadb": {"unit": "mariadb.service", "procs": "-C mariadbd"},
         "slapd": {"unit": "slapd.service", "procs": "-C slapd"},
         "nagios": {"unit": "nagios.service", "procs": "-C nagios"},
-        "apache2": {"unit": "httpd.service", "procs": "-C httpd"},
+        "apache2": {"name": "httpd", "unit": "httpd.service", "procs": "-C httpd"},
     },
 }
 
@@ -398,6 +398,11 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__slapd_pid_file": Name("/run/slapd/slapd.pid", "/run/openldap/slapd.pid", "openldap"),
     },
     "spam_milter": {
+        # The units the milter starts after: on Debian, spamd's and the name it had before
+        # Debian 11 (kept so that the Debian unit did not change).
+        "__spam_milter_spamd_units": Name(
+            ["spamd.service", "spamassassin.service"], ["spamassassin.service"], "spamassassin"
+        ),
         "__spam_milter_packages": Name(["python3-milter"], ["python3-pymilter"], "python"),
         "__spam_milter_bayes_user": Name("debian-spamd", "spamd", "spamassassin"),
     },
@@ -443,21 +448,15 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-# Debian values that are also ordinary words or EL names, so not looked for: apache's module
-# names (the same modules on EL, loaded by conf.modules.d), "slapd" (EL's daemon too),
-# /usr/sbin/sendmail (EL's alternatives link, what the milters call to re-inject), the
-# check_procs arguments that EL shares.
+# Values that are also ordinary words or the other family's names, so not looked for:
+# apache's module names (mod_ssl is upstream's name too; EL loads the same modules from
+# conf.modules.d), "clamd" and "slapd" (the daemons' names on both, EL's package names),
+# "ldap" (EL's slapd user, a word of every LDAP setting), /usr/sbin/sendmail (EL's
+# alternatives link, what the milters call to re-inject).
 _NOT_TOKENS = {
-    "cgi",
-    "ssl",
-    "headers",
-    "rewrite",
-    "auth_basic",
-    "authn_file",
-    "authz_user",
-    "slapd",
-    "/usr/sbin/sendmail",
-}
+    "cgi", "ssl", "headers", "rewrite", "auth_basic", "authn_file", "authz_user", "mod_ssl",
+    "clamd", "slapd", "ldap", "/usr/sbin/sendmail",
+}  # fmt: skip
 
 
 def debian_only_tokens(reference: dict[str, dict[str, Name]] = REFERENCE) -> set[str]:
@@ -469,7 +468,13 @@ def debian_only_tokens(reference: dict[str, dict[str, Name]] = REFERENCE) -> set
             el.update(_strings(name.el9))
             for os_id in DEBIAN_OSES:
                 debian.update(_strings(name.on(os_id)))
-    return {t for t in debian - el if t not in _NOT_TOKENS and len(t) > 2}
+    # A folder of one family that holds the other's (EL's /run/sendmail, Debian's
+    # /run/sendmail/mta) is not looked for in the other's renderings.
+    return {
+        t
+        for t in debian - el
+        if t not in _NOT_TOKENS and len(t) > 2 and not any(e.startswith(t + "/") for e in el)
+    }
 
 
 def leaks(text: str, tokens: Iterable[str]) -> list[str]:
