@@ -12,6 +12,9 @@ would (``tests/ansible_render.py``), and checked against the table of the real n
   rendering (``clamav-daemon``, ``/usr/lib/nagios/plugins``, ``/var/log/mail.log``...), or an
   EL-only name in a Debian rendering.
 
+``test_no_debian_name_outside_the_debian_table``: no line of a role's tasks, handlers,
+defaults, templates or ``vars/main.yml`` (comments aside) holds a Debian-only name.
+
 ``test_a_debian_name_in_el_vars_is_caught``: the same checks, run on a copy of the roles whose
 EL table was broken on purpose (Debian's values in ``roles/resolver/vars/RedHat.yml``), must
 report it.
@@ -318,3 +321,39 @@ def test_debian_oses_share_the_debian_tables() -> None:
         if ref.on(DEBIAN_OSES[0]) != ref.on(DEBIAN_OSES[1])
     ]
     assert different == []
+
+
+# -- the roles' sources: a Debian-only name lives in vars/Debian.yml and nowhere else -----------
+def _source_lines(role: Path) -> Iterator[tuple[Path, int, str]]:
+    """Every line of the role that is not a comment, outside vars/Debian.yml and vars/RedHat.yml
+    (whose values the reference checks) and meta/ (documentation)."""
+    for path in sorted(role.rglob("*")):
+        rel = path.relative_to(role)
+        if (
+            not path.is_file()
+            or rel.parts[0] in ("meta", "files")
+            or rel.suffix
+            not in (
+                ".yml",
+                ".j2",
+            )
+        ):
+            continue
+        if rel.parts[0] == "vars" and rel.stem in ("Debian", "RedHat"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.lstrip().startswith(("#", "{#")):
+                yield rel, number, line
+
+
+@pytest.mark.parametrize("role", ALL_ROLES)
+def test_no_debian_name_outside_the_debian_table(role: str) -> None:
+    """Tasks, handlers, defaults, templates and vars/main.yml name the OS's things through the
+    role's variables: a literal Debian-only name there would reach EL hosts."""
+    tokens = debian_only_tokens()
+    found = [
+        f"{role}/{rel}:{number}: {leaks(line, tokens)}"
+        for rel, number, line in _source_lines(ansible_render.ROLES / role)
+        if leaks(line, tokens)
+    ]
+    assert found == []
