@@ -357,3 +357,27 @@ def test_no_debian_name_outside_the_debian_table(role: str) -> None:
         if leaks(line, tokens)
     ]
     assert found == []
+
+
+# -- EL-only tasks never run on Debian ---------------------------------------------------------
+PACKAGES_PLAY = ansible_render.ROOT / "playbooks" / "packages.yml"
+
+
+def _el_only(task: dict[str, Any]) -> bool:
+    when = task.get("when") or []
+    return "ansible_facts['os_family'] == 'RedHat'" in (when if isinstance(when, list) else [when])
+
+
+def test_epel_and_crb_are_enabled_on_el_only_before_the_install() -> None:
+    tasks = yaml.safe_load(PACKAGES_PLAY.read_text())[0]["tasks"]
+    names = [t["name"] for t in tasks]
+    crb = names.index("Enable CRB (RedHat)")
+    epel = names.index("Enable EPEL (RedHat)")
+    install = names.index("Install all packages of this host (RedHat)")
+    assert crb < epel < install
+    assert tasks[crb]["community.general.dnf_config_manager"] == {
+        "name": ["crb"],
+        "state": "enabled",
+    }
+    assert tasks[epel]["ansible.builtin.dnf"]["name"] == "epel-release"
+    assert _el_only(tasks[crb]) and _el_only(tasks[epel])
