@@ -364,8 +364,7 @@ PACKAGES_PLAY = ansible_render.ROOT / "playbooks" / "packages.yml"
 
 
 def _el_only(task: dict[str, Any]) -> bool:
-    when = task.get("when") or []
-    return "ansible_facts['os_family'] == 'RedHat'" in (when if isinstance(when, list) else [when])
+    return "ansible_facts['os_family'] == 'RedHat'" in _conditions(task)
 
 
 def test_epel_and_crb_are_enabled_on_el_only_before_the_install() -> None:
@@ -381,3 +380,55 @@ def test_epel_and_crb_are_enabled_on_el_only_before_the_install() -> None:
     }
     assert tasks[epel]["ansible.builtin.dnf"]["name"] == "epel-release"
     assert _el_only(tasks[crb]) and _el_only(tasks[epel])
+
+
+# Modules that only exist, or only mean something, on EL.
+EL_ONLY_MODULES = (
+    "ansible.posix.firewalld",
+    "ansible.posix.seboolean",
+    "community.general.sefcontext",
+    "community.general.seport",
+    "community.general.dnf_config_manager",
+)
+
+
+def _all_tasks() -> Iterator[tuple[Path, dict[str, Any]]]:
+    files = [*sorted(ansible_render.ROLES.glob("*/tasks/*.yml")), PACKAGES_PLAY]
+    for path in files:
+        data = yaml.safe_load(path.read_text()) or []
+        tasks = data[0]["tasks"] if path == PACKAGES_PLAY else data
+        for task in tasks:
+            yield path, task
+            for key in ("block", "rescue", "always"):
+                for sub in task.get(key) or []:
+                    yield path, {**sub, "when": [*_conditions(task), *_conditions(sub)]}
+
+
+def _conditions(task: dict[str, Any]) -> list[str]:
+    when = task.get("when") or []
+    return list(when) if isinstance(when, list) else [when]
+
+
+def test_el_only_modules_run_on_el_only() -> None:
+    used = [(p, t) for p, t in _all_tasks() if any(m in t for m in EL_ONLY_MODULES)]
+    assert used, "no EL-only task found"
+    unguarded = [f"{p}: {t['name']}" for p, t in used if not _el_only(t)]
+    assert unguarded == []
+
+
+@pytest.mark.parametrize(
+    ("role", "ports"),
+    [
+        ("sendmail", ["25/tcp"]),
+        ("nrpe", ["5666/tcp"]),
+        ("mariadb", ["3306/tcp"]),
+        ("nagios", ["80/tcp", "443/tcp"]),
+    ],
+)
+def test_firewalld_opens_the_ports_each_role_listens_on(role: str, ports: list[str]) -> None:
+    variables = _templated(role, "el9")
+    assert _value(variables, f"__{role}_firewall_ports") == ports
+    (task,) = [t for p, t in _all_tasks() if p.parts[-3] == role and "ansible.posix.firewalld" in t]
+    args = task["ansible.posix.firewalld"]
+    assert args["permanent"] is True and args["immediate"] is True
+    assert task["loop"] == f"{{{{ __{role}_firewall_ports }}}}"
