@@ -134,6 +134,12 @@ SOURCES: dict[str, str] = {
         + " (not re-read): user ldap, /etc/openldap/slapd.d, /etc/openldap/schema, PID "
         "/run/openldap/slapd.pid; clients in openldap-clients (BaseOS)"
     ),
+    "selinux": (
+        "RHEL 9 selinux-policy booleans (" + _STREAM.format("selinux-policy") + ", not "
+        "re-read): antivirus_can_scan_system and antivirus_use_jit (module antivirus, "
+        "recommended by EPEL's clamd README for clamd), nagios_run_sudo (module nagios: NRPE "
+        "may run sudo); Debian has no SELinux by default (none)"
+    ),
     "same": "the same name on Debian and EL (the upstream's own name)",
 }
 
@@ -229,6 +235,9 @@ REFERENCE: dict[str, dict[str, Name]] = {
             "/etc/systemd/system/clamav-daemon.service.d",
             "/etc/systemd/system/clamd@scan.service.d",
             "clamav",
+        ),
+        "__clamav_selinux_booleans": Name(
+            [], ["antivirus_can_scan_system", "antivirus_use_jit"], "selinux"
         ),
         "__clamav_socket_dropin_dir": Name(
             "/etc/systemd/system/clamav-daemon.socket.d", "", "clamav"
@@ -327,6 +336,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
             "/etc/nagios/nrpe.d/passerelle.cfg", "/etc/nrpe.d/passerelle.cfg", "nrpe"
         ),
         "__nrpe_supervision": Name(_SUPERVISION_DEBIAN, _SUPERVISION_EL, "nrpe"),
+        "__nrpe_selinux_booleans": Name([], ["nagios_run_sudo"], "selinux"),
     },
     "ops_reports": {
         "__ops_reports_packages": same(["rsyslog"]),
