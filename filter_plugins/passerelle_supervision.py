@@ -2,11 +2,12 @@
 agent (commands), the Nagios server (services) and the process watch (units) all read, so
 adding a host to a group adds its checks everywhere.
 
-``group_names | passerelle_checks(settings, db_hosts)`` returns the host's checks, each::
+``group_names | passerelle_checks(settings, db_hosts, os_family=ansible_facts['os_family'])``
+returns the host's checks, each::
 
     {"name": "proc_spamd", "description": "Process spamd",
-     "command": "/usr/lib/nagios/plugins/check_procs -c 1: -C spamd",
-     "sudo": False, "unit": "spamd.service"}
+     "command": "<plugins>/check_procs -c 1: <spamd's procs>",
+     "sudo": False, "unit": "<spamd's unit>"}
 
 ``name`` is the NRPE command name (``check_nrpe -c NAME``), ``description`` the Nagios
 service description, ``command`` what NRPE runs (``sudo`` ones run through ``sudo -n``, with
@@ -18,26 +19,53 @@ fleet's component table (``filter_plugins/passerelle_components.py``). Threshold
 the host's kind (first of gateway, smtpx, db, ldap, mailstore, monitoring) --
 ``KIND_DEFAULTS`` -- and any of them can be overridden per host or group with
 ``passerelle_supervision`` (``settings`` here), e.g. ``{queue_warning: 5, queue_critical:
-50}``. ``group_names | passerelle_watch_units(settings)`` gives the units alone.
+50}``. ``group_names | passerelle_watch_units(settings, os_family=...)`` gives the units alone.
+
+The OS's names (the plugins' folder, each daemon's unit and ``check_procs`` arguments, the
+NRPE agent's unit) are the NRPE role's table of the host's OS family,
+``roles/nrpe/vars/<os_family>.yml`` (``__nrpe_supervision``, ``__nrpe_service``): no
+distribution's name is written here.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ansible.errors import AnsibleFilterError
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
 import _passerelle_load
 
-PLUGINS = "/usr/lib/nagios/plugins"
+OS_TABLES = Path(__file__).resolve().parent.parent / "roles" / "nrpe" / "vars"
 PASSERELLE = "/usr/local/bin/passerelle"
 STATUS_DIR = "/var/lib/passerelle-status"
+
+
+@functools.cache
+def os_names(os_family: str | None) -> dict[str, Any]:
+    """The supervision names of an OS family: ``plugins``, ``agent_unit`` and, per daemon,
+    ``unit``, ``procs`` and the OS's ``name`` when it is not the table's (from the NRPE
+    role's ``vars/<os_family>.yml``)."""
+    simple = isinstance(os_family, str) and os_family.isalnum() and os_family.isascii()
+    path = OS_TABLES / f"{os_family}.yml"
+    if not simple or os_family == "main" or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in OS_TABLES.glob("*.yml") if p.stem != "main"))
+        raise AnsibleFilterError(
+            f"passerelle_checks: no supervision names for os_family {os_family!r} "
+            f"(known: {known}); pass os_family=ansible_facts['os_family']"
+        )
+    table = yaml.safe_load(path.read_text()) or {}
+    names = table.get("__nrpe_supervision")
+    if not isinstance(names, dict) or not {"plugins", "daemons"} <= set(names):
+        raise AnsibleFilterError(f"{path}: __nrpe_supervision needs plugins and daemons")
+    return {**names, "agent_unit": f"{table['__nrpe_service']}.service"}
 
 
 def _components() -> Any:
@@ -72,19 +100,12 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "monitoring": dict(_COMMON),
 }
 
-# Daemons: (label, unit, check_procs arguments).
+# Passerelle's own daemons: (label, unit, check_procs arguments), the same on every OS. The
+# OS's daemons (sendmail, spamd, clamd...) are in the OS family's table (``os_names``).
 DAEMONS: dict[str, tuple[str, str, str]] = {
-    "sendmail": ("sendmail", "sendmail.service", "-C sendmail -a MTA"),
     "greylist": ("greylist milter", "passerelle-greylist.service", "-a 'greylist milter'"),
     "antivirus": ("antivirus milter", "passerelle-antivirus.service", "-a 'antivirus milter'"),
     "spam": ("spam milter", "passerelle-spam.service", "-a 'spam milter'"),
-    "spamd": ("spamd", "spamd.service", "-a '/usr/sbin/spamd'"),
-    "clamd": ("clamd", "clamav-daemon.service", "-C clamd"),
-    "freshclam": ("freshclam", "clamav-freshclam.service", "-C freshclam"),
-    "mariadb": ("mariadb", "mariadb.service", "-C mariadbd"),
-    "slapd": ("slapd", "slapd.service", "-C slapd"),
-    "nagios": ("nagios", "nagios4.service", "-C nagios4"),
-    "apache2": ("apache2", "apache2.service", "-C apache2"),
 }
 MILTER_SOCKETS = {
     "greylist": "unix:/run/passerelle/greylist.sock",
@@ -146,11 +167,14 @@ def passerelle_checks(
     settings: Mapping[str, Any] | None = None,
     db_hosts: Sequence[str] = (),
     db_port: int = 3306,
+    os_family: str | None = None,
 ) -> list[dict[str, Any]]:
     kind = host_kind(group_names)
     if kind is None:
         return []
     s = _settings(kind, settings)
+    names = os_names(os_family)
+    plugins = names["plugins"]
     sockets = {**MILTER_SOCKETS, **dict(s.get("milter_sockets") or {})}
     checks: list[dict[str, Any]] = []
 
@@ -159,11 +183,11 @@ def passerelle_checks(
             {"name": name, "description": desc, "command": cmd, "sudo": sudo, "unit": unit}
         )
 
-    add("load", "Load", f"{PLUGINS}/check_load -r -w {s['load_warning']} -c {s['load_critical']}")
+    add("load", "Load", f"{plugins}/check_load -r -w {s['load_warning']} -c {s['load_critical']}")
     add(
         "disk",
         "Disk",
-        f"{PLUGINS}/check_disk -w {s['disk_warning']}% -c {s['disk_critical']}% -p / -p /var",
+        f"{plugins}/check_disk -w {s['disk_warning']}% -c {s['disk_critical']}% -p / -p /var",
     )
     add(
         "memory",
@@ -180,8 +204,19 @@ def passerelle_checks(
             sudo=True,
         )
     for name in d:
-        label, unit, args = DAEMONS[name]
-        add(f"proc_{name}", f"Process {label}", f"{PLUGINS}/check_procs -c 1: {args}", unit=unit)
+        if name in DAEMONS:
+            label, unit, args = DAEMONS[name]
+        elif name in names["daemons"]:
+            # the OS's name of the daemon (EL's httpd for the table's apache2)
+            os_daemon = names["daemons"][name]
+            name = label = os_daemon.get("name", name)
+            unit, args = os_daemon["unit"], os_daemon["procs"]
+        else:
+            raise AnsibleFilterError(
+                f"passerelle_checks: daemon {name!r} has no unit in the {os_family} table "
+                f"({OS_TABLES}/{os_family}.yml)"
+            )
+        add(f"proc_{name}", f"Process {label}", f"{plugins}/check_procs -c 1: {args}", unit=unit)
     for m in milters(group_names):
         add(
             f"milter_{m}",
@@ -223,11 +258,16 @@ def passerelle_checks(
 
 
 def passerelle_watch_units(
-    group_names: Sequence[str], settings: Mapping[str, Any] | None = None
+    group_names: Sequence[str],
+    settings: Mapping[str, Any] | None = None,
+    os_family: str | None = None,
 ) -> list[str]:
     """The systemd units the process watch keeps running on this host (and NRPE itself)."""
-    units = [c["unit"] for c in passerelle_checks(group_names, settings) if c["unit"]]
-    return [*units, "nagios-nrpe-server.service"] if units or host_kind(group_names) else units
+    checks = passerelle_checks(group_names, settings, os_family=os_family)
+    units = [c["unit"] for c in checks if c["unit"]]
+    if units or host_kind(group_names):
+        return [*units, os_names(os_family)["agent_unit"]]
+    return units
 
 
 def passerelle_networks_only(entries: Sequence[Any]) -> list[str]:

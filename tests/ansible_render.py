@@ -5,6 +5,10 @@ Variables, lowest first: the role's ``defaults/main.yml``; the inventory (group_
 host_vars, through Ansible's VariableManager) for ``host``; the role's ``vars/main.yml`` and
 ``vars/<os_family>.yml`` (what ``first_found`` + ``include_vars`` load); the ``set_fact`` tasks
 of the role whose ``when:`` holds (their task ``vars:`` with them); then ``overrides``.
+``ansible_facts`` holds the host's ``fqdn``, ``os_family`` and any ``facts`` given (an OS's
+``distribution``, ``distribution_major_version``: ``tests/controller/os_reference.py``).
+A template's ``include`` finds its siblings in the role's ``templates/``, as Ansible's
+``template`` action does.
 Templated values are resolved lazily by the Templar, as in a play, so a variable that needs an
 undefined one fails the rendering (``StrictUndefined`` semantics, like Ansible).
 """
@@ -112,6 +116,7 @@ def role_vars(
     inventory: Path = LAB,
     os_family: str = "Debian",
     overrides: dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables a play on ``host`` sees inside ``role`` (see the module's docstring)."""
     _plugins()
@@ -123,7 +128,7 @@ def role_vars(
     variables.update(
         ansible_managed="Ansible managed",
         ansible_os_family=os_family,
-        ansible_facts={"fqdn": f"{host}.example.test", "os_family": os_family},
+        ansible_facts={"fqdn": f"{host}.example.test", "os_family": os_family, **(facts or {})},
         role_path=str(path),
     )
     variables.update(trust(_yaml(path / "vars" / "main.yml")))
@@ -151,11 +156,17 @@ def render(
     *,
     inventory: Path = LAB,
     os_family: str = "Debian",
+    facts: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> str:
     """The text Ansible's ``template`` task writes for ``roles/<role>/templates/<src>``."""
-    variables = role_vars(role, host, inventory=inventory, os_family=os_family, overrides=overrides)
+    variables = role_vars(
+        role, host, inventory=inventory, os_family=os_family, overrides=overrides, facts=facts
+    )
     loader = _inventory(str(inventory))[0]
-    text = (ROLES / role / "templates" / src).read_text()
-    templar = Templar(loader=loader, variables=variables)
+    templates = ROLES / role / "templates"
+    text = (templates / src).read_text()
+    templar = Templar(loader=loader).copy_with_new_env(
+        searchpath=[str(templates)], available_variables=variables
+    )
     return templar.template(trust(text), preserve_trailing_newlines=True, escape_backslashes=False)

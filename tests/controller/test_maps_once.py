@@ -108,7 +108,7 @@ def test_ansible_loads_the_filters_and_their_loader_without_a_warning():
     expr = (
         '{{ ([{"name": "a.test", "server": "m"}] | passerelle_fleet_model).mailertable }} '
         '{{ "gwx-2008" | passerelle_sizing(["gateways"]) | length > 0 }} '
-        '{{ ["gateways"] | passerelle_checks | length > 0 }}'
+        '{{ ["gateways"] | passerelle_checks(os_family="Debian") | length > 0 }}'
     )
     res = subprocess.run(
         [str(BIN / "ansible"), "localhost", "-m", "debug", "-a", f"msg='{expr}'"],

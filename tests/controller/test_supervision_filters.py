@@ -18,7 +18,7 @@ def names(checks):
 
 
 def test_gateway_checks_cover_every_daemon_and_milter():
-    checks = sv.passerelle_checks(["gateways"], {}, ["db1"])
+    checks = sv.passerelle_checks(["gateways"], {}, ["db1"], os_family="Debian")
     n = names(checks)
     for want in ("load", "disk", "memory", "mail_queue", "signatures", "connwatch", "restarts"):
         assert want in n
@@ -34,7 +34,7 @@ def test_thresholds_per_kind_and_overrides():
     def queue_cmd(groups, settings=None):
         return next(
             c["command"]
-            for c in sv.passerelle_checks(groups, settings)
+            for c in sv.passerelle_checks(groups, settings, os_family="Debian")
             if c["name"] == "mail_queue"
         )
 
@@ -45,37 +45,43 @@ def test_thresholds_per_kind_and_overrides():
 
 
 def test_other_kinds():
-    assert "proc_mariadb" in names(sv.passerelle_checks(["greylist_db"]))
-    assert "proc_slapd" in names(sv.passerelle_checks(["ldap"]))
-    assert "proc_slapd" in names(sv.passerelle_checks(["greylist_db", "ldap"]))
-    smtpx = names(sv.passerelle_checks(["smtpx"], {}, ["db1"]))
+    assert "proc_mariadb" in names(sv.passerelle_checks(["greylist_db"], os_family="Debian"))
+    assert "proc_slapd" in names(sv.passerelle_checks(["ldap"], os_family="Debian"))
+    assert "proc_slapd" in names(sv.passerelle_checks(["greylist_db", "ldap"], os_family="Debian"))
+    smtpx = names(sv.passerelle_checks(["smtpx"], {}, ["db1"], os_family="Debian"))
     assert "milter_antivirus" in smtpx and "milter_greylist" not in smtpx
     assert "shared_db_db1" not in smtpx
-    assert sv.passerelle_checks(["internet"]) == []
+    assert sv.passerelle_checks(["internet"], os_family="Debian") == []
 
 
 def test_root_checks_are_marked_sudo():
-    sudo = {c["name"] for c in sv.passerelle_checks(["gateways"]) if c["sudo"]}
+    sudo = {c["name"] for c in sv.passerelle_checks(["gateways"], os_family="Debian") if c["sudo"]}
     assert sudo == {"mail_queue", "milter_greylist", "milter_antivirus", "milter_spam", "backup"}
 
 
 def test_milter_socket_override():
-    checks = sv.passerelle_checks(["smtpx"], {"milter_sockets": {"antivirus": "inet:9@h"}})
+    checks = sv.passerelle_checks(
+        ["smtpx"], {"milter_sockets": {"antivirus": "inet:9@h"}}, os_family="Debian"
+    )
     cmd = next(c["command"] for c in checks if c["name"] == "milter_antivirus")
     assert "--socket inet:9@h" in cmd
 
 
 def test_bad_settings_are_named():
     with pytest.raises(AnsibleFilterError, match="queu_warning"):
-        sv.passerelle_checks(["gateways"], {"queu_warning": 5})
+        sv.passerelle_checks(["gateways"], {"queu_warning": 5}, os_family="Debian")
     with pytest.raises(AnsibleFilterError, match="queue_critical"):
-        sv.passerelle_checks(["gateways"], {"queue_warning": 50, "queue_critical": 5})
+        sv.passerelle_checks(
+            ["gateways"], {"queue_warning": 50, "queue_critical": 5}, os_family="Debian"
+        )
     with pytest.raises(AnsibleFilterError, match="disk_critical"):
-        sv.passerelle_checks(["gateways"], {"disk_warning": 5, "disk_critical": 15})
+        sv.passerelle_checks(
+            ["gateways"], {"disk_warning": 5, "disk_critical": 15}, os_family="Debian"
+        )
 
 
 def test_watch_units():
-    units = sv.passerelle_watch_units(["smtpx"])
+    units = sv.passerelle_watch_units(["smtpx"], os_family="Debian")
     assert units == [
         "sendmail.service",
         "passerelle-antivirus.service",
@@ -83,7 +89,7 @@ def test_watch_units():
         "clamav-freshclam.service",
         "nagios-nrpe-server.service",
     ]
-    assert sv.passerelle_watch_units(["internet"]) == []
+    assert sv.passerelle_watch_units(["internet"], os_family="Debian") == []
 
 
 def test_networks_only():
@@ -93,9 +99,33 @@ def test_networks_only():
 
 def test_backup_age_is_checked_where_backups_are_made():
     for groups in (["gateways"], ["smtpx"], ["greylist_db"]):
-        (cmd,) = [c["command"] for c in sv.passerelle_checks(groups) if c["name"] == "backup"]
+        (cmd,) = [
+            c["command"]
+            for c in sv.passerelle_checks(groups, os_family="Debian")
+            if c["name"] == "backup"
+        ]
         assert cmd.endswith("check backup --max-age 26h"), cmd
     for groups in (["ldap"], ["monitoring"], ["mailstores"]):
-        assert "backup" not in names(sv.passerelle_checks(groups))
-    custom = sv.passerelle_checks(["greylist_db"], {"backup_max_age": "50h"})
+        assert "backup" not in names(sv.passerelle_checks(groups, os_family="Debian"))
+    custom = sv.passerelle_checks(["greylist_db"], {"backup_max_age": "50h"}, os_family="Debian")
     assert any(c["command"].endswith("--max-age 50h") for c in custom)
+
+
+def test_watch_units_on_el():
+    """EL's names come from the NRPE role's vars/RedHat.yml (the unit of clamd, NRPE)."""
+    assert sv.passerelle_watch_units(["smtpx"], os_family="RedHat") == [
+        "sendmail.service",
+        "passerelle-antivirus.service",
+        "clamd@scan.service",
+        "clamav-freshclam.service",
+        "nrpe.service",
+    ]
+    cmds = [c["command"] for c in sv.passerelle_checks(["gateways"], os_family="RedHat")]
+    assert "/usr/lib64/nagios/plugins/check_procs -c 1: -a '/usr/bin/spamd'" in cmds
+    assert not [c for c in cmds if "/usr/lib/nagios/" in c]
+
+
+def test_an_unknown_os_family_is_named():
+    for family in (None, "", "Suse", "../../etc"):
+        with pytest.raises(AnsibleFilterError, match="os_family"):
+            sv.passerelle_checks(["gateways"], os_family=family)
