@@ -1,6 +1,8 @@
 """The SQLite store keeps its WAL bounded however many decisions it writes."""
 
+import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -135,3 +137,34 @@ def test_serial_store_call_past_its_deadline_is_interrupted(tmp_path):
             s.deadline = 0.0
     finally:
         s.close()
+
+
+def test_a_connection_opened_while_another_writes_a_fresh_file_waits_for_it(tmp_path):
+    # A fresh database file is in rollback-journal mode until the first connection switches
+    # it to WAL. Switching needs an exclusive lock, and SQLite answers "database is locked" at
+    # once, without its busy handler, while another connection holds the write lock (found
+    # on the 3.13 CI: eight milter threads opening their connections on a new file). The
+    # store waits for the writer, within its timeout, instead of failing the decision.
+    path = tmp_path / "fresh.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (k INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.3, writer.execute, ("COMMIT",)).start()
+    store = sqlite_store.SQLiteStore(str(path), timeout=5.0)
+    c = store._connect()
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+
+
+def test_a_writer_that_never_lets_go_fails_the_connection_within_the_timeout(tmp_path):
+    path = tmp_path / "held.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (k INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    store = sqlite_store.SQLiteStore(str(path), timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store._connect()
+    assert 0.4 < time.monotonic() - t0 < 3

@@ -113,9 +113,9 @@ class SQLiteStore(SQLStore):
         c = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
         c.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        self._use_wal(c)
+        c.execute("PRAGMA synchronous=NORMAL")
         c.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         if self.serial:
             c.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
@@ -123,6 +123,27 @@ class SQLiteStore(SQLStore):
         else:
             c.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return c
+
+    def _use_wal(self, c: Any) -> None:
+        """Switch the database to WAL (a no-op once it is: the mode is kept in the file).
+
+        The switch needs an exclusive lock, and while another connection holds the write lock
+        on a file still in rollback mode (a new database: another thread creating the schema)
+        SQLite answers "database is locked" at once, without its busy handler. Retried until
+        the store's timeout, then the error goes to the caller like any other busy timeout.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    c.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def wal_bytes(self) -> int:
         """Size of the WAL file now (0 when there is none)."""
