@@ -39,10 +39,17 @@ class MariaDB:
                 )
         mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         self.datadir.mkdir(parents=True)
+        # A temporary folder of its own: several test runs at once (CI runs the package tests
+        # under three Pythons together) each bootstrap a server; with the system's /tmp one
+        # bootstrap once failed on another's temporary table.
+        tmpdir = self.base / "tmp"
+        tmpdir.mkdir()
         r = subprocess.run(
             [
                 "mariadb-install-db",
+                "--no-defaults",
                 f"--datadir={self.datadir}",
+                f"--tmpdir={tmpdir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--user=root",
@@ -57,6 +64,7 @@ class MariaDB:
                 mariadbd,
                 "--no-defaults",
                 f"--datadir={self.datadir}",
+                f"--tmpdir={tmpdir}",
                 f"--socket={self.socket}",
                 "--skip-networking",
                 "--user=root",
