@@ -31,9 +31,7 @@ except ImportError:  # pragma: no cover - reported when the filter is used
     x509 = None  # type: ignore[assignment]
     serialization = None  # type: ignore[assignment]
 
-_PEM_CERT = re.compile(
-    r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----"
-)
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
 
 
 def _text(value: Any, what: str) -> str:
@@ -96,9 +94,7 @@ def passerelle_tls_credentials(
     not_before = leaf.not_valid_before_utc
     not_after = leaf.not_valid_after_utc
     if clock >= not_after:
-        raise AnsibleFilterError(
-            f"{name} ({subject}) expired on {not_after:%Y-%m-%d %H:%M:%S} UTC"
-        )
+        raise AnsibleFilterError(f"{name} ({subject}) expired on {not_after:%Y-%m-%d %H:%M:%S} UTC")
     if clock < not_before:
         raise AnsibleFilterError(
             f"{name} ({subject}) is not valid before {not_before:%Y-%m-%d %H:%M:%S} UTC"
