@@ -8,9 +8,9 @@ import datetime
 import json
 
 import pytest
+from tls_material import pair
 
 from ansible_render import ansible_playbook, render, role_vars
-from tls_material import pair
 
 MC = "etc/mail/sendmail.mc.j2"
 TLS_DEFINES = (

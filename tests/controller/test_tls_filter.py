@@ -7,9 +7,9 @@ import datetime
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from tls_material import NOW, pair
 
 from plugins import load
-from tls_material import NOW, pair
 
 tls = load("filter_plugins/passerelle_tls.py")
 pm = load("filter_plugins/passerelle_maps.py")
