@@ -112,3 +112,33 @@ def test_a_tls_required_entry_that_is_not_a_domain_is_named():
         AnsibleFilterError, match=r"sendmail_tls_required_domains\[1\] 'not a domain'"
     ):
         pm.passerelle_access([], tls_required=["ok.test", "not a domain"])
+
+
+sv = load("filter_plugins/passerelle_supervision.py")
+
+
+def _smtp_cert(checks):
+    return [c["command"] for c in checks if c["name"] == "smtp_certificate"]
+
+
+def test_sendmail_hosts_check_their_starttls_certificate_expiry():
+    got = _smtp_cert(sv.passerelle_checks(["gateways"], os_family="Debian"))
+    assert got == ["/usr/lib/nagios/plugins/check_smtp -H 127.0.0.1 -S -D 30,14"]
+    custom = {"smtp_cert_warning": 20, "smtp_cert_critical": 7}
+    got = _smtp_cert(sv.passerelle_checks(["smtpx"], custom, os_family="Debian"))
+    assert got == ["/usr/lib/nagios/plugins/check_smtp -H 127.0.0.1 -S -D 20,7"]
+
+
+def test_no_certificate_check_without_starttls_or_sendmail():
+    assert (
+        _smtp_cert(sv.passerelle_checks(["mailstores"], {"smtp_tls": False}, os_family="Debian"))
+        == []
+    )
+    assert _smtp_cert(sv.passerelle_checks(["greylist_db"], os_family="Debian")) == []
+
+
+def test_certificate_thresholds_critical_is_fewer_days():
+    with pytest.raises(AnsibleFilterError, match="smtp_cert_critical"):
+        sv.passerelle_checks(
+            ["gateways"], {"smtp_cert_warning": 7, "smtp_cert_critical": 14}, os_family="Debian"
+        )
