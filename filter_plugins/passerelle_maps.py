@@ -55,6 +55,8 @@ BLACKLIST_KEYS = frozenset({"entry", "action", "message"})
 ACTIONS = ("reject", "error", "discard")
 DEFAULT_ERROR = "550 5.7.1 Access denied"
 MAX_EXPANSION = 65536
+# What a TLS-required domain demands (access map): an encrypted session of 128 bits at least.
+TLS_REQUIRED = "ENCR:128"
 
 _SMTP_MESSAGE = re.compile(r"^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} \S.*$")
 
@@ -507,6 +509,7 @@ def passerelle_access(
     relay_domains: Any = None,
     relay_networks: Any = None,
     default_error: str = DEFAULT_ERROR,
+    tls_required: Any = None,
 ) -> list[list[str]]:
     """Access map entries, sorted by key.
 
@@ -519,7 +522,12 @@ def passerelle_access(
       (see ``_ipv4_keys``); IPv6 -> ``Connect:IPv6:2001:db8::1``; IPv6 network with a
       prefix multiple of 16 -> ``Connect:IPv6:2001:db8`` (see ``_ipv6_key``); domain ->
       ``Connect:domain`` and ``From:domain``. Value: ``REJECT``, ``DISCARD`` or
-      ``ERROR:"550 5.7.1 message"`` (message or ``default_error``).
+      ``ERROR:"550 5.7.1 message"`` (message or ``default_error``);
+    * TLS-required domain ``d`` (``sendmail_tls_required_domains``) -> ``["TLS_Srv:d",
+      "ENCR:128"]`` (sendmail's tls_server ruleset, keyed on the name of the server it
+      delivers to and its parent domains) and ``["TLS_Rcpt:d", "ENCR:128"]`` (tls_rcpt, keyed
+      on the recipient's domain): without an encrypted session the message is deferred (4.7.0)
+      and stays queued, never sent in clear.
 
     Identical duplicate keys are merged; conflicting ones fail naming both entries.
     """
@@ -551,6 +559,13 @@ def passerelle_access(
     for index, item in enumerate(_as_list(blacklist, fname)):
         entry, value = _action_value(item, default_error, fname, index)
         _add_entry(add, entry, value, fname, index, tags=("Connect", "From"))
+
+    fname = "sendmail_tls_required_domains"
+    for index, item in enumerate(_as_list(tls_required, fname)):
+        name = _domain(item, fname, index)
+        origin = _where(fname, index, item)
+        add(f"TLS_Srv:{name}", TLS_REQUIRED, origin)
+        add(f"TLS_Rcpt:{name}", TLS_REQUIRED, origin)
 
     return [[key, entries[key][0]] for key in sorted(entries)]
 

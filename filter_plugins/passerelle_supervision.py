@@ -90,6 +90,11 @@ _COMMON: dict[str, Any] = {
     "connwatch_max_age": "130m",
     # a nightly backup, plus its random delay and a late run
     "backup_max_age": "26h",
+    # sendmail hosts: days before the STARTTLS certificate expires (check_smtp -S -D); set
+    # smtp_tls false for a host that offers no STARTTLS (no sendmail_tls_certificate).
+    "smtp_tls": True,
+    "smtp_cert_warning": 30,
+    "smtp_cert_critical": 14,
 }
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "gateway": {**_COMMON, "queue_warning": 500, "queue_critical": 2000},
@@ -133,7 +138,7 @@ def _settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"passerelle_supervision: unknown setting {key!r} (known: {', '.join(sorted(out))})"
             )
         out[key] = value
-    for prefix in ("queue", "disk", "memory", "restarts"):
+    for prefix in ("queue", "disk", "memory", "restarts", "smtp_cert"):
         w, c = out[f"{prefix}_warning"], out[f"{prefix}_critical"]
         try:
             w, c = float(w), float(c)
@@ -142,8 +147,8 @@ def _settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"passerelle_supervision: {prefix}_warning/{prefix}_critical must be numbers, "
                 f"got {w!r}/{c!r}"
             ) from None
-        # Disk thresholds are free space: critical is the smaller one.
-        bad = c > w if prefix == "disk" else c < w
+        # Disk thresholds are free space, certificates days left: critical is the smaller one.
+        bad = c > w if prefix in ("disk", "smtp_cert") else c < w
         if bad:
             raise AnsibleFilterError(
                 f"passerelle_supervision: {prefix}_critical ({c}) is less severe than "
@@ -203,6 +208,13 @@ def passerelle_checks(
             f"-w {int(s['queue_warning'])} -c {int(s['queue_critical'])}",
             sudo=True,
         )
+        if s["smtp_tls"] is True or str(s["smtp_tls"]).lower() == "true":
+            add(
+                "smtp_certificate",
+                "SMTP STARTTLS certificate",
+                f"{plugins}/check_smtp -H 127.0.0.1 -S "
+                f"-D {int(s['smtp_cert_warning'])},{int(s['smtp_cert_critical'])}",
+            )
     for name in d:
         if name in DAEMONS:
             label, unit, args = DAEMONS[name]

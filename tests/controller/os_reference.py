@@ -140,6 +140,12 @@ SOURCES: dict[str, str] = {
         "recommended by EPEL's clamd README for clamd), nagios_run_sudo (module nagios: NRPE "
         "may run sudo); Debian has no SELinux by default (none)"
     ),
+    "ca-certificates": (
+        "RHEL 9 ca-certificates: " + _STREAM.format("ca-certificates") + " (not re-read): "
+        "/etc/pki/tls/certs/ca-bundle.crt (link to the extracted tls-ca-bundle.pem) in "
+        "/etc/pki/tls/certs; Debian's update-ca-certificates writes "
+        "/etc/ssl/certs/ca-certificates.crt and the hashed /etc/ssl/certs"
+    ),
     "same": "the same name on Debian and EL (the upstream's own name)",
 }
 
@@ -394,6 +400,14 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__sendmail_aliases_file": Name("/etc/mail/aliases", "/etc/aliases", "sendmail"),
         "__sendmail_domain_m4": Name("debian-mta", "", "sendmail"),
         "__sendmail_gateway_packages": same(["python3-ldap"]),
+        "__sendmail_tls_os_ca_file": Name(
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "ca-certificates",
+        ),
+        "__sendmail_tls_os_ca_path": Name(
+            "/etc/ssl/certs", "/etc/pki/tls/certs", "ca-certificates"
+        ),
     },
     "slapd": {
         "__slapd_packages": Name(

@@ -96,9 +96,10 @@ def test_a_run_validates_the_domains_once_per_host(tmp_path):
     sizes = Counter(int(line.split()[1]) for line in log.read_text().splitlines())
     hosts = 9  # the lab inventory: the validate play runs on every host
     # passerelle_domains (3 entries in the lab): once per host, in the validate play, and
-    # never again in the roles; passerelle_smtpx_routes (1 entry): once per host in the
-    # validate play, once more in smtpx1's sendmail role (its own list).
-    assert sizes == {3: hosts, 1: hosts + 1}, sizes
+    # never again in the roles; passerelle_smtpx_routes (2 entries: internet.test and the
+    # TLS-required tls-required.test): once per host in the validate play, once more in
+    # smtpx1's sendmail role (its own list).
+    assert sizes == {3: hosts, 2: hosts + 1}, sizes
 
 
 def test_ansible_loads_the_filters_and_their_loader_without_a_warning():
