@@ -12,7 +12,8 @@ reached as ``deploy`` with sudo); files go through ``/proc/<pid>/root``. The ini
 found once with ``podman inspect`` and remembered in a small file, trusted only while that
 process is still the init (PID 1 in its namespace) of the same container (its
 ``container_uuid``); a recreated container is looked up again. Where ``nsenter`` is missing or
-the container does not run, it falls back to ``podman exec -i`` (the previous behaviour).
+the container does not run, it falls back to ``podman exec -i`` (the previous behaviour; also
+with ``PASSERELLE_LAB_PODMAN_EXEC=1`` in the environment, to compare).
 
 The modules' processes are not in the container's cgroup (resource limits and accounting):
 the lab's convergence only, the services are started by the container's systemd as before.
@@ -99,7 +100,7 @@ class Connection(PodmanConnection):
     def _connect(self) -> None:
         if self._connected:
             return
-        if shutil.which("nsenter"):
+        if shutil.which("nsenter") and not os.environ.get("PASSERELLE_LAB_PODMAN_EXEC"):
             self._init_pid = self._cached_pid()
         if self._init_pid is None:
             super()._connect()  # podman mount, then podman exec for each command
