@@ -41,7 +41,8 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -335,12 +336,42 @@ class Outcome:
         return 1 if self.errors else 0
 
 
+# After a reload sendmail restarts itself (SIGHUP: it execs itself again) and does not listen
+# for a moment; the admins' mail, submitted through 127.0.0.1:25 (Debian's and EL's submit.cf)
+# at that moment, would wait in the submission queue for its next run (20-30 minutes).
+MTA_ADDRESS = ("127.0.0.1", 25)
+MTA_READY_TIMEOUT = 30.0
+
+
+def mta_listening(
+    timeout: float,
+    address: tuple[str, int] = MTA_ADDRESS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Whether ``address`` accepts a TCP connection within ``timeout`` seconds (tried every
+    0.2 s; each attempt bounded by the time left)."""
+    deadline = clock() + timeout
+    while True:
+        left = deadline - clock()
+        try:
+            with socket.create_connection(address, timeout=max(0.1, min(2.0, left))):
+                return True
+        except OSError:
+            pass
+        if clock() + 0.2 > deadline:
+            return False
+        sleep(0.2)
+
+
 @dataclass
 class Deps:
     """What a run talks to; tests replace any of it."""
 
     runner: Runner = run_command
     mailer: adminmail.Mailer = adminmail.send_mail
+    # Waits (at most the given seconds) until the local sendmail accepts connections again.
+    mta_ready: Callable[[float], bool] = mta_listening
     sink: CountSink = field(default_factory=LocalSink)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("passerelle"))
     tz: tzinfo | None = None
@@ -500,6 +531,12 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
         body = mail_body(cfg, out)
         subject = f"[connwatch] {cfg.hostname} {cfg.direction}: {out.status.split(' |')[0]}"
         msg = adminmail.build_mail(cfg.mail_from, cfg.admin_mail, subject[:200], body)
+        if out.reloaded and not deps.mta_ready(MTA_READY_TIMEOUT):
+            log.warning(
+                "connwatch: sendmail did not accept connections within %d s of its reload; "
+                "the mail to the admins waits in the submission queue",
+                MTA_READY_TIMEOUT,
+            )
         rc, text = deps.mailer(list(cfg.mail_command), msg)
         if rc != 0:
             out.errors.append(f"mail to {', '.join(cfg.admin_mail)} failed ({rc}): {text}")

@@ -2,6 +2,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import stat
 import time
 from dataclasses import replace
@@ -18,6 +19,7 @@ from passerelle.connwatch.guard import (
     Deps,
     decide,
     load_config,
+    mta_listening,
     parse_config,
     plan_blocks,
     run_once,
@@ -77,6 +79,7 @@ class Env:
         self.deps = Deps(
             runner=run_command,
             mailer=self.mailer,
+            mta_ready=lambda timeout: True,
             sink=LocalSink(),
             logger=self.logger,
             tz=timezone.utc,
@@ -469,3 +472,51 @@ def test_database_down_alone_is_a_warning(tmp_path):
     out = env.run()
     assert out.status.startswith("WARNING - inbound gw1: 1 clients, busiest 192.0.2.50")
     assert "shared counts unavailable, local counts used (mysql://gw1:***@" in out.status
+
+
+def test_after_a_reload_the_admins_mail_waits_for_sendmail_to_listen_again(tmp_path):
+    # sendmail execs itself again on the reload's SIGHUP and does not listen for a moment: a
+    # mail submitted then waited 20-30 minutes in the submission queue (seen on the lab).
+    env = Env(tmp_path)
+    events = []
+    env.deps.mta_ready = lambda timeout: events.append(("ready", timeout)) or True
+    env.deps.mailer = lambda argv, msg: events.append(("mail", argv[0])) or (0, "")
+    write_log(env.log, {B: 3000})
+    assert env.run().reloaded
+    assert events == [("ready", 30.0), ("mail", "/usr/sbin/sendmail")]
+    # No reload (an alert only): no wait.
+    events.clear()
+    write_log(env.log, {B: 3000, A: 600})
+    out = env.run(NOW + 60)
+    assert not out.reloaded and out.decisions
+    assert events == [("mail", "/usr/sbin/sendmail")]
+
+
+def test_a_sendmail_that_never_listens_again_still_gets_the_mail_after_the_wait(tmp_path, caplog):
+    env = Env(tmp_path)
+    sent = []
+    env.deps.mta_ready = lambda timeout: False
+    env.deps.mailer = lambda argv, msg: sent.append(msg) or (0, "")
+    write_log(env.log, {B: 3000})
+    caplog.set_level(logging.WARNING, logger="passerelle.test.connwatch")
+    assert env.run().reloaded
+    assert len(sent) == 1  # queued by the submission program, not lost
+    assert "did not accept connections within 30 s" in caplog.text
+
+
+def test_mta_listening_sees_a_listening_port_and_gives_up_on_a_closed_one():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    assert mta_listening(5, ("127.0.0.1", port))
+    srv.close()
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    assert not mta_listening(2, ("127.0.0.1", port), clock=lambda: now[0], sleep=sleep)
+    assert slept and sum(slept) <= 2
