@@ -15,6 +15,7 @@ undefined one fails the rendering (``StrictUndefined`` semantics, like Ansible).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def ansible_playbook(
         text=True,
         timeout=300,
     )
+
+
+def assert_lab_run_stops_in_validation(extra: dict[str, Any], named: str) -> str:
+    """Run the lab's site.yml with ``extra`` vars and check that it fails naming ``named``
+    in the validation play, before any play touches a host; returns the output."""
+    res = ansible_playbook("-i", "inventory/lab", "playbooks/lab/site.yml", "-e", json.dumps(extra))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    # (the callback wraps long messages: compare with the whitespace collapsed)
+    assert named in " ".join(out.split()), out
+    # The run stops in the validation play: no play that touches a host has started.
+    assert "PLAY [Validate fleet data]" in out
+    assert "Gathering Facts" not in out
+    assert "PLAY [Install the packages" not in out
+    return out
 
 
 @cache
