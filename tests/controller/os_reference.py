@@ -66,6 +66,13 @@ SOURCES: dict[str, str] = {
         "/var/lib/clamav owned by clamupdate (%attr(-,clamupdate,clamupdate)); "
         "clamav-freshclam.service"
     ),
+    "clamav-freshclam-once": (
+        "Debian 13 clamav-freshclam (1.4.x) ships clamav-freshclam-once.service (Type=oneshot, "
+        "WantedBy=multi-user.target) and clamav-freshclam-once.timer, both enabled on install "
+        "next to clamav-freshclam.service (seen: systemctl list-unit-files in the trixie "
+        "scenario's containers); Debian 12's 1.0.x and EPEL 9's clamav-freshclam have only the "
+        "daemon's unit (the spec above)"
+    ),
     "nrpe": (
         "EPEL 9 nrpe: " + _FEDORA.format("nrpe") + " (read: r0x0d/fedora-rpm-specs "
         "specs/nrpe.spec): --with-nrpe-user=nrpe, nrpe.service, /etc/nagios/nrpe.cfg, "
@@ -230,6 +237,12 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__clamav_clamd_service": Name("clamav-daemon", "clamd@scan", "clamav"),
         "__clamav_clamd_socket_unit": Name("clamav-daemon.socket", "", "clamav"),
         "__clamav_freshclam_service": same("clamav-freshclam"),
+        "__clamav_freshclam_other_units": Name(
+            [],
+            [],
+            "clamav-freshclam-once",
+            ["clamav-freshclam-once.timer", "clamav-freshclam-once.service"],
+        ),
         "__clamav_user": Name("clamav", "clamscan", "clamav"),
         "__clamav_group": Name("clamav", "virusgroup", "clamav"),
         "__clamav_db_owner": Name("clamav", "clamupdate", "clamav"),
