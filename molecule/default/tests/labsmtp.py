@@ -15,10 +15,31 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 PREFIX = os.environ.get("PASSERELLE_LAB_PREFIX", "mol-")
 NET = os.environ.get("PASSERELLE_LAB_NET", "10.89.78")
 LAB_DOMAIN = "lab.passerelle.test"
 PROJECT = Path(__file__).resolve().parents[3]
+# The hosts of the scenario under test, as its molecule.yml names them (PASSERELLE_LAB_HOSTS,
+# comma-separated); unset: the whole lab. A leaner scenario (trixie) runs the same test files:
+# their host lists keep the hosts it has (present), and a test that needs a host it does not
+# have is skipped with the reason shown in the report (needs; the scenario runs pytest -rs).
+SCENARIO_HOSTS = frozenset(h for h in os.environ.get("PASSERELLE_LAB_HOSTS", "").split(",") if h)
+
+
+def present(*hosts: str) -> list[str]:
+    """The given hosts that this scenario has, in their order."""
+    return [h for h in hosts if not SCENARIO_HOSTS or h in SCENARIO_HOSTS]
+
+
+def needs(*hosts: str) -> pytest.MarkDecorator:
+    """Skip (visibly) a test that needs a host this scenario does not have."""
+    missing = sorted(set(hosts) - set(present(*hosts)))
+    return pytest.mark.skipif(
+        bool(missing), reason=f"needs {', '.join(missing)}: not in this scenario's fleet"
+    )
+
 
 # Runs inside a container: one SMTP dialog, every reply recorded, stops at the first 4xx/5xx.
 # Its arguments come as JSON on stdin (a message can be larger than one argv string may be).

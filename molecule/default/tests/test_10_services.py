@@ -2,9 +2,9 @@
 
 import pytest
 import testinfra
-from labsmtp import PREFIX
+from labsmtp import PREFIX, present
 
-MAIL_HOSTS = ["gw1", "gw2", "smtpx1", "mailstore1", "mailstore2", "outside"]
+MAIL_HOSTS = present("gw1", "gw2", "smtpx1", "mailstore1", "mailstore2", "outside")
 
 
 @pytest.fixture(params=MAIL_HOSTS)

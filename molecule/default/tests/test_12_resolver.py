@@ -9,9 +9,9 @@ import json
 
 import pytest
 import testinfra
-from labsmtp import PREFIX, podman_exec
+from labsmtp import PREFIX, podman_exec, present
 
-RESOLVING_HOSTS = ["gw1", "gw2", "smtpx1"]
+RESOLVING_HOSTS = present("gw1", "gw2", "smtpx1")
 
 # Runs inside a container: 300 lookups of names that do not exist, 30 at a time.
 LOOKUPS = r"""

@@ -2,7 +2,7 @@
 the manual blacklist; the outbound relay's client and sender checks."""
 
 import pytest
-from labsmtp import LAB_DOMAIN, NET, mailbox_has, message, smtp, wait_for_mail
+from labsmtp import LAB_DOMAIN, NET, mailbox_has, message, needs, present, smtp, wait_for_mail
 
 GW1 = f"gw1.{LAB_DOMAIN}"
 
@@ -10,9 +10,12 @@ GW1 = f"gw1.{LAB_DOMAIN}"
 @pytest.mark.parametrize(
     ("gateway", "rcpt", "store", "other"),
     [
-        ("gw1", "alice@static-a.test", "mailstore1", "mailstore2"),
-        ("gw2", "bob@static-b.test", "mailstore2", "mailstore1"),
-        ("gw1", "Carol@STATIC-B.TEST", "mailstore2", "mailstore1"),
+        pytest.param(*case, marks=needs(case[0], case[2]))
+        for case in [
+            ("gw1", "alice@static-a.test", "mailstore1", "mailstore2"),
+            ("gw2", "bob@static-b.test", "mailstore2", "mailstore1"),
+            ("gw1", "Carol@STATIC-B.TEST", "mailstore2", "mailstore1"),
+        ]
     ],
 )
 def test_managed_domain_reaches_its_mailstore(gateway, rcpt, store, other):
@@ -22,7 +25,8 @@ def test_managed_domain_reaches_its_mailstore(gateway, rcpt, store, other):
     user = rcpt.split("@")[0].lower()
     mbox = wait_for_mail(store, user, tag)
     assert f"by {gateway}.{LAB_DOMAIN}" in mbox  # went through the gateway
-    assert not mailbox_has(other, user, tag)
+    if present(other):  # a fleet without the other mailstore cannot misroute there
+        assert not mailbox_has(other, user, tag)
 
 
 def test_unknown_user_on_a_managed_domain_is_refused_by_the_backend():

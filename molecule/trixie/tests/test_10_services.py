@@ -1,0 +1,1 @@
+../../default/tests/test_10_services.py

@@ -1,0 +1,1 @@
+../../default/tests/test_30_greylist.py

@@ -1,0 +1,1 @@
+../../default/tests/test_97_backup_restore.py
