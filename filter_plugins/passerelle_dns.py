@@ -34,7 +34,9 @@ CLIENT = "{client_addr}"
 DEFAULT_MESSAGE = "550 5.7.1 Mail from " + CLIENT + " refused: listed at {zone}"
 # The message is written inside m4 quotes and a sendmail quoted string: no quotes, no $ or #,
 # no parentheses or commas (m4 arguments), no backslash.
-_MESSAGE = re.compile(r"^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} [A-Za-z0-9 .:;/_=@?!%+&<>-]+$")
+_MESSAGE = re.compile(
+    r"^([45])[0-9]{2} ([45])\.[0-9]{1,3}\.[0-9]{1,3} [A-Za-z0-9 .:;/_=@?!%+&<>-]+$"
+)
 # m4 builtins GNU m4 expands even without arguments.
 _M4_WORDS = re.compile(
     r"\b(dnl|divert|undivert|divnum|changequote|changecom|m4exit|m4wrap|traceon|traceoff|"
@@ -68,7 +70,8 @@ def _zone_problem(zone: Any) -> str | None:
 
 
 def _message_rhs(text: str) -> str:
-    """``550 5.7.1 Mail from {client_addr} refused`` -> ``"550 5.7.1 Mail from " $&{client_addr} " refused"``."""
+    """The message as a sendmail string: ``550 5.7.1 {client_addr} refused`` ->
+    ``"550 5.7.1 " $&{client_addr} " refused"``."""
     parts = text.split(CLIENT)
     out = " $&{client_addr} ".join(f'"{p}"' for p in parts)
     return out.replace('"" ', "").replace(' ""', "")
@@ -123,7 +126,9 @@ def passerelle_dnsbl(entries: Any, name: str = "sendmail_dnsbl") -> list[dict[st
             if not isinstance(replies, list):
                 raise bad("replies must be a list of IPv4 addresses in 127.0.0.0/8")
             if len(replies) > MAX_REPLIES:
-                raise bad(f"{len(replies)} replies: sendmail's enhdnsbl takes {MAX_REPLIES} at most")
+                raise bad(
+                    f"{len(replies)} replies: sendmail's enhdnsbl takes {MAX_REPLIES} at most"
+                )
             rendered = []
             for reply in replies:
                 try:
