@@ -510,6 +510,7 @@ def passerelle_access(
     relay_networks: Any = None,
     default_error: str = DEFAULT_ERROR,
     tls_required: Any = None,
+    ok_clients: Any = None,
 ) -> list[list[str]]:
     """Access map entries, sorted by key.
 
@@ -527,7 +528,11 @@ def passerelle_access(
       "ENCR:128"]`` (sendmail's tls_server ruleset, keyed on the name of the server it
       delivers to and its parent domains) and ``["TLS_Rcpt:d", "ENCR:128"]`` (tls_rcpt, keyed
       on the recipient's domain): without an encrypted session the message is deferred (4.7.0)
-      and stays queued, never sent in clear.
+      and stays queued, never sent in clear;
+    * exempt client address/network (``sendmail_dnsbl_exempt_clients``) ->
+      ``["Connect:<prefix>", "OK"]``: sendmail's check_relay returns at an OK before the
+      DNS blocklists (FEATURE enhdnsbl) are asked. A blacklist entry for a more specific key
+      (an address inside an exempt network) still refuses: sendmail takes the longest key.
 
     Identical duplicate keys are merged; conflicting ones fail naming both entries.
     """
@@ -559,6 +564,10 @@ def passerelle_access(
     for index, item in enumerate(_as_list(blacklist, fname)):
         entry, value = _action_value(item, default_error, fname, index)
         _add_entry(add, entry, value, fname, index, tags=("Connect", "From"))
+
+    fname = "sendmail_dnsbl_exempt_clients"
+    for index, item in enumerate(_as_list(ok_clients, fname)):
+        _add_entry(add, item, "OK", fname, index, tags=("Connect",))
 
     fname = "sendmail_tls_required_domains"
     for index, item in enumerate(_as_list(tls_required, fname)):

@@ -135,6 +135,13 @@ SOURCES: dict[str, str] = {
         + _FEDORA.format("tesseract-tessdata")
         + "); not re-read"
     ),
+    "spf": (
+        "perl-Mail-SPF (Mail::SPF, which SpamAssassin's SPF plugin loads) is in EPEL 9: "
+        + _FEDORA.format("perl-Mail-SPF")
+        + " (not re-read; the same spec is in microsoft/azurelinux "
+        "SPECS-EXTENDED/perl-Mail-SPF/perl-Mail-SPF.spec); Debian: libmail-spf-perl "
+        "(https://packages.debian.org/bookworm/libmail-spf-perl)"
+    ),
     "openldap": (
         "openldap-servers on EL 9 is in EPEL (RHEL 9 dropped it): "
         + _FEDORA.format("openldap-servers")
@@ -450,6 +457,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__spamassassin_sql_packages": Name(
             ["libdbd-mysql-perl", "mariadb-client"], ["perl-DBD-MySQL", "mariadb"], "perl"
         ),
+        "__spamassassin_network_packages": Name(["libmail-spf-perl"], ["perl-Mail-SPF"], "spf"),
         "__spamassassin_ocr_base_packages": Name(["tesseract-ocr"], ["tesseract"], "perl"),
         "__spamassassin_ocr_lang_prefix": Name("tesseract-ocr-", "tesseract-langpack-", "perl"),
         "__spamassassin_service": Name("spamd", "spamassassin", "spamassassin"),

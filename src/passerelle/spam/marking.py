@@ -222,20 +222,35 @@ def _received_word(value: str, default: str) -> str:
     return _RECEIVED_UNSAFE.sub("?", value.strip())[:255] or default
 
 
-def received_header(helo: str, hostname: str, ip: str, by: str, queue_id: str, when: float) -> str:
+def received_header(
+    helo: str,
+    hostname: str,
+    ip: str,
+    by: str,
+    queue_id: str,
+    when: float,
+    envelope_from: str | None = None,
+) -> str:
     """The Received value sendmail will add for this hop, for spamd's eyes only.
 
     Milters do not see the Received header sendmail adds for the current hop, so without this
     SpamAssassin knows nothing of the client (rule NO_RECEIVED, no relay checks). ``hostname``
     is the client's name from reverse DNS, or ``[ip]`` when it has none (as sendmail gives it).
+    ``envelope_from`` (the MAIL FROM address, ``""`` for the null sender, None: not known) is
+    written as ``(envelope-from <...>)``, which SpamAssassin reads as the envelope sender:
+    its SPF check of the sender needs it (sendmail's own Received line does not carry it).
     Values come from the SMTP session (HELO is the client's word): anything outside printable
     ASCII is replaced so that nothing a client says can fold or inject a header line.
     """
     rdns = "" if not hostname or hostname.startswith("[") else _received_word(hostname, "") + " "
     addr = _received_word(ip, "0.0.0.0")  # noqa: S104 (an address written, not bound)
     qid = _received_word(queue_id, "unknown")
+    envelope = ""
+    if envelope_from is not None:
+        sender = _RECEIVED_UNSAFE.sub("?", envelope_from.strip().strip("<>"))[:320]
+        envelope = f" (envelope-from <{sender.replace('>', '?').replace('<', '?')}>)"
     return (
         f"from {_received_word(helo, 'unknown')} ({rdns}[{addr}]) "
-        f"by {_received_word(by, 'localhost')} with ESMTP id {qid}; "
+        f"by {_received_word(by, 'localhost')} with ESMTP id {qid}{envelope}; "
         f"{email.utils.formatdate(when, localtime=False)}"
     )

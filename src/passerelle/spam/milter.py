@@ -38,6 +38,7 @@ class SpamMilter(Milter.Base):
         self.client_name = ""
         self.client_ip = ""
         self.helo_name = ""
+        self.mail_from: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -61,6 +62,7 @@ class SpamMilter(Milter.Base):
     @Milter.noreply
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._reset()
+        self.mail_from = mailfrom or ""
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -88,6 +90,7 @@ class SpamMilter(Milter.Base):
             self.getsymval("j") or self.scanner.config.hostname,
             self.queue_id,
             time.time(),
+            self.mail_from,
         )
         outcome = self.scanner.scan(self.headers, bytes(self._body), self.size + 2, received)
         log.info("%s", decisionlog.spam_line(self.queue_id, self.client, outcome.summary))

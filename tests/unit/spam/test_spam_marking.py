@@ -223,6 +223,21 @@ def test_received_header_with_and_without_reverse_dns():
     )
 
 
+def test_received_header_carries_the_envelope_sender_for_spf():
+    from passerelle.spam.marking import received_header
+
+    when = 1795773600.0
+    v = received_header("h", "", "192.0.2.7", "gw1", "Q", when, "<dave@internet.test>")
+    assert v.startswith(
+        "from h ([192.0.2.7]) by gw1 with ESMTP id Q (envelope-from <dave@internet.test>); "
+    )
+    assert "(envelope-from <>); " in received_header("h", "", "192.0.2.7", "gw1", "Q", when, "")
+    assert "envelope-from" not in received_header("h", "", "192.0.2.7", "gw1", "Q", when)
+    forged = received_header("h", "", "1.2.3.4", "gw1", "Q", when, "<a>\r\nX-status: LOW <b@c>")
+    assert "\n" not in forged and "\r" not in forged
+    assert "(envelope-from <a???X-status:?LOW??b@c>); " in forged
+
+
 def test_received_header_never_carries_client_line_breaks_or_spaces():
     from passerelle.spam.marking import received_header
 
