@@ -6,6 +6,7 @@ changes."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 
 import pytest
@@ -15,7 +16,7 @@ from ansible.template import Templar
 from tls_material import key_pem, pair, rsa_key_pem
 
 import ansible_render
-from ansible_render import assert_lab_run_stops_in_validation, render, trust
+from ansible_render import ansible_playbook, assert_lab_run_stops_in_validation, render, trust
 from plugins import load
 
 dkim = load("filter_plugins/passerelle_dkim.py")
@@ -265,4 +266,36 @@ LAB_BAD = [
 @pytest.mark.parametrize(("extra", "named"), LAB_BAD, ids=["key", "domain", "selector"])
 def test_bad_dkim_data_fails_before_any_host_changes(extra, named):
     out = assert_lab_run_stops_in_validation(extra, named)
+    assert KEY_A[60:120] not in out
+
+
+# --- the production example: the vault's keys reach the check ------------------------------
+PRODUCTION_SECRETS = {
+    "vault_passerelle_greylist_db_secret": "0123456789abcdef-test",
+    "vault_passerelle_ldap_bind_password": "not-a-real-password",
+    "vault_nagios_admin_password": "not-a-real-password",
+}
+
+
+def _validate_production(dkim_keys: dict) -> tuple[int, str]:
+    extra = {**PRODUCTION_SECRETS, "vault_passerelle_dkim_keys": dkim_keys}
+    res = ansible_playbook(
+        "-i", "inventory/production", "playbooks/validate.yml", "-e", json.dumps(extra)
+    )
+    return res.returncode, " ".join((res.stdout + res.stderr).split())
+
+
+def test_production_vault_keys_are_checked_naming_the_domain():
+    rc, out = _validate_production({"example.fr": {"selector": "s2026", "key": "CHANGE-ME"}})
+    assert rc != 0, out
+    assert "dkim_signer_domains[0] (example.fr): private_key is not a PEM private key" in out
+    rc, out = _validate_production({"example.fr": {"key": KEY_A}})
+    assert rc != 0 and "dkim_signer_domains[0] (example.fr): invalid selector ''" in out, out
+
+
+def test_production_vault_with_a_good_key_passes_the_dkim_check():
+    rc, out = _validate_production({"example.fr": {"selector": "s2026", "key": KEY_A}})
+    assert rc == 0, out
+    assert "Validate the DKIM signing domains and their keys" in out, out
+    assert "dkim_signer_domains" not in out.replace("DKIM signing domains", ""), out
     assert KEY_A[60:120] not in out
