@@ -10,7 +10,9 @@ their path in this repository, once per process (kept in ``sys.modules``):
 
 * ``components()``: the fleet's component table, ``filter_plugins/passerelle_components.py``;
 * ``routing_rules()``: the routing rules the gateways' ``passerelle`` package applies too,
-  ``src/passerelle/routing/rules.py`` (standard library only).
+  ``src/passerelle/routing/rules.py`` (standard library only);
+* ``dkim_keys()``: the DKIM key checks and records of ``passerelle dkim txt``,
+  ``src/passerelle/dkim/keys.py`` (standard library only).
 
 A filter reaches this file by adding its own directory to ``sys.path`` (see
 ``passerelle_maps.py``); the tests' ``tests/plugins.py`` does the same and loads every
@@ -60,6 +62,11 @@ def components() -> ModuleType:
 def routing_rules() -> ModuleType:
     """src/passerelle/routing/rules.py: domain names, LDAP settings (shared with the gateways)."""
     return load("_passerelle_routing_rules", ROOT / "src" / "passerelle" / "routing" / "rules.py")
+
+
+def dkim_keys() -> ModuleType:
+    """src/passerelle/dkim/keys.py: DKIM private keys and their DNS records."""
+    return load("_passerelle_dkim_keys", ROOT / "src" / "passerelle" / "dkim" / "keys.py")
 
 
 class FilterModule:

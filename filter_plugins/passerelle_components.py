@@ -122,6 +122,8 @@ PLAYS: dict[str, tuple[dict[str, Any], ...]] = {
         {"role": "antivirus", "groups": _MAIL, "packages": True},
         {"role": "spamassassin", "groups": ("gateways",), "packages": True},
         {"role": "spam_milter", "groups": ("gateways",), "packages": True},
+        # the last milter: DKIM signing of the final message (only where domains are signed)
+        {"role": "dkim_signer", "groups": ("smtpx",), "packages": True},
         # routing.toml and the LDAP route daemon, started before sendmail asks it
         {"role": "ldap_route", "groups": ("gateways",)},
         {"role": "sendmail", "groups": (*_MAIL, "mailstores", "internet"), "packages": True},

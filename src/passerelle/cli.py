@@ -23,6 +23,7 @@ AREAS: tuple[str, ...] = (
     "passerelle.supervision.cli",
     "passerelle.reports.cli",
     "passerelle.backup.cli",
+    "passerelle.dkim.cli",
 )
 
 

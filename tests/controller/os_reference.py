@@ -160,6 +160,16 @@ SOURCES: dict[str, str] = {
         "/etc/pki/tls/certs; Debian's update-ca-certificates writes "
         "/etc/ssl/certs/ca-certificates.crt and the hashed /etc/ssl/certs"
     ),
+    "opendkim": (
+        "EPEL 9 opendkim: " + _FEDORA.format("opendkim") + " (read: r0x0d/fedora-rpm-specs "
+        "specs/opendkim.spec): subpackages opendkim (/usr/sbin/opendkim, opendkim.service, "
+        "/etc/opendkim.conf, '%dir %attr(0750,opendkim,opendkim) %{_rundir}/opendkim', "
+        "/etc/opendkim/keys; user and group opendkim created in %pre) and opendkim-tools "
+        "(opendkim-testkey, opendkim-testmsg, since 2.11.0-0.21). Debian 12: packages opendkim "
+        "and opendkim-tools 2.11.0~beta2-8+deb12u1 (read: the .debs' opendkim.service, "
+        "ExecReload=/bin/kill -USR1 $MAINPID; tmpfiles 'd /run/opendkim 0750 opendkim "
+        "opendkim'; UserID opendkim)"
+    ),
     "same": "the same name on Debian and EL (the upstream's own name)",
 }
 
@@ -468,6 +478,14 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__spamassassin_config_dir": Name(
             "/etc/spamassassin", "/etc/mail/spamassassin", "spamassassin"
         ),
+    },
+    "dkim_signer": {
+        "__dkim_signer_packages": Name(
+            ["opendkim", "opendkim-tools"], ["opendkim", "opendkim-tools"], "opendkim"
+        ),
+        "__dkim_signer_service": Name("opendkim", "opendkim", "opendkim"),
+        "__dkim_signer_user": Name("opendkim", "opendkim", "opendkim"),
+        "__dkim_signer_group": Name("opendkim", "opendkim", "opendkim"),
     },
     "passerelle_tools": {
         "__passerelle_tools_sendmail_user": same("smmsp"),

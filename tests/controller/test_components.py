@@ -192,6 +192,8 @@ LAB_ROLES_BEFORE = {
     "smtpx1": {
         "resolver", "passerelle_tools", "clamav", "antivirus", "sendmail", "ops_reports",
         "process_watch", "nrpe", "connwatch", "backup",
+        # since issue 18: DKIM signing (the role does nothing without signing domains)
+        "dkim_signer",
     },
     "db1": {"mariadb", "passerelle_tools", "process_watch", "nrpe", "backup"},
     "ldap1": {"slapd", "passerelle_tools", "process_watch", "nrpe"},

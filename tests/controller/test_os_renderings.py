@@ -40,6 +40,7 @@ from os_reference import (
     debian_only_tokens,
     leaks,
 )
+from tls_material import rsa_key_pem
 
 import ansible_render
 from ansible_render import LAB, inventory_vars, render, role_vars
@@ -52,8 +53,15 @@ HOSTS = {
     "slapd": "ldap1",
     "clamav_lab_mirror": "outside",
     "backup": "db1",
+    "dkim_signer": "smtpx1",
 }
 PLAY_VARS: dict[str, dict[str, Any]] = {
+    # a signing domain (without one the role installs nothing)
+    "dkim_signer": {
+        "dkim_signer_domains": [
+            {"name": "static-a.test", "selector": "s1", "private_key": rsa_key_pem()}
+        ]
+    },
     "sendmail": {"sendmail_kind": "gateway"},
     "antivirus": {"antivirus_direction": "inbound"},
     "backup": {"backup_parts": ["databases", "config"]},

@@ -40,3 +40,10 @@ def pair(
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem(key)
+
+
+def rsa_key_pem(bits: int = 2048) -> str:
+    """A fresh RSA private key, PKCS#8 PEM (a DKIM signing key)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return key_pem(rsa.generate_private_key(public_exponent=65537, key_size=bits))  # type: ignore[arg-type]

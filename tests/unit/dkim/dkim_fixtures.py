@@ -1,0 +1,49 @@
+"""Keys for the DKIM tests, made with OpenSSL 3.0 (``openssl genrsa -traditional 1024``,
+``openssl genrsa -traditional 512``, ``openssl genpkey -algorithm EC``); the expected public
+key is OpenSSL's own (``openssl rsa -pubout -outform DER | base64``), not this package's.
+Test keys only: they sign nothing."""
+
+RSA_1024_PKCS1 = """-----BEGIN RSA PRIVATE KEY-----
+MIICXAIBAAKBgQCg9OWrdJoeEcR7oCj3c0RLpthzIgu/U28ArmMLGOakRUqIFsTO
+Nw62VIz7mBoeAZfsj2zkZ97d2V0TPajEsIrxSSyzl6EVfnHLJKKoH5cI2SSLJG4w
+EcF6OvvbbROTSkfMiOmnhqLVloH68hkFT3ty90+RBjp6sb/5Pn4Atx3mewIDAQAB
+AoGAdqSONtf4UnneTxI7oEsC6JDPs+5AooMpq2Lf9uof+K5qxe2inC7RVWz1ju8L
+MVsTVXhTV/mIuhbjGK+2m2VWxGFK9SZqmd4MfszsHnYqewa14zOi9Ag/sQrztcqe
+AMBm5CvEUCTJulEx4qukKfZaWJSPLThy4i6uW8lIglje7mECQQDPmJnBHv3XK5VX
+mlWJqY4ysoikZmytMBvkPaSwKIkxnrjuQk3Ehpi13NuFiCD65Kd1JwdIZWnrQX74
+vWgbFmX/AkEAxnxjrp27cQ9pHLKgB06evi53CO6wRu96Tid0Xg+r963oEmp+XDRz
+K2go9Gz/EW8uzW5qioNV/10UKrlkGK8XhQJBAJ9OR48/rSQVugED2mhNyWV2RA2E
+3Bj7NiwscdkNAlslplyQXQVXFJFa7srF8CkYlrj8PkZ8LI/wLvPKxb0jrxkCQB21
+JnJPN2vfo5rg/WS6lrXeXICgwQ+M7mBeNWOSsul6RP7ko48HZql7iI209qRUYMvs
+l9OtfqSe+NLANsQfCMUCQGVm+7DqIEiIko6+n/AAYj46VShgeLfar+4qKn/iMRIV
+O+i5OGK6xPP1D1M5KZahOJLxhqEUdqchVnYqIvXumuQ=
+-----END RSA PRIVATE KEY-----
+"""
+
+RSA_1024_SPKI_BASE64 = (
+    "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQCg9OWrdJoeEcR7oCj3c0RLpthzIgu/U28ArmML"
+    "GOakRUqIFsTONw62VIz7mBoeAZfsj2zkZ97d2V0TPajEsIrxSSyzl6EVfnHLJKKoH5cI2SSLJG4w"
+    "EcF6OvvbbROTSkfMiOmnhqLVloH68hkFT3ty90+RBjp6sb/5Pn4Atx3mewIDAQAB"
+)
+
+RSA_512_PKCS1 = """-----BEGIN RSA PRIVATE KEY-----
+MIIBOgIBAAJBALVKmIimvGIKwiC8RDLcGfqIPCnwEJQ2miI+EYx+vHcltikQpibT
+toYm7/g0g9j6j8KaLEyIoFbYwJWJKB0/E10CAwEAAQJAaipsFyJlkZixRJBb89jX
+UdL0QK74VoN/Uew9RKR3Y+Hxy+SwZS++7XvQgNpKebaYEpk8A0Nn1sgt2IBtV4NQ
+lQIhAOdaVSeEvzyNo8fiUXpHD3v4ksu4IluV7hiEMbX8xEcjAiEAyJrw2vHGpX42
+vdYWMJkU6+7JcHcN0cvPIyTS4YqiI38CIFi2MLTomBP2E/lPdQK4QN2+oTtwrewE
+f7ny5sTr2a+VAiEAjnZqgjKdzj2aBqsZSx4L25nS+MmzyMAitGScVowrpWUCIDsC
+yMVpyHFrag7kz90GPxWvriQEl3bEV9XTVGgugKZh
+-----END RSA PRIVATE KEY-----
+"""
+
+EC_P256_PKCS8 = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkAUNPqH6vkPFku1e
+Gr9V0mDx8WMURdChepWnD6VJFHOhRANCAARU/yPE0Ru86QbbJAlP8cbLj8UTQuWS
+lF71y1OWDFNUYmMj43RW+tFOwyVJ6xEm/M2EYlINBUzPFaL5Q6/i1TGY
+-----END PRIVATE KEY-----
+"""
+
+# RFC 8032 7.1, TEST 1: the secret key and its public key.
+ED25519_SECRET_HEX = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+ED25519_PUBLIC_HEX = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
