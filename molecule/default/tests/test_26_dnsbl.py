@@ -18,13 +18,12 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-from labsmtp import NET, PREFIX, mailbox_has, podman_exec, smtp, wait_for_mail
+from labsmtp import NET, mailbox_has, podman_exec, present, smtp, wait_for_mail
 
 LISTED = f"{NET}.241"  # on the lab blocklist, not whitelisted: refused at connect
 LISTED_WHITELISTED = f"{NET}.242"  # on the lab blocklist, in the greylist whitelist
@@ -45,14 +44,8 @@ TXT = (
 )
 
 
-def _present(host: str) -> bool:
-    return subprocess.run(["podman", "container", "exists", PREFIX + host]).returncode == 0
-
-
-@pytest.fixture(params=["gw1", "gw2"])
+@pytest.fixture(params=present("gw1", "gw2"))
 def gateway(request):
-    if not _present(request.param):
-        pytest.skip(f"{PREFIX}{request.param} is not in this lab")
     return request.param
 
 

@@ -1,0 +1,1 @@
+../../default/tests/test_27_dkim.py
