@@ -9,7 +9,7 @@ import datetime
 import pytest
 from tls_material import pair
 
-from ansible_render import assert_lab_run_stops_in_validation, render, role_vars
+from ansible_render import assert_lab_run_stops_in_validation, inventory_vars, render, role_vars
 
 MC = "etc/mail/sendmail.mc.j2"
 TLS_DEFINES = (
@@ -126,3 +126,18 @@ def test_bad_tls_data_fails_before_any_host_changes(extra, named):
     out = assert_lab_run_stops_in_validation(extra, named)
     # the key's text never shows
     assert "PRIVATE KEY-----" not in out.replace("-----BEGIN PRIVATE KEY----- ...", "")
+
+
+def test_no_extra_daemon_by_default():
+    mc = render("sendmail", MC, sendmail_kind="gateway")
+    daemons = [line for line in mc.splitlines() if line.startswith("DAEMON_OPTIONS(")]
+    assert daemons == ["DAEMON_OPTIONS(`Family=inet, Name=MTA, Port=smtp, Listen=256')dnl"]
+
+
+def test_the_lab_internet_has_a_port_without_starttls_for_the_tls_required_partner():
+    mc = render("sendmail", MC, "outside")
+    assert "DAEMON_OPTIONS(`Family=inet, Name=MTA, Port=smtp, Listen=256')dnl" in mc
+    assert "DAEMON_OPTIONS(`Family=inet, Name=MTA-NOTLS, Port=2525, Listen=256, M=S')dnl" in mc
+    # and smtpx1 sends that partner's mail there, through a mailer of that port
+    routes = {r["name"]: r for r in inventory_vars("smtpx1")["passerelle_smtpx_routes"]}
+    assert routes["tls-required.test"].get("port") == 2525

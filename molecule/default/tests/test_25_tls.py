@@ -80,6 +80,22 @@ def test_gw1_relays_to_mailstore1_over_a_verified_session():
     assert "verify=OK" in hop[0], hop[0]
 
 
+def test_smtpx1_sends_out_over_a_verified_session():
+    """Opportunistic TLS outbound: outside (the internet) offers STARTTLS on port 25 with a
+    certificate of the lab CA, and smtpx1 uses it, verifying the certificate."""
+    tag, text = message("alice@static-a.test", "dave@internet.test")
+    d = smtp("gw1", "smtpx1", "alice@static-a.test", ["dave@internet.test"], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    mbox = wait_for_mail("outside", "dave", tag)
+    msg = mbox[mbox.rfind("\nFrom ", 0, mbox.find(tag)) :]
+    hop = re.search(
+        rf"Received: from smtpx1\.{re.escape(LAB_DOMAIN)}.*?by outside\.[^;]*;", msg, re.S
+    )
+    assert hop, msg
+    assert "version=TLSv1.3" in hop[0] or "version=TLSv1.2" in hop[0], hop[0]
+    assert "verify=OK" in hop[0], hop[0]
+
+
 def queue_entry(mailq: str, rcpt: str) -> str:
     """The lines of ``mailq``'s entry (from its queue ID line on) that names ``rcpt``."""
     entries: list[list[str]] = []
