@@ -17,6 +17,7 @@ from tls_material import key_pem, pair, rsa_key_pem
 
 import ansible_render
 from ansible_render import ansible_playbook, assert_lab_run_stops_in_validation, render, trust
+from passerelle.dkim.keys import load_private_key
 from plugins import load
 
 dkim = load("filter_plugins/passerelle_dkim.py")
@@ -299,3 +300,25 @@ def test_production_vault_with_a_good_key_passes_the_dkim_check():
     assert "Validate the DKIM signing domains and their keys" in out, out
     assert "dkim_signer_domains" not in out.replace("DKIM signing domains", ""), out
     assert KEY_A[60:120] not in out
+
+
+def test_keys_made_by_cryptography_give_its_public_keys() -> None:
+    """The DKIM key reader (standard library only) agrees with the cryptography library,
+    which the controller's venv has (ansible's crypto collection needs it)."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for fmt in (ser.PrivateFormat.TraditionalOpenSSL, ser.PrivateFormat.PKCS8):
+        pem = rsa_key.private_bytes(ser.Encoding.PEM, fmt, ser.NoEncryption()).decode()
+        got = load_private_key(pem)
+        want = rsa_key.public_key().public_bytes(
+            ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo
+        )
+        assert (got.bits, got.public) == (2048, want)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    pem = ed_key.private_bytes(
+        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()
+    ).decode()
+    want = ed_key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    assert load_private_key(pem).public == want

@@ -1,6 +1,7 @@
 """DKIM keys: the public key a record publishes, read from PEM without any library, checked
-against OpenSSL's and the RFC's values (tests/unit/dkim/dkim_fixtures.py) and, where the
-cryptography library is installed, against its own."""
+against OpenSSL's and the RFC's values (tests/unit/dkim/dkim_fixtures.py); against the
+cryptography library's own in tests/controller/test_dkim_signer.py (the controller's venv has
+it, the package test venvs do not)."""
 
 from __future__ import annotations
 
@@ -135,23 +136,3 @@ def test_selectors_that_are_one_label_pass(selector: str) -> None:
 @pytest.mark.parametrize("selector", ["", "-a", "a-", "a.b", "a_b", "x" * 64, 7, None])
 def test_selectors_that_are_not_one_label_fail(selector: object) -> None:
     assert "invalid selector" in (keys.selector_problem(selector) or "")
-
-
-def test_keys_made_by_cryptography_give_its_public_keys() -> None:
-    crypto = pytest.importorskip("cryptography.hazmat.primitives.asymmetric")
-    from cryptography.hazmat.primitives import serialization as ser
-
-    rsa_key = crypto.rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    for fmt in (ser.PrivateFormat.TraditionalOpenSSL, ser.PrivateFormat.PKCS8):
-        pem = rsa_key.private_bytes(ser.Encoding.PEM, fmt, ser.NoEncryption()).decode()
-        got = load_private_key(pem)
-        want = rsa_key.public_key().public_bytes(
-            ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo
-        )
-        assert (got.bits, got.public) == (2048, want)
-    ed_key = crypto.ed25519.Ed25519PrivateKey.generate()
-    pem = ed_key.private_bytes(
-        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()
-    ).decode()
-    want = ed_key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
-    assert load_private_key(pem).public == want
