@@ -7,9 +7,14 @@ is what a real client on that network sees.
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import json
+import mailbox
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -159,6 +164,21 @@ def wait_for_mail(host: str, user: str, tag: str, timeout: float = 90) -> str:
             return out
         time.sleep(1)
     raise AssertionError(f"{tag} not delivered to {user} on {host} within {timeout} s")
+
+
+def delivered_message(
+    host: str, user: str, tag: str, timeout: float = 120
+) -> email.message.EmailMessage:
+    """The message carrying ``tag`` in ``user``'s mailbox on ``host``, once delivered."""
+    box = wait_for_mail(host, user, tag, timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mbox"
+        path.write_text(box)
+        for msg in mailbox.mbox(path, create=False):
+            raw = msg.as_bytes()
+            if tag.encode() in raw:
+                return email.message_from_bytes(raw, policy=email.policy.default)
+    raise AssertionError(f"{tag} not found in the mailbox of {user}")
 
 
 def main_pid(host: str, unit: str = "sendmail") -> int:

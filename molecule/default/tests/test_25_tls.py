@@ -65,19 +65,26 @@ def test_gw1_refuses_tls_1_1():
     assert "error" in got and "version" not in got, got
 
 
-def test_gw1_relays_to_mailstore1_over_a_verified_session():
-    tag, text = message("dave@internet.test", "alice@static-a.test")
-    d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
-    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
-    mbox = wait_for_mail("mailstore1", "alice", tag)
-    # the message's own headers, from its "From " line on
-    msg = mbox[mbox.rfind("\nFrom ", 0, mbox.find(tag)) :]
+def assert_hop_verified_tls(mbox: str, tag: str, sender: str, receiver: str) -> None:
+    """The Received line of the hop sender -> receiver, in the message carrying tag, shows
+    TLS 1.2+ and a peer certificate that verified."""
+    # the message's own headers, from its "From " line on (the first message of a mailbox
+    # has no newline before its "From ": one is added, or rfind found none)
+    box = "\n" + mbox
+    msg = box[box.rfind("\nFrom ", 0, box.find(tag)) :]
     hop = re.search(
-        rf"Received: from gw1\.{re.escape(LAB_DOMAIN)}.*?by mailstore1\.[^;]*;", msg, re.S
+        rf"Received: from {sender}\.{re.escape(LAB_DOMAIN)}.*?by {receiver}\.[^;]*;", msg, re.S
     )
     assert hop, msg
     assert "version=TLSv1.3" in hop[0] or "version=TLSv1.2" in hop[0], hop[0]
     assert "verify=OK" in hop[0], hop[0]
+
+
+def test_gw1_relays_to_mailstore1_over_a_verified_session():
+    tag, text = message("dave@internet.test", "alice@static-a.test")
+    d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    assert_hop_verified_tls(wait_for_mail("mailstore1", "alice", tag), tag, "gw1", "mailstore1")
 
 
 def test_smtpx1_sends_out_over_a_verified_session():
@@ -86,14 +93,7 @@ def test_smtpx1_sends_out_over_a_verified_session():
     tag, text = message("alice@static-a.test", "dave@internet.test")
     d = smtp("gw1", "smtpx1", "alice@static-a.test", ["dave@internet.test"], data=text)
     assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
-    mbox = wait_for_mail("outside", "dave", tag)
-    msg = mbox[mbox.rfind("\nFrom ", 0, mbox.find(tag)) :]
-    hop = re.search(
-        rf"Received: from smtpx1\.{re.escape(LAB_DOMAIN)}.*?by outside\.[^;]*;", msg, re.S
-    )
-    assert hop, msg
-    assert "version=TLSv1.3" in hop[0] or "version=TLSv1.2" in hop[0], hop[0]
-    assert "verify=OK" in hop[0], hop[0]
+    assert_hop_verified_tls(wait_for_mail("outside", "dave", tag), tag, "smtpx1", "outside")
 
 
 def queue_entry(mailq: str, rcpt: str) -> str:

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import email
 import email.policy
-import mailbox
-import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
-from labsmtp import NET, mailbox_has, podman_exec, present, smtp, wait_for_mail
+from labsmtp import NET, delivered_message, mailbox_has, podman_exec, present, smtp, wait_for_mail
 
 LISTED = f"{NET}.241"  # on the lab blocklist, not whitelisted: refused at connect
 LISTED_WHITELISTED = f"{NET}.242"  # on the lab blocklist, in the greylist whitelist
@@ -69,15 +66,7 @@ def _text(subject: str, body: str) -> tuple[str, str]:
 
 
 def _delivered(tag: str) -> email.message.EmailMessage:
-    box = wait_for_mail(STORE, USER, tag, timeout=120)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mbox"
-        path.write_text(box)
-        for msg in mailbox.mbox(path, create=False):
-            raw = msg.as_bytes()
-            if tag.encode() in raw:
-                return email.message_from_bytes(raw, policy=email.policy.default)
-    raise AssertionError(f"{tag} not found in the mailbox of {USER}")
+    return delivered_message(STORE, USER, tag)
 
 
 def _rules(msg: email.message.EmailMessage) -> set[str]:

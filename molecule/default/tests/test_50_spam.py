@@ -10,18 +10,24 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
-import mailbox
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import testinfra
-from labsmtp import LAB_DOMAIN, NET, PREFIX, needs, podman_exec, present, smtp, wait_for_mail
+from labsmtp import (
+    LAB_DOMAIN,
+    NET,
+    PREFIX,
+    delivered_message,
+    needs,
+    podman_exec,
+    present,
+    smtp,
+)
 
 GATEWAYS = present("gw1", "gw2")
 RCPT = "alice@static-a.test"
@@ -88,15 +94,7 @@ def _text(subject_word: str, body: str, extra_headers: str = "") -> tuple[str, s
 def _deliver(gateway: str, text: str, tag: str) -> email.message.EmailMessage:
     d = smtp("outside", gateway, SENDER, [RCPT], data=text)
     assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
-    box = wait_for_mail(STORE, USER, tag, timeout=120)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mbox"
-        path.write_text(box)
-        for msg in mailbox.mbox(path, create=False):
-            raw = msg.as_bytes()
-            if tag.encode() in raw:
-                return email.message_from_bytes(raw, policy=email.policy.default)
-    raise AssertionError(f"{tag} not found in the mailbox of {USER}")
+    return delivered_message(STORE, USER, tag)
 
 
 def _spamd_up(gateway: str, timeout: float = 90) -> None:
