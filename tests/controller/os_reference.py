@@ -135,6 +135,14 @@ SOURCES: dict[str, str] = {
         + _FEDORA.format("tesseract-tessdata")
         + "); not re-read"
     ),
+    "dmarc": (
+        "SpamAssassin's DMARC plugin exists from 4.0 (Debian 12: 4.0.1, its v400.pre loads "
+        "it; it needs Mail::DMARC, libmail-dmarc-perl, a Recommends). RHEL 9 AppStream ships "
+        "3.4.6 (" + _STREAM.format("spamassassin") + "; EL 9 branched from Fedora 34, and "
+        "Fedora's spec changelog, r0x0d/fedora-rpm-specs specs/spamassassin.spec, has "
+        "3.4.6-1 in April 2021 and 4.0.0-1 only in December 2022): no DMARC plugin, so no "
+        "Mail::DMARC package on EL 9"
+    ),
     "spf": (
         "perl-Mail-SPF (Mail::SPF, which SpamAssassin's SPF plugin loads) is in EPEL 9: "
         + _FEDORA.format("perl-Mail-SPF")
@@ -468,6 +476,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
             ["libdbd-mysql-perl", "mariadb-client"], ["perl-DBD-MySQL", "mariadb"], "perl"
         ),
         "__spamassassin_network_packages": Name(["libmail-spf-perl"], ["perl-Mail-SPF"], "spf"),
+        "__spamassassin_dmarc_packages": Name(["libmail-dmarc-perl"], [], "dmarc"),
         "__spamassassin_ocr_base_packages": Name(["tesseract-ocr"], ["tesseract"], "perl"),
         "__spamassassin_ocr_lang_prefix": Name("tesseract-ocr-", "tesseract-langpack-", "perl"),
         "__spamassassin_service": Name("spamd", "spamassassin", "spamassassin"),

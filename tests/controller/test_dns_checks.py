@@ -287,15 +287,14 @@ def test_the_lab_resolvers_serve_the_lab_zones():
     assert f"    local-data: '242.{rev}.bl.lab.passerelle.test. A 127.0.0.2'\n" in conf
     assert "    local-data: 'listed-url.test.uribl.lab.passerelle.test. A 127.0.0.2'\n" in conf
     assert f"    local-data: 'internet.test. TXT \"v=spf1 ip4:{net}.250 -all\"'\n" in conf
+    assert "    local-data: '_dmarc.internet.test. TXT \"v=DMARC1; p=reject\"'\n" in conf
 
 
 # --- spamassassin ---------------------------------------------------------------------------
 
 
-def _spamassassin_packages(os_family: str, network_tests: bool) -> list[str]:
-    v = role_vars(
-        "spamassassin", os_family=os_family, overrides={"spamassassin_network_tests": network_tests}
-    )
+def _spamassassin_packages(os_family: str, **overrides: object) -> list[str]:
+    v = role_vars("spamassassin", os_family=os_family, overrides=overrides)
     templar = Templar(loader=ansible_render._inventory(str(ansible_render.LAB))[0], variables=v)
     return templar.template(v["__spamassassin_all_packages"])
 
@@ -306,16 +305,45 @@ def test_network_tests_are_on_by_default_with_mail_spf():
     # the production example keeps the default (no inventory file turns them off)
     production = "".join(p.read_text() for p in PRODUCTION.rglob("*.yml"))
     assert "spamassassin_network_tests" not in production
-    assert "libmail-spf-perl" in _spamassassin_packages("Debian", True)
-    assert "perl-Mail-SPF" in _spamassassin_packages("RedHat", True)
+    assert "libmail-spf-perl" in _spamassassin_packages("Debian", spamassassin_network_tests=True)
+    assert "perl-Mail-SPF" in _spamassassin_packages("RedHat", spamassassin_network_tests=True)
     cf = render("spamassassin", "etc/spamassassin/local.cf.j2", spamassassin_network_tests=True)
     assert "dns_available yes\nskip_rbl_checks 0\n" in cf
 
 
 def test_network_tests_off_install_no_spf_and_disable_every_network_check():
-    assert "libmail-spf-perl" not in _spamassassin_packages("Debian", False)
+    assert "libmail-spf-perl" not in _spamassassin_packages(
+        "Debian", spamassassin_network_tests=False
+    )
     cf = render("spamassassin", "etc/spamassassin/local.cf.j2", spamassassin_network_tests=False)
     assert "dns_available no\nskip_rbl_checks 1\n" in cf
+
+
+DMARC_RULES = ("DMARC_PASS", "DMARC_REJECT", "DMARC_QUAR", "DMARC_NONE", "DMARC_MISSING")
+
+
+def test_dmarc_is_on_by_default_with_its_rules_from_spamassassin_4():
+    assert "libmail-dmarc-perl" in _spamassassin_packages("Debian")
+    cf = render("spamassassin", "etc/spamassassin/local.cf.j2").splitlines()
+    # loaded from SpamAssassin 4 only (EL 9's 3.4 has no such plugin: its lint would fail)
+    guard = cf.index("if (version >= 4.000000)")
+    assert cf[guard + 1 : guard + 3] == ["loadplugin Mail::SpamAssassin::Plugin::DMARC", "endif"]
+    # the rules under the correctly spelt plugin name (the stock 25_dmarc.cf misspells it)
+    block = cf[cf.index("ifplugin Mail::SpamAssassin::Plugin::DMARC") :]
+    block = block[: block.index("endif")]
+    assert "header DMARC_REJECT eval:check_dmarc_reject()" in block
+    assert "header DMARC_QUAR eval:check_dmarc_quarantine()" in block
+    assert "tflags DMARC_PASS net nice" in block
+    assert {line.split()[1] for line in block if line.startswith("header ")} == set(DMARC_RULES)
+
+
+def test_dmarc_off_or_network_tests_off_install_and_load_nothing_of_it():
+    for overrides in ({"spamassassin_dmarc": False}, {"spamassassin_network_tests": False}):
+        assert "libmail-dmarc-perl" not in _spamassassin_packages("Debian", **overrides)
+        cf = render("spamassassin", "etc/spamassassin/local.cf.j2", **overrides)
+        assert "DMARC" not in cf, overrides
+    # EL 9: no Mail::DMARC package (SpamAssassin 3.4), the version guard keeps the plugin off
+    assert not any("DMARC" in p for p in _spamassassin_packages("RedHat"))
 
 
 def test_the_lab_asks_only_its_own_zones():

@@ -7,8 +7,9 @@
   (outside's .241), and lets a listed client that is whitelisted in (outside's .242, in the
   greylist whitelist);
 * SpamAssassin's network tests score a message from .242 claiming internet.test (whose SPF
-  allows .250 only) with a link to the listed domain: SPF_FAIL, LAB_URIBL, LAB_DNSBL; the same
-  message from .250 passes SPF and hits no lab blocklist rule.
+  allows .250 only, and whose DMARC policy is p=reject) with a link to the listed domain:
+  SPF_FAIL, DMARC_REJECT, LAB_URIBL, LAB_DNSBL; the same message from .250 passes SPF, so
+  DMARC too, and hits no lab blocklist rule.
 
 outside holds .241 and .242 (inventory/lab/host_vars/outside.yml, playbooks/lab/create.yml).
 """
@@ -86,9 +87,11 @@ def test_the_lab_resolver_answers_the_blocklist_records(gateway):
     assert _a_records(gateway, f"{_reversed(MAIN)}.{ZONE}") == []
 
 
-def test_the_lab_resolver_serves_the_spf_record_with_its_quotes(gateway):
+def test_the_lab_resolver_serves_the_spf_and_dmarc_records_with_their_quotes(gateway):
     out = podman_exec(gateway, "perl", "-e", TXT, "internet.test")
     assert out.splitlines() == [f"v=spf1 ip4:{MAIN} -all"], out
+    out = podman_exec(gateway, "perl", "-e", TXT, "_dmarc.internet.test")
+    assert out.splitlines() == ["v=DMARC1; p=reject"], out
 
 
 # --- sendmail at connect ------------------------------------------------------------------
@@ -126,11 +129,14 @@ def test_listed_url_failing_spf_and_listed_client_get_their_rules(gateway):
     assert d.last[:2] == ("eom", 250), d.transcript
     rules = _rules(_delivered(tag))
     assert "SPF_FAIL" in rules, rules
+    # neither SPF nor a DKIM signature aligns with the From: domain, which says p=reject
+    assert "DMARC_REJECT" in rules, rules
+    assert "DMARC_PASS" not in rules, rules
     assert "LAB_URIBL" in rules, rules
     assert "LAB_DNSBL" in rules, rules
 
 
-def test_the_same_message_from_the_allowed_address_passes_spf(gateway):
+def test_the_same_message_from_the_allowed_address_passes_spf_and_dmarc(gateway):
     # Control: from outside's main address, which internet.test's SPF allows and no lab list
     # holds, the link is still listed but the client rules do not hit.
     tag, text = _text("offer", "Our offer: http://www.listed-url.test/offer")
@@ -139,5 +145,7 @@ def test_the_same_message_from_the_allowed_address_passes_spf(gateway):
     rules = _rules(_delivered(tag))
     assert "SPF_PASS" in rules, rules
     assert "SPF_FAIL" not in rules, rules
+    assert "DMARC_PASS" in rules, rules  # SPF passes for the From: domain: aligned
+    assert "DMARC_REJECT" not in rules, rules
     assert "LAB_DNSBL" not in rules, rules
     assert "LAB_URIBL" in rules, rules
