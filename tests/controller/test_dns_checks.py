@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -288,15 +289,20 @@ def test_the_lab_resolvers_serve_the_lab_zones():
     assert "    local-data: 'listed-url.test.uribl.lab.passerelle.test. A 127.0.0.2'\n" in conf
     assert f"    local-data: 'internet.test. TXT \"v=spf1 ip4:{net}.250 -all\"'\n" in conf
     assert "    local-data: '_dmarc.internet.test. TXT \"v=DMARC1; p=reject\"'\n" in conf
+    assert f"    local-data: 'internet.test. A {net}.250'\n" in conf
 
 
 # --- spamassassin ---------------------------------------------------------------------------
 
 
-def _spamassassin_packages(os_family: str, **overrides: object) -> list[str]:
+def _spamassassin_value(name: str, os_family: str = "Debian", **overrides: object) -> Any:
     v = role_vars("spamassassin", os_family=os_family, overrides=overrides)
     templar = Templar(loader=ansible_render._inventory(str(ansible_render.LAB))[0], variables=v)
-    return templar.template(v["__spamassassin_all_packages"])
+    return templar.template(v[name])
+
+
+def _spamassassin_packages(os_family: str, **overrides: object) -> list[str]:
+    return _spamassassin_value("__spamassassin_all_packages", os_family, **overrides)
 
 
 def test_network_tests_are_on_by_default_with_mail_spf():
@@ -344,6 +350,17 @@ def test_dmarc_off_or_network_tests_off_install_and_load_nothing_of_it():
         assert "DMARC" not in cf, overrides
     # EL 9: no Mail::DMARC package (SpamAssassin 3.4), the version guard keeps the plugin off
     assert not any("DMARC" in p for p in _spamassassin_packages("RedHat"))
+
+
+def test_private_suffixes_get_a_suffix_list_of_their_own_only_when_listed():
+    # the lab's senders are under test., which Mail::DMARC would skip: the lab lists it
+    lab = yaml.safe_load((ROOT / "inventory/lab/group_vars/all/spam.yml").read_text())
+    assert lab["spamassassin_dmarc_private_suffixes"] == ["test"]
+    copy = "__spamassassin_dmarc_suffix_copy"
+    assert _spamassassin_value(copy, spamassassin_dmarc_private_suffixes=["test"]) is True
+    assert _spamassassin_value(copy, spamassassin_dmarc_private_suffixes=[]) is False
+    off = {"spamassassin_dmarc_private_suffixes": ["test"], "spamassassin_dmarc": False}
+    assert _spamassassin_value(copy, **off) is False
 
 
 def test_the_lab_asks_only_its_own_zones():
