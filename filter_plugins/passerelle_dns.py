@@ -13,16 +13,29 @@
 
 Anything else raises ``AnsibleFilterError`` naming the entry (``sendmail_dnsbl[1]
 'bl.example'``) and what is wrong with it.
+
+A blocklist's zone is a domain name by the routing rules the gateways' ``passerelle``
+package applies (``src/passerelle/routing/rules.py``, loaded by path through
+``_passerelle_load.py``), its root's dot allowed. A record's owner name is not: DNS data names
+may carry ``_`` (``_dmarc``, ``sel._domainkey``), a leading ``*`` and a single label.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _passerelle_load
+import _passerelle_load
+
+hostname_problem: Callable[..., str | None] = _passerelle_load.routing_rules().hostname_problem
 
 DNSBL_KEYS = frozenset({"zone", "message", "replies"})
 # enhdnsbl compares the answer with its 4th to 9th arguments: six replies at most.
@@ -42,8 +55,10 @@ _M4_WORDS = re.compile(
     r"\b(dnl|divert|undivert|divnum|changequote|changecom|m4exit|m4wrap|traceon|traceoff|"
     r"dumpdef|sysval|__file__|__line__|__program__|__gnu__|__unix__|unix)\b"
 )
-_LABEL = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
-_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# A label of a record's owner name (RFC 2181: service labels with '_', a wildcard '*').
+_OWNER_LABEL = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
+# Longest zone taken (a query name puts the client's reversed address before the zone).
+MAX_ZONE = 200
 RR_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "CNAME", "PTR", "NS", "SRV"})
 _TXT_STRINGS = re.compile(r'^("[^"\\]*"\s*)+$')
 _TXT_STRING = re.compile(r'"([^"\\]*)"')
@@ -54,18 +69,11 @@ def _where(name: str, index: int, value: Any) -> str:
 
 
 def _zone_problem(zone: Any) -> str | None:
-    if not isinstance(zone, str) or not zone.strip("."):
-        return "the zone must be a domain name"
-    labels = zone.lower().rstrip(".").split(".")
-    for label in labels:
-        if not _DOMAIN_LABEL.match(label):
-            return f"the zone is not a domain name (bad label {label!r})"
-    if len(labels) < 2:
-        return "the zone must be a domain name of two labels at least"
-    if len(zone.rstrip(".")) > 200:
-        return "the zone is too long for a query name (200 characters at most)"
-    if labels[-1].isdigit():
-        return "the zone is not a domain name (numeric top-level label)"
+    problem = hostname_problem(zone, trailing_dot=True)
+    if problem:
+        return f"the zone is an {problem}"
+    if len(zone.rstrip(".")) > MAX_ZONE:
+        return f"the zone is too long for a query name ({MAX_ZONE} characters at most)"
     return None
 
 
@@ -147,7 +155,7 @@ def _name_problem(owner: str) -> str | None:
     if not owner.rstrip(".") or len(owner.rstrip(".")) > 253:
         return f"name {owner!r} is not a domain name"
     for position, label in enumerate(labels):
-        if not _LABEL.match(label) or (label == "*" and position > 0):
+        if not _OWNER_LABEL.match(label) or (label == "*" and position > 0):
             return f"name {owner!r} is not a domain name (bad label {label!r})"
     return None
 

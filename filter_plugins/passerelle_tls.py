@@ -1,15 +1,17 @@
 # Copyright: Passerelle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Checks of a host's STARTTLS certificate and key, run on the controller before any host
-is touched (``playbooks/validate.yml``).
+"""Checks of a host's TLS certificate and key (sendmail's STARTTLS, the Nagios web UI's), run
+on the controller before any host is touched (``playbooks/validate.yml``).
 
-``certificate | passerelle_tls_credentials(private_key, name='sendmail_tls_certificate')``
-takes the PEM contents given in the inventory (the key from the vault) and returns
-``{"enabled": False}`` when both are empty (no STARTTLS offered), or ``{"enabled": True,
-"subject": ..., "not_after": "YYYY-MM-DDTHH:MM:SSZ"}`` when they are usable: the certificate
-(the first one of the chain) is PEM, valid now, and its public key is the key's. Anything else
-raises ``AnsibleFilterError`` naming the variable and what is wrong; the key's text never
-appears in a message.
+``certificate | passerelle_tls_credentials(private_key, name='sendmail_tls_certificate',
+key_name='sendmail_tls_private_key', host=inventory_hostname)`` takes the PEM contents given
+in the inventory (the key from the vault) and returns ``{"enabled": False}`` when both are
+empty (no TLS), or ``{"enabled": True, "subject": ..., "not_after": "YYYY-MM-DDTHH:MM:SSZ"}``
+when they are usable: the certificate (the first one of the chain) is PEM, valid now, and its
+public key is the key's. Anything else raises ``AnsibleFilterError`` naming the variable
+(after ``host: `` when a host is given) and what is wrong; the key's text never appears in a
+message. The same rules serve sendmail's pair and the Nagios web UI's
+(``nagios_tls_certificate``, ``nagios_tls_private_key``).
 
 Needs the ``cryptography`` library on the controller (constraints.txt pins it; Ansible's
 own dependencies include it).
@@ -48,11 +50,28 @@ def passerelle_tls_credentials(
     name: str = "sendmail_tls_certificate",
     key_name: str = "sendmail_tls_private_key",
     now: datetime.datetime | None = None,
+    host: str = "",
 ) -> dict[str, Any]:
     """Check a PEM certificate chain and its private key (see the module's docstring).
 
     ``now`` (timezone-aware) is the clock, for the tests; default: the current UTC time.
+    ``host``, when given, starts every error message (``host: name ...``).
     """
+    try:
+        return _credentials(certificate, private_key, name, key_name, now)
+    except AnsibleFilterError as exc:
+        if not host:
+            raise
+        raise AnsibleFilterError(f"{host}: {exc.message}") from None
+
+
+def _credentials(
+    certificate: Any,
+    private_key: Any,
+    name: str,
+    key_name: str,
+    now: datetime.datetime | None,
+) -> dict[str, Any]:
     cert_text = _text(certificate, name)
     key_text = _text(private_key, key_name)
     if not cert_text and not key_text:

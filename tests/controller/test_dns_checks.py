@@ -68,6 +68,23 @@ def test_message_and_replies_of_an_entry():
     ]
 
 
+def test_the_zone_is_checked_with_the_routing_rules_of_the_package():
+    """One definition of a domain name: src/passerelle/routing/rules.py, loaded by path."""
+    assert dns.hostname_problem is pm.RULES.hostname_problem
+
+
+@pytest.mark.parametrize(
+    "zone", ["static-a.test", "xn--bcher-kva.example", "192.0.2.5", "-a.test", "a_b.test", "x"]
+)
+def test_a_zone_is_taken_when_the_package_takes_the_name(zone):
+    try:
+        dns.passerelle_dnsbl([{"zone": zone}])
+        accepted = True
+    except AnsibleFilterError:
+        accepted = False
+    assert accepted is (pm.hostname_problem(zone) is None)
+
+
 def test_no_blocklist():
     assert dns.passerelle_dnsbl([]) == []
     assert dns.passerelle_dnsbl(None) == []
@@ -78,11 +95,36 @@ def test_no_blocklist():
     [
         (
             [{"zone": "bl example.org"}],
-            "sendmail_dnsbl[0] 'bl example.org': the zone is not a domain",
+            "sendmail_dnsbl[0] 'bl example.org': the zone is an invalid domain name "
+            "(bad label 'bl example')",
         ),
-        ([{"zone": "localhost"}], "sendmail_dnsbl[0] 'localhost': the zone must be a domain name"),
-        ([{"zone": "bl.example.123"}], "numeric top-level label"),
-        ([{"zone": 5}], "sendmail_dnsbl[0] 5: the zone must be a domain name"),
+        (
+            [{"zone": "localhost"}],
+            "sendmail_dnsbl[0] 'localhost': the zone is an invalid domain name "
+            "(needs at least 2 labels)",
+        ),
+        (
+            [{"zone": "bl.example.123"}],
+            "sendmail_dnsbl[0] 'bl.example.123': the zone is an invalid domain name "
+            "(numeric top-level label)",
+        ),
+        (
+            [{"zone": 5}],
+            "sendmail_dnsbl[0] 5: the zone is an invalid domain name (not a string)",
+        ),
+        (
+            [{"zone": "bl.example.org.."}],
+            "sendmail_dnsbl[0] 'bl.example.org..': the zone is an invalid domain name "
+            "(bad label '')",
+        ),
+        (
+            [{"zone": "b\u00fccher.example"}],
+            "the zone is an invalid domain name (IDN must be given as punycode, xn--...)",
+        ),
+        (
+            [{"zone": "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 20 + ".test"}],
+            "the zone is too long for a query name (200 characters at most)",
+        ),
         (
             [{"zone": "a.example"}, {"zone": "b.example", "replies": ["127.0.0.2", "10.0.0.2"]}],
             "sendmail_dnsbl[1] 'b.example': reply '10.0.0.2' is not an IPv4 address in 127.0.0.0/8",

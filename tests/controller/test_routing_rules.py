@@ -37,13 +37,18 @@ def test_ldap_defaults_are_the_same_on_both_sides():
 
 
 @pytest.mark.parametrize(
-    "path", ["filter_plugins/passerelle_maps.py", "src/passerelle/routing/config.py"]
+    "path",
+    [
+        "filter_plugins/passerelle_maps.py",
+        "filter_plugins/passerelle_dns.py",
+        "src/passerelle/routing/config.py",
+    ],
 )
 def test_no_second_copy_of_the_rules(path):
     """The label pattern, the URI pattern and the default attribute names live in rules.py."""
     text = (ROOT / path).read_text()
     code = re.sub(r'"""[\s\S]*?"""', "", text)  # docstrings may show the defaults
-    for copy in ("[a-z0-9](?:", "ldaps?://", '"inetLocalMailRecipient"', '"mailHost"'):
+    for copy in ("[a-z0-9](", "ldaps?://", '"inetLocalMailRecipient"', '"mailHost"'):
         assert copy not in code, f"{path} has its own copy of {copy!r}"
 
 
@@ -123,6 +128,25 @@ def test_domain_rule_is_the_same_on_both_sides(name, valid):
     except ConfigError:
         accepted = False
     assert accepted is valid
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("bl.example.org.", None),
+        ("bl.example.org", None),
+        ("bl.example.org..", "invalid domain name (bad label '')"),
+        (".", "invalid domain name (empty or longer than 253 characters)"),
+        ("localhost.", "invalid domain name (needs at least 2 labels)"),
+        ("a" * 250 + ".test.", "invalid domain name (empty or longer than 253 characters)"),
+        ("bl.example.123.", "invalid domain name (numeric top-level label)"),
+    ],
+)
+def test_a_fully_qualified_name_may_end_with_its_dot_when_asked(name, problem):
+    """DNS data (sendmail_dnsbl zones) write a name with its root's dot; routing does not."""
+    assert rules.hostname_problem(name, trailing_dot=True) == problem
+    if name.endswith("."):
+        assert rules.hostname_problem(name) == "invalid domain name (trailing dot)"
 
 
 def test_config_module_has_no_regex_for_names():

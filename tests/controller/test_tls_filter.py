@@ -142,3 +142,19 @@ def test_certificate_thresholds_critical_is_fewer_days():
         sv.passerelle_checks(
             ["gateways"], {"smtp_cert_warning": 7, "smtp_cert_critical": 14}, os_family="Debian"
         )
+
+
+def test_a_host_given_starts_every_message():
+    cert, _ = pair("mon1.example.test", START)
+    _, other_key = pair("other", START)
+    names = {"name": "nagios_tls_certificate", "key_name": "nagios_tls_private_key"}
+    with pytest.raises(AnsibleFilterError) as err:
+        check(cert, other_key, now=NOW, host="mon1", **names)
+    assert str(err.value).startswith(
+        "mon1: nagios_tls_certificate (CN=mon1.example.test) does not match nagios_tls_private_key"
+    )
+    with pytest.raises(AnsibleFilterError, match=r"^mon1: nagios_tls_private_key is empty but"):
+        check(cert, "", now=NOW, host="mon1", **names)
+    # a good pair gives the same answer with or without the host
+    good_cert, good_key = pair("mon1.example.test", START)
+    assert check(good_cert, good_key, now=NOW, host="mon1") == check(good_cert, good_key, now=NOW)

@@ -22,18 +22,22 @@ MAILERS = ("esmtp", "smtp", "relay", "smtp8", "dsmtp")
 LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def hostname_problem(name: Any, min_labels: int = 2) -> str | None:
+def hostname_problem(name: Any, min_labels: int = 2, trailing_dot: bool = False) -> str | None:
     """Return why ``name`` is not a valid host/domain name (RFC 1035/1123), or None.
 
     Labels: 1-63 characters, letters, digits and hyphens, no leading or trailing hyphen;
     total length <= 253; no trailing dot; the last label is not all-numeric (so that an
     IPv4 address is never taken for a name). IDNs must be given in punycode (``xn--``).
+    ``trailing_dot``: the name may end with the root's dot (``bl.example.org.``, as DNS data
+    writes it; one dot, checked without it).
     """
     if not isinstance(name, str):
         return "invalid domain name (not a string)"
     if not name.isascii():
         return "invalid domain name (IDN must be given as punycode, xn--...)"
-    if name.endswith("."):
+    if trailing_dot and name.endswith("."):
+        name = name[:-1]
+    elif name.endswith("."):
         return "invalid domain name (trailing dot)"
     if not name or len(name) > 253:
         return "invalid domain name (empty or longer than 253 characters)"
