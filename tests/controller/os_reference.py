@@ -184,7 +184,7 @@ SOURCES: dict[str, str] = {
         "RHEL 9 selinux-policy (targeted), built from fedora-selinux/selinux-policy (read: "
         "policy/modules/contrib/sendmail.te, milter.te, milter.if, nagios.te; "
         "policy/modules/system/unconfinedservice.te, init.te; policy/modules/kernel/files.if, "
-        "files.te)"
+        "files.te, corenetwork.te.in)"
     ),
     "same": "the same name on Debian and EL (the upstream's own name)",
 }
@@ -215,7 +215,19 @@ SELINUX_POLICY: dict[str, str] = {
     ),
     "smtp_port_t": (
         "the ports sendmail_t may bind (sendmail.te: corenet_tcp_bind_smtp_port); tcp 25, "
-        "465, 587 in the policy (corenetwork.te.in, not re-read)"
+        "465, 587 (corenetwork.te.in: network_port(smtp, ...))"
+    ),
+    "inetd_child_port_t": (
+        "the ports nrpe_t may bind (nagios.te: corenet_tcp_bind_inetd_child_port); tcp 5666 "
+        "among them (corenetwork.te.in: network_port(inetd_child, ...))"
+    ),
+    "mysqld_port_t": (
+        "the ports mysqld_t (MariaDB) binds; tcp 1186, 3306, 63132-63164 (corenetwork.te.in: "
+        "network_port(mysqld, ...))"
+    ),
+    "spamd_port_t": (
+        "the ports spamd_t binds; tcp 783, 10026, 10027 (corenetwork.te.in: "
+        "network_port(spamd, ...))"
     ),
 }
 

@@ -250,6 +250,8 @@ def test_seport_gives_every_extra_daemon_port_smtp_port_t() -> None:
     assert args["setype"] == "smtp_port_t" and args["proto"] == "tcp" and args["state"] == "present"
     assert templar.template(trust(args["ports"])) == ["2525", "587", "2526"]
     assert {EL_ONLY, SELINUX_ON} <= set(task["when"])
+    names = [t["name"] for t in yaml.safe_load(SENDMAIL_TASKS.read_text())]
+    assert names.index(task["name"]) < names.index("Run the sendmail service")
     assert templar.template(trust("{{ __sendmail_firewall_ports }}")) == [
         "25/tcp",
         "2525/tcp",
@@ -263,3 +265,47 @@ def test_no_extra_daemon_no_seport() -> None:
     task = _task(SENDMAIL_TASKS, "community.general.seport")
     conditions = [c for c in task["when"] if c not in (EL_ONLY, SELINUX_ON)]
     assert not all(templar.evaluate_conditional(trust(c)) for c in conditions)
+
+
+# -- every port a role listens on has the type its daemon may bind -------------------------------
+@pytest.mark.parametrize(
+    ("role", "setype", "overrides", "ports"),
+    [
+        ("nrpe", "inetd_child_port_t", {"nrpe_port": 5667}, "5667"),
+        ("mariadb", "mysqld_port_t", {"mariadb_port": 3307}, "3307"),
+        (
+            "spamassassin",
+            "spamd_port_t",
+            {"spamassassin_listen": ["127.0.0.1:784", "[::1]:784", "/run/spamd/spamd.sock"]},
+            ["784"],
+        ),
+        ("spamassassin", "spamd_port_t", {}, ["783"]),
+    ],
+)
+def test_seport_gives_each_listening_port_its_daemons_type(
+    role: str, setype: str, overrides: dict[str, Any], ports: Any
+) -> None:
+    """A port moved from the policy's default (5666, 3306, 783) is labelled so that the
+    daemon may still bind it, before the daemon starts (the task comes before the role's
+    configuration and service tasks)."""
+    tasks_file = ansible_render.ROLES / role / "tasks" / "main.yml"
+    task = _task(tasks_file, "community.general.seport")
+    args = task["community.general.seport"]
+    assert args["setype"] == setype and args["proto"] == "tcp" and args["state"] == "present"
+    templar = _el_vars(role, overrides)
+    assert templar.template(trust(args["ports"])) == ports
+    assert {EL_ONLY, SELINUX_ON} <= set(task["when"])
+    names = [t["name"] for t in yaml.safe_load(tasks_file.read_text())]
+    later = [n for n in names if n.startswith(("Configure", "Enable and start", "Run ", "Build"))]
+    assert later and all(names.index(task["name"]) < names.index(n) for n in later)
+
+
+def test_every_seport_type_is_cited() -> None:
+    used = {
+        t["community.general.seport"]["setype"]
+        for path in sorted(ansible_render.ROLES.glob("*/tasks/*.yml"))
+        for t in _tasks(path)
+        if "community.general.seport" in t
+    }
+    assert used == {"smtp_port_t", "inetd_child_port_t", "mysqld_port_t", "spamd_port_t"}
+    assert used - set(SELINUX_POLICY) == set()
