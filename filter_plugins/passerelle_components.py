@@ -116,7 +116,7 @@ PLAYS: dict[str, tuple[dict[str, Any], ...]] = {
     "fleet": (
         {"role": "mariadb", "groups": ("greylist_db",), "packages": True},
         {"role": "resolver", "groups": _MAIL, "packages": True},
-        {"role": "passerelle_tools", "groups": _MAIL},
+        {"role": "passerelle_tools", "groups": _MAIL, "packages": True},
         {"role": "greylist", "groups": ("gateways",), "packages": True},
         {"role": "clamav", "groups": _MAIL, "packages": True},
         {"role": "antivirus", "groups": _MAIL, "packages": True},
@@ -132,7 +132,7 @@ PLAYS: dict[str, tuple[dict[str, Any], ...]] = {
     # playbooks/monitoring.yml, three plays. The backups before NRPE, whose "Backup age"
     # check wants the first one.
     "supervision": (
-        {"role": "passerelle_tools", "groups": _SUPERVISED},
+        {"role": "passerelle_tools", "groups": _SUPERVISED, "packages": True},
         {"role": "process_watch", "groups": _SUPERVISED},
         {"role": "backup", "groups": ("greylist_db", *_MAIL)},
         {"role": "nrpe", "groups": _SUPERVISED, "packages": True},

@@ -116,7 +116,8 @@ SOURCES: dict[str, str] = {
     "sendmail": (
         "RHEL 9 AppStream sendmail, sendmail-cf: " + _STREAM.format("sendmail") + " (not "
         "re-read): /usr/sbin/sendmail.sendmail (alternatives), /usr/share/sendmail-cf, "
-        "/etc/aliases, PID /run/sendmail.pid, user smmsp, OSTYPE(linux)"
+        "/etc/aliases, PID /run/sendmail.pid, user smmsp, OSTYPE(linux); "
+        "policycoreutils-python-utils for the extra daemons' ports: see selinux-tools"
     ),
     "mariadb": (
         "RHEL 9 AppStream mariadb 10.5: " + _STREAM.format("mariadb") + " (not re-read): "
@@ -178,7 +179,64 @@ SOURCES: dict[str, str] = {
         "ExecReload=/bin/kill -USR1 $MAINPID; tmpfiles 'd /run/opendkim 0750 opendkim "
         "opendkim'; UserID opendkim)"
     ),
+    "selinux-tools": (
+        "RHEL 9 policycoreutils: " + _STREAM.format("policycoreutils") + " (read: "
+        "r0x0d/fedora-rpm-specs specs/policycoreutils.spec, same layout): semodule, "
+        "semodule_package, restorecon in policycoreutils itself; semanage in "
+        "policycoreutils-python-utils, which requires python3-policycoreutils (seobject.py, "
+        "what community.general.sefcontext and seport import; it requires checkpolicy). "
+        "checkmodule is in checkpolicy: " + _STREAM.format("checkpolicy") + " (not re-read). "
+        "Debian has no SELinux by default (none)"
+    ),
+    "selinux-policy": (
+        "RHEL 9 selinux-policy (targeted), built from fedora-selinux/selinux-policy (read: "
+        "policy/modules/contrib/sendmail.te, milter.te, milter.if, nagios.te; "
+        "policy/modules/system/unconfinedservice.te, init.te; policy/modules/kernel/files.if, "
+        "files.te, corenetwork.te.in)"
+    ),
     "same": "the same name on Debian and EL (the upstream's own name)",
+}
+
+# The names of EL 9's SELinux policy that Passerelle's policy module
+# (roles/passerelle_tools/files/passerelle.te) requires and its tasks use, with what each is
+# (read in SOURCES["selinux-policy"]). test_selinux_policy.py checks that the module requires
+# nothing else. Debian has no SELinux by default: none of these exist there.
+SELINUX_POLICY: dict[str, str] = {
+    "sendmail_t": "sendmail's domain (sendmail.te: mta_sendmail_mailserver(sendmail_t))",
+    "unconfined_service_t": (
+        "systemd services run from bin_t executables, such as the passerelle command "
+        "(unconfinedservice.te: corecmd_bin_entry_type(unconfined_service_t))"
+    ),
+    "nrpe_t": "NRPE's domain (nagios.te), in which its sudo-run checks stay",
+    "file_type": "every file type (files.if: files_type)",
+    "non_security_file_type": "files_type's second attribute (files.if)",
+    "non_auth_file_type": "files_type's third attribute (files.if)",
+    "pidfile": (
+        "runtime files in /run (files.if: files_pid_file); init.te lets systemd (init_t) "
+        "create and relabel folders of this attribute (files_manage_all_pid_dirs, "
+        "files_relabel_all_pid_dirs)"
+    ),
+    "milter_data_type": (
+        "milters' socket folders and sockets (milter.if: milter_template); sendmail.te's "
+        "milter_stream_connect_all(sendmail_t) lets sendmail search such folders and write "
+        "such sockets"
+    ),
+    "smtp_port_t": (
+        "the ports sendmail_t may bind (sendmail.te: corenet_tcp_bind_smtp_port); tcp 25, "
+        "465, 587 (corenetwork.te.in: network_port(smtp, ...))"
+    ),
+    "inetd_child_port_t": (
+        "the ports nrpe_t may bind (nagios.te: corenet_tcp_bind_inetd_child_port); tcp 5666 "
+        "among them (corenetwork.te.in: network_port(inetd_child, ...))"
+    ),
+    "mysqld_port_t": (
+        "the ports mysqld_t (MariaDB) binds; tcp 1186, 3306, 63132-63164 (corenetwork.te.in: "
+        "network_port(mysqld, ...))"
+    ),
+    "spamd_port_t": (
+        "the ports spamd_t binds; tcp 783, 10026, 10027 (corenetwork.te.in: "
+        "network_port(spamd, ...))"
+    ),
 }
 
 
@@ -422,7 +480,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
     "sendmail": {
         "__sendmail_packages": Name(
             ["sendmail-bin", "sendmail-cf", "m4", "make"],
-            ["sendmail", "sendmail-cf", "m4", "make"],
+            ["sendmail", "sendmail-cf", "m4", "make", "policycoreutils-python-utils"],
             "sendmail",
         ),
         "__sendmail_cf_dir": Name("/usr/share/sendmail/cf", "/usr/share/sendmail-cf", "sendmail"),
@@ -500,6 +558,9 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__dkim_signer_group": Name("opendkim", "opendkim", "opendkim"),
     },
     "passerelle_tools": {
+        "__passerelle_tools_packages": Name(
+            [], ["checkpolicy", "policycoreutils-python-utils"], "selinux-tools"
+        ),
         "__passerelle_tools_sendmail_user": same("smmsp"),
         "__passerelle_tools_python": same("/usr/bin/python3"),
     },
