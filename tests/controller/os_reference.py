@@ -535,9 +535,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
         ),
         "__spamassassin_network_packages": Name(["libmail-spf-perl"], ["perl-Mail-SPF"], "spf"),
         "__spamassassin_dmarc_packages": Name(["libmail-dmarc-perl"], [], "dmarc"),
-        "__spamassassin_public_suffix_list": same(
-            "/usr/share/publicsuffix/public_suffix_list.dat"
-        ),
+        "__spamassassin_public_suffix_list": same("/usr/share/publicsuffix/public_suffix_list.dat"),
         "__spamassassin_ocr_base_packages": Name(["tesseract-ocr"], ["tesseract"], "perl"),
         "__spamassassin_ocr_lang_prefix": Name("tesseract-ocr-", "tesseract-langpack-", "perl"),
         "__spamassassin_service": Name("spamd", "spamassassin", "spamassassin"),
