@@ -1,0 +1,208 @@
+"""Rotating the database secret (README, "Rotating the database secret"), on the lab.
+
+`ansible-playbook site.yml --tags db-secret` with a new `passerelle_greylist_db_secret`: the
+MariaDB users get their new passwords, the gateways' and relays' files that hold one are
+re-rendered, the greylist milters restart and spamd reloads; the old passwords are refused,
+greylisting, the shared Bayes store and the connection guard's sink work with the new ones,
+and no triplet or Bayes token is lost. The lab is put back on the inventory's secret the same
+way at the end (which runs the procedure a second time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+from labsmtp import NET, PREFIX, PROJECT, main_pid, message, podman_exec, present, smtp
+
+GATEWAYS = present("gw1", "gw2")
+LIMIT = "greylist_db:gateways:smtpx"
+CONFIG = "/etc/passerelle/greylist.toml"
+CONNWATCH = "/etc/passerelle/connwatch.toml"
+CONNWATCH_TASK = (
+    "connwatch : Install the guard's configuration (checked by passerelle connwatch check-config)"
+)
+SOURCE = f"{NET}.245"  # not whitelisted for greylisting (test_30)
+INVENTORY_SECRET = yaml.safe_load(
+    (PROJECT / "inventory/lab/group_vars/all/greylist.yml").read_text()
+)["passerelle_greylist_db_secret"]
+
+pytestmark = pytest.mark.skipif(not present("db1"), reason="needs the shared database (db1)")
+
+
+def _password(secret: str, user: str) -> str:
+    """The derivation the README documents: sha256(secret ':' user), 32 hex digits."""
+    return hashlib.sha256(f"{secret}:{user}".encode()).hexdigest()[:32]
+
+
+def _rotate(secret: str | None, tmp_path: Path) -> dict[str, set[str]]:
+    """Run the rotation (--tags db-secret); the changed task names per host."""
+    extra = tmp_path / f"secret-{uuid.uuid4().hex[:6]}.yml"
+    extra.write_text(yaml.safe_dump({"passerelle_greylist_db_secret": secret} if secret else {}))
+    env = dict(os.environ)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    env.update(
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
+    )
+    res = subprocess.run(
+        [
+            str(PROJECT / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(PROJECT / "inventory/lab"),
+            str(PROJECT / "playbooks/lab/site.yml"),
+            "--tags",
+            "db-secret",
+            "--limit",
+            LIMIT,
+            "-e",
+            f"@{extra}",
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    changed: dict[str, set[str]] = {}
+    for play in json.loads(res.stdout)["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("changed"):
+                    changed.setdefault(host.split(".")[0], set()).add(task["task"]["name"])
+    return changed
+
+
+def _count(query: str) -> int:
+    return int(podman_exec("db1", "mysql", "--batch", "--skip-column-names", "-e", query).strip())
+
+
+def _store_answers(gateway: str, config: str = CONFIG) -> subprocess.CompletedProcess[str]:
+    """The greylist CLI reading the whitelist table through the given configuration."""
+    return subprocess.run(
+        [
+            "podman",
+            "exec",
+            f"{PREFIX}{gateway}",
+            "passerelle",
+            "greylist",
+            "whitelist",
+            "list",
+            "--config",
+            config,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _greylisted_through(gateway: str) -> str:
+    sender = f"rotation-{uuid.uuid4().hex[:10]}@internet.test"
+    _tag, text = message(sender, "alice@static-a.test")
+    d = smtp("outside", gateway, sender, ["alice@static-a.test"], data=text, source=SOURCE)
+    reply = d.reply("rcpt")
+    assert reply is not None and reply[0] == 451 and "greylisted" in reply[1].lower(), d.transcript
+    return sender
+
+
+def _wait_store_answers(gateway: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (res := _store_answers(gateway)).returncode != 0:
+        assert time.monotonic() < deadline, res.stderr
+        time.sleep(1)
+
+
+@pytest.fixture()
+def rotated(tmp_path):
+    """The lab on a new secret for the test; back on the inventory's secret afterwards."""
+    secret = f"rotated-{uuid.uuid4().hex}"
+    yield secret
+    changed = _rotate(None, tmp_path)
+    assert (
+        "mariadb : Create a least-privilege user per gateway, and the schema user"
+        in changed.get("db1", set())
+    )
+    for gateway in GATEWAYS:
+        _wait_store_answers(gateway)
+
+
+def test_rotating_the_database_secret(rotated, tmp_path):
+    triplets = _count("SELECT COUNT(*) FROM greylist.greylist")
+    tokens = _count("SELECT COUNT(*) FROM spamassassin.bayes_token")
+    milters = {gw: main_pid(gw, "passerelle-greylist") for gw in GATEWAYS}
+
+    t0 = time.monotonic()
+    changed = _rotate(rotated, tmp_path)
+    elapsed = time.monotonic() - t0
+    print(f"rotation run: {elapsed:.0f} s")
+
+    # The server got the new passwords; every holder of one was re-rendered.
+    assert (
+        "mariadb : Create a least-privilege user per gateway, and the schema user" in changed["db1"]
+    )
+    assert "mariadb : Create the Bayes user (one for every gateway)" in changed["db1"]
+    for gw in GATEWAYS:
+        names = changed.get(gw, set())
+        assert any(n.startswith("passerelle_tools : Install the configuration") for n in names), (
+            names
+        )
+        assert "greylist : Restart the greylist milter" in names, names
+        assert "spamassassin : Install local.cf once spamassassin --lint accepts it" in names, names
+        assert "spamassassin : Reload spamd" in names, names
+        assert CONNWATCH_TASK in names, names
+        # nothing else of the host was touched (no package, no sendmail change)
+        assert not [n for n in names if n.startswith("sendmail :")], names
+
+    for gw in GATEWAYS:
+        user = f"greylist_{gw}"
+        # The milter restarted and reaches the store with the new password...
+        assert main_pid(gw, "passerelle-greylist") != milters[gw]
+        _wait_store_answers(gw)
+        store = tomllib.loads(podman_exec(gw, "cat", CONFIG))["greylist"]["store"]
+        assert f":{_password(rotated, user)}@" in store
+        # ...the old one is refused by MariaDB (the same configuration with the old password).
+        old = podman_exec(gw, "cat", CONFIG).replace(
+            _password(rotated, user), _password(INVENTORY_SECRET, user)
+        )
+        podman_exec(gw, "sh", "-c", "umask 077; cat > /tmp/greylist-old.toml", stdin=old)
+        refused = _store_answers(gw, "/tmp/greylist-old.toml")
+        podman_exec(gw, "rm", "-f", "/tmp/greylist-old.toml")
+        assert refused.returncode != 0 and "denied" in (refused.stdout + refused.stderr).lower(), (
+            refused
+        )
+        # The connection guard's sink holds the new password too.
+        sink = tomllib.loads(podman_exec(gw, "cat", CONNWATCH))
+        assert _password(rotated, user) in json.dumps(sink)
+        # SpamAssassin reads the shared Bayes store with its new password (spamd's own user).
+        magic = podman_exec(
+            gw, "runuser", "-u", "debian-spamd", "--", "sa-learn", "--dump", "magic"
+        )
+        assert re.search(r"\d+\s+0\s+non-token data: ntokens", magic), magic
+
+    # Greylisting decides with the store again (a new triplet is recorded, not skipped).
+    sender = _greylisted_through(GATEWAYS[0])
+    assert _count(f"SELECT COUNT(*) FROM greylist.greylist WHERE sender LIKE '%{sender}%'") == 1
+    # Nothing lost.
+    assert _count("SELECT COUNT(*) FROM greylist.greylist") >= triplets + 1
+    assert _count("SELECT COUNT(*) FROM spamassassin.bayes_token") >= tokens
+    log = podman_exec(
+        GATEWAYS[0],
+        "journalctl",
+        "-u",
+        "passerelle-greylist",
+        "--since",
+        "-2min",
+        "--no-pager",
+        "-q",
+    )
+    assert "denied" not in log.lower(), log
