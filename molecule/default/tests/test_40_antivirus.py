@@ -149,6 +149,41 @@ def test_eicar_sent_out_through_smtpx_is_refused():
     assert not mailbox_has("outside", "dave", tag)
 
 
+def _spamd_saw(tag: str) -> bool:
+    """spamd logs "checking message <Message-ID>" for every message it scans."""
+    log = podman_exec("gw1", "journalctl", "-u", "spamd", "--no-pager", "-q", "--since", "-10min")
+    return f"<{tag}@internet.test>" in log
+
+
+def test_mail_the_antivirus_refuses_or_quarantines_never_reaches_spamd():
+    """Issue 21: no spamd work for a message the antivirus milter (before the spam milter in
+    sendmail's order) refused or quarantined: sendmail ends the milter round at its verdict.
+    A clean message through the same gateway is the control (spamd logs its Message-ID)."""
+    clean = new_tag()
+    text = mime_message("dave@internet.test", "alice@static-a.test", clean, "notes.txt", b"notes")
+    d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    virus = new_tag()
+    text = mime_message("dave@internet.test", "alice@static-a.test", virus, "eicar.com", EICAR)
+    d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
+    assert d.last[0] == "eom" and 500 <= d.last[1] < 600, d.transcript
+    held = new_tag()
+    sender = f"{held}@internet.test"
+    pe = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode. " + held.encode()
+    text = mime_message(sender, "alice@static-a.test", held, "invoice.exe", pe)
+    d = smtp("outside", "gw1", sender, ["alice@static-a.test"], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    try:
+        assert len(quarantined("gw1", sender)) == 1
+        wait_for_mail("mailstore1", "alice", clean)
+        assert _spamd_saw(clean), "the control: spamd scanned the clean message"
+        assert not _spamd_saw(virus), "spamd scanned a message the antivirus refused"
+        assert not _spamd_saw(held), "spamd scanned a message the antivirus quarantined"
+    finally:
+        for item in quarantined("gw1", sender):
+            podman_exec("gw1", "passerelle", "quarantine", "delete", item["id"], check=False)
+
+
 # -- content rules and quarantine -----------------------------------------------------------------
 def test_exe_attachment_is_quarantined_then_released():
     tag = new_tag()
