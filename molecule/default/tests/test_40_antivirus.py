@@ -149,6 +149,18 @@ def test_eicar_sent_out_through_smtpx_is_refused():
     assert not mailbox_has("outside", "dave", tag)
 
 
+def _send_exe_to_gw1() -> tuple[str, str]:
+    """A message with a Windows executable from outside to alice through gw1, accepted (the
+    content rules quarantine it); its tag and its sender (one per message)."""
+    tag = new_tag()
+    sender = f"{tag}@internet.test"
+    pe = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode. " + tag.encode()
+    text = mime_message(sender, "alice@static-a.test", tag, "invoice.exe", pe)
+    d = smtp("outside", "gw1", sender, ["alice@static-a.test"], data=text)
+    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    return tag, sender
+
+
 def _spamd_saw(tag: str) -> bool:
     """spamd logs "checking message <Message-ID>" for every message it scans."""
     log = podman_exec("gw1", "journalctl", "-u", "spamd", "--no-pager", "-q", "--since", "-10min")
@@ -167,12 +179,7 @@ def test_mail_the_antivirus_refuses_or_quarantines_never_reaches_spamd():
     text = mime_message("dave@internet.test", "alice@static-a.test", virus, "eicar.com", EICAR)
     d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
     assert d.last[0] == "eom" and 500 <= d.last[1] < 600, d.transcript
-    held = new_tag()
-    sender = f"{held}@internet.test"
-    pe = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode. " + held.encode()
-    text = mime_message(sender, "alice@static-a.test", held, "invoice.exe", pe)
-    d = smtp("outside", "gw1", sender, ["alice@static-a.test"], data=text)
-    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    held, sender = _send_exe_to_gw1()
     try:
         assert len(quarantined("gw1", sender)) == 1
         wait_for_mail("mailstore1", "alice", clean)
@@ -186,12 +193,7 @@ def test_mail_the_antivirus_refuses_or_quarantines_never_reaches_spamd():
 
 # -- content rules and quarantine -----------------------------------------------------------------
 def test_exe_attachment_is_quarantined_then_released():
-    tag = new_tag()
-    sender = f"{tag}@internet.test"
-    pe = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode. " + tag.encode()
-    text = mime_message(sender, "alice@static-a.test", tag, "invoice.exe", pe)
-    d = smtp("outside", "gw1", sender, ["alice@static-a.test"], data=text)
-    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
+    tag, sender = _send_exe_to_gw1()
     items = quarantined("gw1", sender)
     assert len(items) == 1, items
     item = items[0]
