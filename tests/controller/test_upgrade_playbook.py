@@ -116,7 +116,8 @@ def test_gateways_and_relays_go_one_at_a_time_with_checks():
     fleet = yaml.safe_load((ROOT / "playbooks/fleet.yml").read_text())[0]
     assert fleet["serial"] == "{{ passerelle_fleet_serial | default(0) }}"
     assert "passerelle_upgrade_group is defined" in fleet["max_fail_percentage"]
-    pre = fleet["pre_tasks"][0]
+    # (the first pre-task ends a never-deployed host's check: tasks/end-host-without-packages.yml)
+    pre = next(t for t in fleet["pre_tasks"] if "ansible.builtin.include_tasks" in t)
     post = fleet["post_tasks"][0]
     assert pre["ansible.builtin.include_tasks"] == "tasks/upgrade-before-host.yml"
     assert post["ansible.builtin.include_tasks"] == "tasks/upgrade-after-host.yml"
