@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 PREFIX = os.environ.get("PASSERELLE_LAB_PREFIX", "mol-")
 NET = os.environ.get("PASSERELLE_LAB_NET", "10.89.78")
@@ -197,3 +198,49 @@ def wait_ldap_answers(host: str = "ldap1", timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"slapd on {host} does not answer: {out} {listening}")
         time.sleep(1)
+
+
+def lab_playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[dict, float]:
+    """Run the lab's site.yml on ``limit`` with ``extra`` vars (and ``args``) as an operator
+    would; its JSON result (ansible.posix.json) and how long it took."""
+    extra_file = tmp_path / f"extra-{limit.replace(',', '_')}.yml"
+    extra_file.write_text(yaml.safe_dump(extra))
+    env = dict(os.environ)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    env.update(
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    )
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [
+            str(PROJECT / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(PROJECT / "inventory/lab"),
+            str(PROJECT / "playbooks/lab/site.yml"),
+            "--limit",
+            limit,
+            "-e",
+            f"@{extra_file}",
+            *args,
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(res.stdout), elapsed
+
+
+def changed_tasks(run: dict) -> dict[str, set[str]]:
+    """The names of the tasks (and handlers) a run changed, per host."""
+    changed: dict[str, set[str]] = {}
+    for play in run["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("changed"):
+                    changed.setdefault(host, set()).add(task["task"]["name"])
+    return changed

@@ -2,14 +2,8 @@
 reloaded (same process) rather than restarted, and mail to the new domain flows. Removing
 it stops relaying. Runs last: it reconverges the gateways."""
 
-import json
-import os
-import subprocess
-import time
-from pathlib import Path
-
 import yaml
-from labsmtp import PROJECT, main_pid, message, smtp, wait_for_mail
+from labsmtp import PROJECT, changed_tasks, lab_playbook, main_pid, message, smtp, wait_for_mail
 
 MAP_TASKS = {
     "sendmail : Render and build the mailertable",
@@ -22,49 +16,6 @@ MAP_TASKS = {
 }
 
 
-def _playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[dict, float]:
-    extra_file = tmp_path / f"extra-{limit.replace(',', '_')}.yml"
-    extra_file.write_text(yaml.safe_dump(extra))
-    env = dict(os.environ)
-    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
-    env.update(
-        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-    )
-    t0 = time.monotonic()
-    res = subprocess.run(
-        [
-            str(PROJECT / ".venv/bin/ansible-playbook"),
-            "-i",
-            str(PROJECT / "inventory/lab"),
-            str(PROJECT / "playbooks/lab/site.yml"),
-            "--limit",
-            limit,
-            "-e",
-            f"@{extra_file}",
-            *args,
-        ],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    elapsed = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return json.loads(res.stdout), elapsed
-
-
-def _changed_tasks(run: dict) -> dict[str, set[str]]:
-    changed: dict[str, set[str]] = {}
-    for play in run["plays"]:
-        for task in play["tasks"]:
-            for host, result in task["hosts"].items():
-                if result.get("changed"):
-                    changed.setdefault(host, set()).add(task["task"]["name"])
-    return changed
-
-
 def _domains() -> list[dict]:
     data = yaml.safe_load((PROJECT / "inventory/lab/group_vars/all/fleet.yml").read_text())
     return data["passerelle_domains"]
@@ -73,16 +24,16 @@ def _domains() -> list[dict]:
 def test_add_then_remove_a_domain(tmp_path):
     new = {"name": "static-c.test", "server": "mailstore1"}
     # The backend first learns the domain (as a tenant's server would).
-    _playbook(
+    lab_playbook(
         "mailstore1",
         {"sendmail_local_domains": ["static-a.test", "static-c.test"]},
         tmp_path,
     )
     pids = {gw: main_pid(gw) for gw in ("gw1", "gw2")}
 
-    run, elapsed = _playbook("gateways", {"passerelle_domains": [*_domains(), new]}, tmp_path)
+    run, elapsed = lab_playbook("gateways", {"passerelle_domains": [*_domains(), new]}, tmp_path)
     print(f"add-a-domain rerun on the gateways: {elapsed:.1f} s")
-    changed = _changed_tasks(run)
+    changed = changed_tasks(run)
     for gw in ("gw1", "gw2"):
         assert changed.get(gw), f"nothing changed on {gw}"
         assert changed[gw] <= MAP_TASKS, f"{gw}: unexpected changes {changed[gw] - MAP_TASKS}"
@@ -95,8 +46,10 @@ def test_add_then_remove_a_domain(tmp_path):
     wait_for_mail("mailstore1", "alice", tag)
 
     # Removal through the README's quick path: only the maps (tag "maps").
-    run, _ = _playbook("gateways", {"passerelle_domains": _domains()}, tmp_path, "--tags", "maps")
-    changed = _changed_tasks(run)
+    run, _ = lab_playbook(
+        "gateways", {"passerelle_domains": _domains()}, tmp_path, "--tags", "maps"
+    )
+    changed = changed_tasks(run)
     assert changed["gw1"] <= MAP_TASKS
     assert "sendmail : Render and build the mailertable" in changed["gw1"]
     d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-c.test"])

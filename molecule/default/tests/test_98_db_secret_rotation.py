@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -22,7 +21,18 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from labsmtp import NET, PREFIX, PROJECT, main_pid, message, podman_exec, present, smtp
+from labsmtp import (
+    NET,
+    PREFIX,
+    PROJECT,
+    changed_tasks,
+    lab_playbook,
+    main_pid,
+    message,
+    podman_exec,
+    present,
+    smtp,
+)
 
 GATEWAYS = present("gw1", "gw2")
 LIMIT = "greylist_db:gateways:smtpx"
@@ -45,41 +55,12 @@ def _password(secret: str, user: str) -> str:
 
 
 def _rotate(secret: str | None, tmp_path: Path) -> dict[str, set[str]]:
-    """Run the rotation (--tags db-secret); the changed task names per host."""
-    extra = tmp_path / f"secret-{uuid.uuid4().hex[:6]}.yml"
-    extra.write_text(yaml.safe_dump({"passerelle_greylist_db_secret": secret} if secret else {}))
-    env = dict(os.environ)
-    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
-    env.update(
-        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
-    )
-    res = subprocess.run(
-        [
-            str(PROJECT / ".venv/bin/ansible-playbook"),
-            "-i",
-            str(PROJECT / "inventory/lab"),
-            str(PROJECT / "playbooks/lab/site.yml"),
-            "--tags",
-            "db-secret",
-            "--limit",
-            LIMIT,
-            "-e",
-            f"@{extra}",
-        ],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    changed: dict[str, set[str]] = {}
-    for play in json.loads(res.stdout)["plays"]:
-        for task in play["tasks"]:
-            for host, result in task["hosts"].items():
-                if result.get("changed"):
-                    changed.setdefault(host.split(".")[0], set()).add(task["task"]["name"])
-    return changed
+    """Run the rotation (--tags db-secret, the inventory's secret when None); the changed
+    task names per host."""
+    extra = {"passerelle_greylist_db_secret": secret} if secret else {}
+    run, elapsed = lab_playbook(LIMIT, extra, tmp_path, "--tags", "db-secret")
+    print(f"rotation run: {elapsed:.0f} s")
+    return changed_tasks(run)
 
 
 def _count(query: str) -> int:
@@ -141,10 +122,7 @@ def test_rotating_the_database_secret(rotated, tmp_path):
     tokens = _count("SELECT COUNT(*) FROM spamassassin.bayes_token")
     milters = {gw: main_pid(gw, "passerelle-greylist") for gw in GATEWAYS}
 
-    t0 = time.monotonic()
     changed = _rotate(rotated, tmp_path)
-    elapsed = time.monotonic() - t0
-    print(f"rotation run: {elapsed:.0f} s")
 
     # The server got the new passwords; every holder of one was re-rendered.
     assert (
