@@ -200,10 +200,17 @@ def wait_ldap_answers(host: str = "ldap1", timeout: float = 60) -> None:
         time.sleep(1)
 
 
-def lab_playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[dict, float]:
-    """Run the lab's site.yml on ``limit`` with ``extra`` vars (and ``args``) as an operator
-    would; its JSON result (ansible.posix.json) and how long it took."""
-    extra_file = tmp_path / f"extra-{limit.replace(',', '_')}.yml"
+def lab_playbook(
+    limit: str,
+    extra: dict,
+    tmp_path: Path,
+    *args: str,
+    inventory: Path = PROJECT / "inventory/lab",
+    playbook: str = "playbooks/lab/site.yml",
+) -> tuple[dict, float]:
+    """Run the lab's ``playbook`` (site.yml) on ``limit`` with ``extra`` vars (and ``args``) as
+    an operator would; its JSON result (ansible.posix.json) and how long it took."""
+    extra_file = tmp_path / f"extra-{limit.replace(',', '_').replace(':', '_')}.yml"
     extra_file.write_text(yaml.safe_dump(extra))
     env = dict(os.environ)
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
@@ -216,8 +223,8 @@ def lab_playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[d
         [
             str(PROJECT / ".venv/bin/ansible-playbook"),
             "-i",
-            str(PROJECT / "inventory/lab"),
-            str(PROJECT / "playbooks/lab/site.yml"),
+            str(inventory),
+            str(PROJECT / playbook),
             "--limit",
             limit,
             "-e",
@@ -228,7 +235,7 @@ def lab_playbook(limit: str, extra: dict, tmp_path: Path, *args: str) -> tuple[d
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     elapsed = time.monotonic() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
