@@ -22,10 +22,21 @@ MSG = "20261202T101500-0123456789ab"
 MSG2 = "20261202T101501-ba9876543210"
 
 
+_OPEN: list[sqlite3.Connection] = []
+
+
 def connect(path: str = ":memory:") -> sqlite3.Connection:
     c = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
     c.execute("PRAGMA busy_timeout=10000")
+    _OPEN.append(c)
     return c
+
+
+@pytest.fixture(autouse=True)
+def _close_connections():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 @pytest.fixture
@@ -33,8 +44,7 @@ def table():
     c = connect()
     t = RequestTable(c, claim_timeout=300.0)
     t.migrate()
-    yield t
-    c.close()
+    return t
 
 
 def rows(t: RequestTable) -> int:
