@@ -31,9 +31,9 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from passerelle.schemalock import SchemaLockBusy, acquire_schema_lock, release_schema_lock
 
@@ -44,6 +44,7 @@ MAX_RACE_RETRIES = 50
 RESULT_MAX = 2000  # characters of a result text kept
 REQUESTED_BY_MAX = 128
 LIST_LIMIT_MAX = 1000
+MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: the transaction was rolled back, run it again
 
 MESSAGE_KINDS = ("release", "delete", "rescan")
 OUTBREAK_KINDS = ("outbreak_on", "outbreak_off")
@@ -58,6 +59,8 @@ _MESSAGE_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{12}")
 # A gateway: a host name (letters, digits, dots, hyphens, underscores), at most 253 chars.
 _GATEWAY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 _ID_TEXT = re.compile(r"[0-9]{1,18}")
+
+_T = TypeVar("_T")
 
 
 class RequestError(ValueError):
@@ -241,11 +244,31 @@ class RequestTable:
         cur.execute(self.dialect.begin)
         try:
             yield
-        except BaseException:
+            cur.execute("COMMIT")
+        except BaseException as exc:
             with contextlib.suppress(Exception):  # the connection may be gone: keep the cause
                 cur.execute("ROLLBACK")
+            if self._is_deadlock(exc):
+                raise _Retry from None  # InnoDB chose this transaction as the victim: again
             raise
-        cur.execute("COMMIT")
+
+    def _is_deadlock(self, exc: BaseException) -> bool:
+        return (
+            self.dialect is MYSQL
+            and type(exc).__name__ == "OperationalError"
+            and bool(getattr(exc, "args", ()))
+            and exc.args[0] == MYSQL_DEADLOCK
+        )
+
+    def _retrying(self, attempt: Callable[[], _T], gave_up: str) -> _T:
+        """Run ``attempt`` in a transaction until no compare-and-set in it lost a race."""
+        for _ in range(MAX_RACE_RETRIES):
+            try:
+                with self._transaction():
+                    return attempt()
+            except _Retry:
+                continue
+        raise RequestError(gave_up)
 
     # -- schema ------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -359,46 +382,43 @@ class RequestTable:
         if not isinstance(requested_by, str) or not requested_by.strip():
             raise RequestError("a request needs the account that filed it")
         by = requested_by[:REQUESTED_BY_MAX]
-        for _ in range(MAX_RACE_RETRIES):
-            try:
-                with self._transaction():
-                    if kind in MESSAGE_KINDS:
-                        row = self._execute(
-                            "SELECT state, busy, version FROM console_targets WHERE target = ?",
-                            (tgt,),
-                        ).fetchone()
-                        if row is None:
-                            try:
-                                self._execute(
-                                    "INSERT INTO console_targets (target, state, busy, updated,"
-                                    " version) VALUES (?, 'held', 0, ?, 0)",
-                                    (tgt, now),
-                                )
-                            except self._integrity:
-                                raise _Retry from None  # another console filed one first
-                            state, busy, version = "held", 0, 0
-                        else:
-                            state, busy, version = str(row[0]), int(row[1]), int(row[2])
-                        _refuse(kind, tgt, state, busy)
-                    cur = self._execute(
-                        "INSERT INTO console_requests (kind, target, gateway, status, requested_by,"
-                        " requested_at, result, attempts, version)"
-                        " VALUES (?, ?, ?, 'pending', ?, ?, '', 0, 0)",
-                        (kind, tgt, gw, by, now),
-                    )
-                    rid = int(cur.lastrowid)
-                    if kind in MESSAGE_KINDS:
-                        cur = self._execute(
-                            "UPDATE console_targets SET busy = ?, updated = ?,"
-                            " version = version + 1 WHERE target = ? AND version = ? AND busy = 0",
-                            (rid, now, tgt, version),
+
+        def attempt() -> int:
+            version = 0
+            if kind in MESSAGE_KINDS:
+                row = self._execute(
+                    "SELECT state, busy, version FROM console_targets WHERE target = ?", (tgt,)
+                ).fetchone()
+                if row is None:
+                    try:
+                        self._execute(
+                            "INSERT INTO console_targets (target, state, busy, updated, version)"
+                            " VALUES (?, 'held', 0, ?, 0)",
+                            (tgt, now),
                         )
-                        if cur.rowcount != 1:
-                            raise _Retry
-                    return rid
-            except _Retry:
-                continue
-        raise RequestError("too many concurrent requests on this message: try again")
+                    except self._integrity:
+                        raise _Retry from None  # another console filed one first
+                else:
+                    _refuse(kind, tgt, str(row[0]), int(row[1]))
+                    version = int(row[2])
+            cur = self._execute(
+                "INSERT INTO console_requests (kind, target, gateway, status, requested_by,"
+                " requested_at, result, attempts, version)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, '', 0, 0)",
+                (kind, tgt, gw, by, now),
+            )
+            rid = int(cur.lastrowid)
+            if kind in MESSAGE_KINDS:
+                cur = self._execute(
+                    "UPDATE console_targets SET busy = ?, updated = ?, version = version + 1"
+                    " WHERE target = ? AND version = ? AND busy = 0",
+                    (rid, now, tgt, version),
+                )
+                if cur.rowcount != 1:
+                    raise _Retry  # changed since read: judge it again
+            return rid
+
+        return self._retrying(attempt, "too many concurrent requests on this message: try again")
 
     def submit_fleet(
         self, kind: str, gateways: Sequence[str], requested_by: str, now: float
@@ -417,31 +437,29 @@ class RequestTable:
         claimed longer than ``claim_timeout`` ago. None when there is none."""
         gw = check_gateway(gateway)
         stale = now - self.claim_timeout
-        for _ in range(MAX_RACE_RETRIES):
-            try:
-                with self._transaction():
-                    row = self._execute(
-                        "SELECT id, version, status FROM console_requests"
-                        " WHERE (gateway = ? OR gateway IS NULL)"
-                        " AND (status = 'pending' OR (status = 'claimed' AND claimed_at < ?))"
-                        " ORDER BY id LIMIT 1",
-                        (gw, stale),
-                    ).fetchone()
-                    if row is None:
-                        return None
-                    rid, version, status = int(row[0]), int(row[1]), str(row[2])
-                    cur = self._execute(
-                        "UPDATE console_requests SET status = 'claimed', claimed_by = ?,"
-                        " claimed_at = ?, attempts = attempts + 1, version = version + 1"
-                        " WHERE id = ? AND version = ? AND status = ?",
-                        (gw, now, rid, version, status),
-                    )
-                    if cur.rowcount != 1:
-                        raise _Retry  # another gateway took it: look again
-                    return self.get(rid)
-            except _Retry:
-                continue
-        return None  # every look lost a race: the next poll tries again
+
+        def attempt() -> Request | None:
+            row = self._execute(
+                "SELECT id, version, status FROM console_requests"
+                " WHERE (gateway = ? OR gateway IS NULL)"
+                " AND (status = 'pending' OR (status = 'claimed' AND claimed_at < ?))"
+                " ORDER BY id LIMIT 1",
+                (gw, stale),
+            ).fetchone()
+            if row is None:
+                return None
+            rid, version, status = int(row[0]), int(row[1]), str(row[2])
+            cur = self._execute(
+                "UPDATE console_requests SET status = 'claimed', claimed_by = ?, claimed_at = ?,"
+                " attempts = attempts + 1, version = version + 1"
+                " WHERE id = ? AND version = ? AND status = ?",
+                (gw, now, rid, version, status),
+            )
+            if cur.rowcount != 1:
+                raise _Retry  # another gateway took it: look again
+            return self.get(rid)
+
+        return self._retrying(attempt, "too many gateways claiming at once: poll again")
 
     def complete(
         self,
@@ -463,7 +481,8 @@ class RequestTable:
         if new_state is not None and new_state not in TARGET_STATES:
             raise RequestError(f"unknown message state (known: {', '.join(TARGET_STATES)})")
         text = str(result_text)[:RESULT_MAX]
-        with self._transaction():
+
+        def attempt() -> Request:
             req = self.get(rid)
             if req.status in ("done", "failed"):
                 raise RequestError(f"request #{rid} is already {req.status}")
@@ -473,29 +492,24 @@ class RequestTable:
                 raise RequestError(f"request #{rid} is claimed by another gateway")
             cur = self._execute(
                 "UPDATE console_requests SET status = ?, ok = ?, result = ?, finished_at = ?,"
-                " version = version + 1 WHERE id = ? AND version = ? AND status = 'claimed'"
-                " AND claimed_by = ?",
-                ("done" if ok else "failed", 1 if ok else 0, text, now, rid, req.version, gw),
+                " version = version + 1"
+                " WHERE id = ? AND version = ? AND status = 'claimed' AND claimed_by = ?",
+                ("done" if ok else "failed", int(bool(ok)), text, now, rid, req.version, gw),
             )
             if cur.rowcount != 1:
-                raise RequestError(f"request #{rid} changed meanwhile: its result is not filed")
+                raise _Retry  # another writer changed it: read it again, judge again
             if req.kind in MESSAGE_KINDS:
                 state = new_state
                 if state is None and ok:
                     state = _DONE_STATE.get(req.kind)
-                if state is None:
-                    self._execute(
-                        "UPDATE console_targets SET busy = 0, updated = ?, version = version + 1"
-                        " WHERE target = ? AND busy = ?",
-                        (now, req.target, rid),
-                    )
-                else:
-                    self._execute(
-                        "UPDATE console_targets SET state = ?, busy = 0, updated = ?,"
-                        " version = version + 1 WHERE target = ? AND busy = ?",
-                        (state, now, req.target, rid),
-                    )
+                self._execute(
+                    "UPDATE console_targets SET state = COALESCE(?, state), busy = 0,"
+                    " updated = ?, version = version + 1 WHERE target = ? AND busy = ?",
+                    (state, now, req.target, rid),
+                )
             return self.get(rid)
+
+        return self._retrying(attempt, f"request #{rid} keeps changing: its result is not filed")
 
     def mark_target(self, target: str, state: str, now: float) -> None:
         """Record what became of a message outside a request (the daily purge deleted it,
@@ -503,28 +517,25 @@ class RequestTable:
         tgt = check_target("release", target)
         if state not in TARGET_STATES:
             raise RequestError(f"unknown message state (known: {', '.join(TARGET_STATES)})")
-        for _ in range(MAX_RACE_RETRIES):
+
+        def attempt() -> None:
+            cur = self._execute(
+                "UPDATE console_targets SET state = ?, updated = ?, version = version + 1"
+                " WHERE target = ?",
+                (state, now, tgt),
+            )
+            if cur.rowcount == 1:
+                return
             try:
-                with self._transaction():
-                    cur = self._execute(
-                        "UPDATE console_targets SET state = ?, updated = ?, version = version + 1"
-                        " WHERE target = ?",
-                        (state, now, tgt),
-                    )
-                    if cur.rowcount == 1:
-                        return
-                    try:
-                        self._execute(
-                            "INSERT INTO console_targets (target, state, busy, updated, version)"
-                            " VALUES (?, ?, 0, ?, 0)",
-                            (tgt, state, now),
-                        )
-                    except self._integrity:
-                        raise _Retry from None
-                    return
-            except _Retry:
-                continue
-        raise RequestError("too many concurrent changes of this message: try again")
+                self._execute(
+                    "INSERT INTO console_targets (target, state, busy, updated, version)"
+                    " VALUES (?, ?, 0, ?, 0)",
+                    (tgt, state, now),
+                )
+            except self._integrity:
+                raise _Retry from None
+
+        self._retrying(attempt, "too many concurrent changes of this message: try again")
 
 
 class _Retry(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import threading
 
@@ -16,6 +18,7 @@ from passerelle.console.requests import (
     dialect_of,
     parse_request_id,
 )
+from passerelle.dburl import parse_store_url
 
 T0 = 1_700_000_000.0
 MSG = "20261202T101500-0123456789ab"
@@ -48,7 +51,34 @@ def table():
 
 
 def rows(t: RequestTable) -> int:
-    return t.conn.execute("SELECT COUNT(*) FROM console_requests").fetchone()[0]
+    cur = t.conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM console_requests")
+    return int(cur.fetchone()[0])
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db(request, tmp_path):
+    """Connections to one fresh database: a SQLite file, or one on a throwaway MariaDB."""
+    if request.param == "sqlite":
+        path = str(tmp_path / "console.db")
+        return lambda: connect(path)
+    import pymysql
+
+    m = request.getfixturevalue("greylist_mariadb")
+    name = f"console{os.getpid()}_{next(_databases)}"
+    m.sql(f"CREATE DATABASE `{name}`")
+
+    url = parse_store_url(m.url(name))
+
+    def connect_mariadb():
+        c = pymysql.connect(**url.pymysql_args(10.0))  # autocommit, as the stores connect
+        _OPEN.append(c)
+        return c
+
+    return connect_mariadb
 
 
 def test_migrate_is_versioned_and_idempotent():
@@ -290,18 +320,42 @@ def test_placeholders_are_rewritten_for_mysql():
     )
 
 
-# -- two connections racing on one database file --------------------------------------------
+def test_lifecycle_and_refusals_on_each_database(db):
+    t = RequestTable(db())
+    assert t.migrate() == (0, SCHEMA_VERSION)
+    assert t.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
+    rid = t.submit("release", MSG, "gw1", "alice", T0)
+    with pytest.raises(RequestError, match="already has an open request"):
+        t.submit("release", MSG, "gw1", "bob", T0 + 1)
+    got = t.claim("gw1", T0 + 2)
+    assert (got.id, got.status, got.claimed_by, got.attempts) == (rid, "claimed", "gw1", 1)
+    assert t.claim("gw1", T0 + 3) is None
+    done = t.complete(rid, "gw1", True, "released", T0 + 4)
+    assert (done.status, done.ok, done.result) == ("done", True, "released")
+    with pytest.raises(RequestError, match="already done"):
+        t.complete(rid, "gw1", True, "again", T0 + 5)
+    with pytest.raises(RequestError, match="no request #999"):
+        t.complete(999, "gw1", True, "forged", T0 + 5)
+    with pytest.raises(RequestError, match="already released"):
+        t.submit("release", MSG, "gw1", "bob", T0 + 6)
+    t.mark_target(MSG2, "deleted", T0 + 7)
+    with pytest.raises(RequestError, match="was deleted"):
+        t.submit("rescan", MSG2, None, "bob", T0 + 8)
+    assert rows(t) == 1
+    assert t.target_state(MSG) == ("released", 0)
 
 
-def racing_tables(tmp_path, n):
-    path = str(tmp_path / "console.db")
-    first = RequestTable(connect(path))
+# -- two connections racing on one database -------------------------------------------------
+
+
+def racing_tables(db, n):
+    first = RequestTable(db())
     first.migrate()
-    return first, [RequestTable(connect(path)) for _ in range(n)]
+    return first, [RequestTable(db()) for _ in range(n)]
 
 
-def test_two_gateways_polling_at_once_never_share_a_request(tmp_path):
-    setup, (t1, t2) = racing_tables(tmp_path, 2)
+def test_two_gateways_polling_at_once_never_share_a_request(db):
+    setup, (t1, t2) = racing_tables(db, 2)
     ids = [setup.submit("outbreak_on", None, None, "alice", T0 + i) for i in range(60)]
     got: dict[str, list[int]] = {"gw1": [], "gw2": []}
     start = threading.Barrier(2)
@@ -322,9 +376,9 @@ def test_two_gateways_polling_at_once_never_share_a_request(tmp_path):
     assert all(r.status == "done" and r.attempts == 1 for r in setup.list(limit=100))
 
 
-def test_done_once_race(tmp_path):
+def test_done_once_race(db):
     """Two workers file a result for one request at once: one is filed, one refused."""
-    setup, (t1, t2) = racing_tables(tmp_path, 2)
+    setup, (t1, t2) = racing_tables(db, 2)
     for i in range(20):
         msg = f"20261202T1015{i:02d}-0123456789ab"
         rid = setup.submit("release", msg, "gw1", "alice", T0)
@@ -353,8 +407,8 @@ def test_done_once_race(tmp_path):
         assert setup.target_state(msg) == ("released", 0)
 
 
-def test_two_consoles_releasing_one_message_at_once_file_one_request(tmp_path):
-    setup, (t1, t2) = racing_tables(tmp_path, 2)
+def test_two_consoles_releasing_one_message_at_once_file_one_request(db):
+    setup, (t1, t2) = racing_tables(db, 2)
     for i in range(20):
         msg = f"20261202T1016{i:02d}-0123456789ab"
         outcomes: list[object] = []
