@@ -223,6 +223,9 @@ class RequestTable:
         self.conn = conn
         self.dialect = dialect or dialect_of(conn)
         self.claim_timeout = claim_timeout
+        if isinstance(conn, sqlite3.Connection) and conn.isolation_level is not None:
+            # sqlite3 would open transactions of its own around ours
+            raise ValueError("open the SQLite connection with isolation_level=None")
         self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
         if self.dialect is MYSQL:
             import pymysql  # Debian python3-pymysql; only needed with MariaDB

@@ -99,6 +99,15 @@ def test_newer_schema_is_refused():
         RequestTable(c).migrate()
 
 
+def test_sqlite_connection_must_leave_transactions_to_the_table():
+    c = sqlite3.connect(":memory:")
+    try:
+        with pytest.raises(ValueError, match="isolation_level=None"):
+            RequestTable(c)
+    finally:
+        c.close()
+
+
 def test_unknown_connection_type_is_refused():
     with pytest.raises(TypeError, match="dialect"):
         dialect_of(object())
