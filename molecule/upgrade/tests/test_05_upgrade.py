@@ -43,6 +43,7 @@ def _load_module():
     spec = importlib.util.spec_from_file_location("upgrade_load", LOAD)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
