@@ -266,14 +266,18 @@ def _inventory_names(inventory: Sequence[ContentRule]) -> set[str]:
     return {r.name for r in inventory}
 
 
+def _refuse_inventory_name(inventory: Sequence[ContentRule], name: str) -> None:
+    if name in _inventory_names(inventory):
+        raise RuleError(
+            f"{name!r} is an inventory rule: it is not edited here (disable it and add a "
+            "rule of another name)"
+        )
+
+
 def add_rule(
     runtime: RuntimeRules, inventory: Sequence[ContentRule], rule: ContentRule
 ) -> RuntimeRules:
-    if rule.name in _inventory_names(inventory):
-        raise RuleError(
-            f"{rule.name!r} is an inventory rule: it is not edited here (disable it and add a "
-            "rule of another name)"
-        )
+    _refuse_inventory_name(inventory, rule.name)
     if rule.name in runtime.names():
         raise RuleError(f"a runtime rule is already named {rule.name!r}")
     if len(runtime.rules) >= RUNTIME_RULES_MAX:
@@ -285,11 +289,7 @@ def change_rule(
     runtime: RuntimeRules, inventory: Sequence[ContentRule], rule: ContentRule
 ) -> RuntimeRules:
     """Replace the runtime rule of the same name (its place and enabled state kept)."""
-    if rule.name in _inventory_names(inventory):
-        raise RuleError(
-            f"{rule.name!r} is an inventory rule: it is not edited here (disable it and add a "
-            "rule of another name)"
-        )
+    _refuse_inventory_name(inventory, rule.name)
     if rule.name not in runtime.names():
         raise RuleError(f"no runtime rule named {rule.name!r}")
     return replace(
