@@ -32,7 +32,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,16 +262,26 @@ def delivered_tags() -> set[str]:
     return set(TAG_RE.findall(res.stdout)) if res.returncode == 0 else set()
 
 
+def settle(
+    events: Sequence[Mapping], wait: float, between: Callable[[], object] | None = None
+) -> Report:
+    """The verdict once every accepted message reached the mailbox, or after ``wait`` seconds;
+    ``between`` runs before each new look (the molecule test flushes the gateways' queues)."""
+    deadline = time.monotonic() + wait
+    while True:
+        r = verdict(events, delivered_tags())
+        if not r.lost or time.monotonic() >= deadline:
+            return r
+        if between is not None:
+            between()
+        time.sleep(5)
+
+
 def cmd_check(a: argparse.Namespace) -> int:
     events = read_events((Path(a.out) / "events.jsonl").read_text().splitlines())
     if not any(e.get("k") == "end" for e in events):
         print("the load is still running (or was killed): run 'stop' first", file=sys.stderr)
-    deadline = time.monotonic() + a.wait
-    while True:
-        r = verdict(events, delivered_tags())
-        if not r.lost or time.monotonic() >= deadline:
-            break
-        time.sleep(5)
+    r = settle(events, a.wait)
     text = render(r)
     (Path(a.out) / "report.txt").write_text(text)
     sys.stdout.write(text)

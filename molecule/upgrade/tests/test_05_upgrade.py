@@ -11,8 +11,6 @@ gateways were upgraded one at a time, and this version's site.yml changes nothin
 
 from __future__ import annotations
 
-import importlib.util
-import re
 import shutil
 import subprocess
 import sys
@@ -22,30 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from passerelle import __version__
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from labsmtp import PROJECT, changed_tasks, lab_playbook, podman_exec
+
+from plugins import load
 
 GATEWAYS = ("gw1", "gw2")
 PASSERELLE_HOSTS = ("gw1", "gw2", "smtpx1")  # the hosts with the passerelle package
 SCENARIO = PROJECT / "molecule/upgrade"
 LOAD = PROJECT / "bench/upgrade_load.py"
 AFTER_HOST_CHECK = "Check that this host takes mail again before the next one is upgraded"
-
-
-def _version_of_this_copy() -> str:
-    text = (PROJECT / "src/passerelle/__init__.py").read_text()
-    found = re.search(r'^__version__ = "([^"]+)"', text, re.M)
-    assert found, "no __version__ in src/passerelle/__init__.py"
-    return found.group(1)
-
-
-def _load_module():
-    spec = importlib.util.spec_from_file_location("upgrade_load", LOAD)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _versions() -> dict[str, str]:
@@ -76,34 +63,32 @@ def upgrade(tmp_path_factory) -> Upgrade:
 
     before = _versions()
     out = tmp / "load"
-    load = subprocess.Popen(
+    sender = subprocess.Popen(
         [sys.executable, str(LOAD), "start", "--out", str(out), "--duration", "3000"],
         stdout=subprocess.DEVNULL,
     )
     try:
         time.sleep(10)  # a few messages through both gateways before the upgrade starts
-        assert load.poll() is None, "the load stopped before the upgrade"
+        assert sender.poll() is None, "the load stopped before the upgrade"
         run, seconds = lab_playbook(
             "all", {}, tmp, inventory=inventory, playbook="playbooks/lab/upgrade.yml"
         )
         time.sleep(10)  # and a few after it
     finally:
         subprocess.run([sys.executable, str(LOAD), "stop"], check=False)
-        load.wait(timeout=120)
+        sender.wait(timeout=120)
     after = _versions()
 
-    ul = _load_module()
+    ul = load(LOAD)
     events = ul.read_events((out / "events.jsonl").read_text().splitlines())
+
     # A message a gateway accepted while mailstore1 restarted waits in that gateway's queue:
     # flush the queues (as an operator would) instead of waiting for the next queue run.
-    deadline = time.monotonic() + 300
-    while True:
-        report = ul.verdict(events, ul.delivered_tags())
-        if not report.lost or time.monotonic() > deadline:
-            break
+    def flush_queues() -> None:
         for gw in GATEWAYS:
             podman_exec(gw, "sendmail", "-q", check=False)
-        time.sleep(5)
+
+    report = ul.settle(events, 300, between=flush_queues)
 
     rerun, rerun_seconds = lab_playbook("all", {}, tmp, inventory=inventory)
     return Upgrade(before, after, run, seconds, report, ul.render(report), rerun, rerun_seconds)
@@ -114,9 +99,8 @@ def test_the_fleet_ran_the_previous_version_before_the_upgrade(upgrade):
 
 
 def test_every_host_runs_this_version_after_it(upgrade):
-    version = _version_of_this_copy()
-    assert version != "0.1.0"
-    assert upgrade.after == {h: f"passerelle {version}" for h in PASSERELLE_HOSTS}
+    assert __version__ != "0.1.0"
+    assert upgrade.after == {h: f"passerelle {__version__}" for h in PASSERELLE_HOSTS}
     print(f"rolling upgrade of the scenario's fleet: {upgrade.seconds:.0f} s")
 
 
