@@ -117,6 +117,9 @@ class Shared:
     retry_after: float
     deadline: float
     max_messages: int
+    # Seconds a session refused at connect (the server's port closed: sendmail's RefuseLA on a
+    # loaded machine) is tried again, once a second, as an MTA tries again; 0: never.
+    refused_retry: float = 0.0
     pending_retries: deque = field(default_factory=deque)
     events: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -223,6 +226,14 @@ def worker(sh: Shared, seed: int) -> None:
         t0 = time.time()
         steps: dict[str, float] = {}
         outcome, code, server, msg_id = session(sh, kind, rng, n, steps)
+        while (
+            outcome == "error:ConnectionRefusedError"
+            and time.time() - t0 < sh.refused_retry
+            and kind != "retry"
+        ):
+            time.sleep(1.0)
+            steps = {}
+            outcome, code, server, msg_id = session(sh, kind, rng, n, steps)
         t1 = time.time()
         if outcome.startswith("error"):
             time.sleep(0.2)  # a refused or broken connection: do not spin
@@ -245,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--whitelisted-source", default="", help="address the others use")
     ap.add_argument("--from-domain", default="", help="sender domain (default: varied)")
     ap.add_argument("--retry-after", type=float, default=25.0, help="seconds before a retry")
+    ap.add_argument(
+        "--refused-retry",
+        type=float,
+        default=0.0,
+        help="seconds a session refused at connect is tried again (once a second; 0: never)",
+    )
     ap.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))
     a = ap.parse_args(argv)
     if a.concurrency < 1 or a.duration <= 0:
@@ -264,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_after=a.retry_after,
         deadline=start + a.duration,
         max_messages=a.messages,
+        refused_retry=a.refused_retry,
     )
     threads = [
         threading.Thread(target=worker, args=(sh, a.seed + i * 7919), daemon=True)

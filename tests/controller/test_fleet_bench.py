@@ -129,3 +129,40 @@ def test_cpu_of_a_reaped_child_counts_once():
     first = {1: ("spamd", 1 * tick, 0), 2: ("spamd", 30 * tick, 0)}
     last = {1: ("spamd", (1 + 32) * tick, 0), 3: ("spamd", 5 * tick, 0)}  # 3: born in the run
     assert sample.cpu_by_daemon(first, last) == {"spamd": 2.0 + 5.0}
+
+
+def _shared(refused_retry: float):
+    return loadgen.Shared(
+        servers=["gw1"],
+        rcpts=["alice@static-a.test"],
+        mix={"ham": 1},
+        greylist_source="",
+        whitelisted_source="",
+        from_domain="",
+        retry_after=25.0,
+        deadline=float("inf"),
+        max_messages=1,
+        refused_retry=refused_retry,
+    )
+
+
+@pytest.mark.parametrize(
+    ("refused_retry", "outcome", "tries"),
+    [(0.0, "error:ConnectionRefusedError", 1), (120.0, "accepted", 3)],
+)
+def test_a_refused_session_is_tried_again_only_when_asked(
+    monkeypatch, refused_retry, outcome, tries
+):
+    answers = iter(["error:ConnectionRefusedError", "error:ConnectionRefusedError", "accepted"])
+    calls = []
+
+    def session(sh, kind, rng, n, steps):
+        calls.append(kind)
+        return next(answers), 250, "gw1", None
+
+    monkeypatch.setattr(loadgen, "session", session)
+    monkeypatch.setattr(loadgen.time, "sleep", lambda s: None)
+    sh = _shared(refused_retry)
+    loadgen.worker(sh, 1)
+    assert len(calls) == tries
+    assert [e[3] for e in sh.events] == [outcome]  # one session, its last outcome

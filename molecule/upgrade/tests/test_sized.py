@@ -167,6 +167,11 @@ def _load(
             source,
             "--from-domain",
             from_domain,
+            # The containers see the machine's load average, not their own: while the other
+            # scenarios run, gw1's RefuseLA (the formula's, for 4 cores: 30) may close its port
+            # for some seconds; the client tries again, as an MTA would.
+            "--refused-retry",
+            "120",
         ],
         capture_output=True,
         text=True,
