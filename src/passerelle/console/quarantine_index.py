@@ -81,6 +81,10 @@ class QueryError(ValueError):
     """A search, a lookup or a state change that is refused; the message says why."""
 
 
+class NotFound(QueryError):
+    """A well-formed lookup of a message the index does not hold."""
+
+
 SQLITE_MIGRATIONS: dict[int, list[str]] = {
     1: [
         "CREATE TABLE IF NOT EXISTS console_quarantine ("
@@ -470,7 +474,7 @@ class QuarantineIndex:
             (gw, q),
         ).fetchone()
         if row is None:
-            raise QueryError(f"no held message {q} on {gw}")
+            raise NotFound(f"no held message {q} on {gw}")
         return _row(row)
 
     def mark(self, gateway: object, qid: object, state: str, now: float) -> HeldMessage:
