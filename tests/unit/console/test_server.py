@@ -133,3 +133,24 @@ def test_serve_answers_over_http(files):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_every_console_asset_is_package_data():
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    from passerelle.config import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    with (root / "pyproject.toml").open("rb") as fh:
+        patterns = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["passerelle.console"]
+    package = root / "src" / "passerelle" / "console"
+    assets = [
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
+    assert any(a.startswith("templates/") for a in assets)
+    assert "static/console.css" in assets
+    missing = [a for a in assets if not any(fnmatch(a, pat) for pat in patterns)]
+    assert missing == [], f"not shipped in the package: {missing}"

@@ -452,3 +452,26 @@ def test_unreadable_runtime_rules_are_reported_not_crashed(app, db):
     r = c.get("/rules")
     assert r.status == 500 and "stored runtime rules are refused" in r.text
     assert ">exe<" in r.text  # the inventory's rules still shown
+
+
+def test_a_removed_account_loses_its_session(db, clock):
+    app = make_app(db, accounts(), SECRET, clock)
+    c = logged_in(app)
+    only_victor = Accounts.from_inventory(
+        [{"name": "victor", "role": "viewer", "password_hash": hash_password("pw-v", 10_000)}]
+    )
+    app2 = make_app(db, only_victor, SECRET, clock)  # the inventory changed, same secret
+    c.app = app2
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.header("Location") == "/login"
+
+
+def test_routes_head_and_static(app):
+    c = logged_in(app)
+    assert c.get("/").header("Location") == "/quarantine"
+    assert c.get("/nowhere").status == 404
+    assert c.get("/static/../web.py").status == 404
+    assert c.get("/static/other.css").status == 404
+    head = c.request("HEAD", "/quarantine")
+    assert head.status == 200 and head.text == "" and int(head.header("Content-Length")) > 0
+    assert c.request("PUT", "/quarantine").status == 405
