@@ -24,6 +24,7 @@ AREAS: tuple[str, ...] = (
     "passerelle.reports.cli",
     "passerelle.backup.cli",
     "passerelle.dkim.cli",
+    "passerelle.console.cli",
 )
 
 
