@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from passerelle.config import ConfigError, Section, check_config_command, load_toml, naming_file
+from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.console.auth import SECRET_MIN, AccountError, Accounts
+from passerelle.console.cli import add_commands
 from passerelle.console.rules import ContentRule, RuleError, inventory_rules
 from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
-DEFAULT_CONFIG = "/etc/passerelle/console.toml"
 DEFAULT_LISTEN = "127.0.0.1:8025"
 DB_TIMEOUT = 10.0
 
@@ -245,17 +245,6 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: console: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def add_commands(parser: argparse.ArgumentParser) -> None:
-    area = parser.add_subparsers(dest="console_command", metavar="SUBCOMMAND")
-    area.required = True
-    p = area.add_parser("serve", help="serve the web console (behind Apache with TLS)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
-    p.set_defaults(func=run_serve)
-    p = area.add_parser("check-config", help="validate a config file (for Ansible validate:)")
-    p.add_argument("file")
-    p.set_defaults(func=lambda args: check_config_command(args.file, load_config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
