@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from passerelle.console.auth import Accounts, hash_password  # noqa: E402
 from passerelle.console.quarantine_index import (  # noqa: E402
+    FIELDS,
     REASONS,
     HeldMessage,
     Part,
@@ -238,21 +239,7 @@ def main() -> int:
     page = index.search(parse_query({"limit": "1000"}))
     assert len(page.rows) == 1000
     template = app.env.get_template("quarantine.html")
-    form = {
-        k: ""
-        for k in (
-            "recipient",
-            "sender",
-            "subject",
-            "reason",
-            "gateway",
-            "state",
-            "since",
-            "until",
-            "limit",
-            "offset",
-        )
-    }
+    form = dict.fromkeys(FIELDS, "")
     renders: list[float] = []
     renders_cpu: list[float] = []
     size = 0

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from passerelle.console import schema
 
@@ -79,23 +77,14 @@ def clean(value: object, limit: int) -> str:
     return re.sub(r"\s+", " ", text).strip()[:limit]
 
 
-class AuditLog:
+class AuditLog(schema.ConsoleTable):
     """The audit table on one DB-API connection (autocommit)."""
 
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.mysql = schema.is_mysql(conn)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(sql.replace("?", "%s") if self.mysql else sql, tuple(params))
-        return cur
-
-    def migrate(self) -> tuple[int, int]:
-        migrations = MYSQL_MIGRATIONS if self.mysql else SQLITE_MIGRATIONS
-        return schema.migrate(
-            self.conn, self.mysql, VERSION_TABLE, SCHEMA_LOCK, migrations, "audit log"
-        )
+    VERSION_TABLE = VERSION_TABLE
+    SCHEMA_LOCK = SCHEMA_LOCK
+    WHAT = "audit log"
+    SQLITE_MIGRATIONS = SQLITE_MIGRATIONS
+    MYSQL_MIGRATIONS = MYSQL_MIGRATIONS
 
     def append(
         self,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -390,28 +389,14 @@ def _row(row: Sequence[Any]) -> HeldMessage:
     )
 
 
-class QuarantineIndex:
+class QuarantineIndex(schema.ConsoleTable):
     """The index on one DB-API connection (autocommit, as ``RequestTable`` wants it)."""
 
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.mysql = schema.is_mysql(conn)
-        self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
-        if self.mysql:
-            import pymysql  # Debian python3-pymysql; only needed with MariaDB
-
-            self._integrity = (pymysql.err.IntegrityError,)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(sql.replace("?", "%s") if self.mysql else sql, tuple(params))
-        return cur
-
-    def migrate(self) -> tuple[int, int]:
-        migrations = MYSQL_MIGRATIONS if self.mysql else SQLITE_MIGRATIONS
-        return schema.migrate(
-            self.conn, self.mysql, VERSION_TABLE, SCHEMA_LOCK, migrations, "quarantine index"
-        )
+    VERSION_TABLE = VERSION_TABLE
+    SCHEMA_LOCK = SCHEMA_LOCK
+    WHAT = "quarantine index"
+    SQLITE_MIGRATIONS = SQLITE_MIGRATIONS
+    MYSQL_MIGRATIONS = MYSQL_MIGRATIONS
 
     def upsert(self, message: HeldMessage, now: float) -> None:
         """Index a held message, or update its row: same (gateway, qid), same row."""

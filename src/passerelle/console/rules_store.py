@@ -6,10 +6,6 @@ change: the second is told to try again. A stored set is checked again when read
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
-from typing import Any
-
 from passerelle.console import schema
 from passerelle.console.rules import RuntimeRules, runtime_from_json, runtime_to_json
 
@@ -37,26 +33,14 @@ class RulesChanged(RuntimeError):
     """The runtime rules changed since they were read: read them again and retry."""
 
 
-class RuleStore:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.mysql = schema.is_mysql(conn)
-        self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
-        if self.mysql:
-            import pymysql
+class RuleStore(schema.ConsoleTable):
+    """The runtime rules row on one DB-API connection (autocommit)."""
 
-            self._integrity = (pymysql.err.IntegrityError,)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(sql.replace("?", "%s") if self.mysql else sql, tuple(params))
-        return cur
-
-    def migrate(self) -> tuple[int, int]:
-        migrations = MYSQL_MIGRATIONS if self.mysql else SQLITE_MIGRATIONS
-        return schema.migrate(
-            self.conn, self.mysql, VERSION_TABLE, SCHEMA_LOCK, migrations, "runtime rules"
-        )
+    VERSION_TABLE = VERSION_TABLE
+    SCHEMA_LOCK = SCHEMA_LOCK
+    WHAT = "runtime rules"
+    SQLITE_MIGRATIONS = SQLITE_MIGRATIONS
+    MYSQL_MIGRATIONS = MYSQL_MIGRATIONS
 
     def load(self) -> tuple[RuntimeRules, int]:
         """The runtime set and its version (0: never saved)."""

@@ -5,8 +5,9 @@ MariaDB the migration runs under the schema lock (``schemalock``)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from passerelle.console.requests import MYSQL, dialect_of
 from passerelle.schemalock import SchemaLockBusy, acquire_schema_lock, release_schema_lock
@@ -71,3 +72,37 @@ def migrate(
 def is_mysql(conn: Any) -> bool:
     """True for a PyMySQL connection (MariaDB); False for sqlite3; else ``TypeError``."""
     return dialect_of(conn) is MYSQL
+
+
+class ConsoleTable:
+    """A console table set on one DB-API connection (autocommit): its SQL (``?`` placeholders,
+    turned into PyMySQL's ``%s`` on MariaDB), its migrations and its integrity error.
+
+    Subclasses name their version table, lock, label and migrations (constants, never input).
+    """
+
+    VERSION_TABLE: ClassVar[str]
+    SCHEMA_LOCK: ClassVar[str]
+    WHAT: ClassVar[str]
+    SQLITE_MIGRATIONS: ClassVar[Mapping[int, Sequence[str]]]
+    MYSQL_MIGRATIONS: ClassVar[Mapping[int, Sequence[str]]]
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.mysql = is_mysql(conn)
+        self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
+        if self.mysql:
+            import pymysql  # Debian python3-pymysql; only needed with MariaDB
+
+            self._integrity = (pymysql.err.IntegrityError,)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self.conn.cursor()
+        cur.execute(sql.replace("?", "%s") if self.mysql else sql, tuple(params))
+        return cur
+
+    def migrate(self) -> tuple[int, int]:
+        migrations = self.MYSQL_MIGRATIONS if self.mysql else self.SQLITE_MIGRATIONS
+        return migrate(
+            self.conn, self.mysql, self.VERSION_TABLE, self.SCHEMA_LOCK, migrations, self.WHAT
+        )
