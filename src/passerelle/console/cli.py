@@ -1,4 +1,5 @@
-"""``passerelle console serve|check-config``: the web console (``console.server``).
+"""``passerelle console serve|check-config|gateway-sync``: the web console (``console.server``)
+and the gateway's side of it (``console.gateway_sync``).
 
 The server module (and what it imports) is loaded only when a console command runs: every
 ``passerelle`` command builds this parser, the supervision's checks included.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_CONFIG = "/etc/passerelle/console.toml"
+DEFAULT_GATEWAY_CONFIG = "/etc/passerelle/console-gateway.toml"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -24,6 +26,19 @@ def _check_config(args: argparse.Namespace) -> int:
     return int(check_config_command(args.file, load_config) or 0)
 
 
+def _gateway_sync(args: argparse.Namespace) -> int:
+    import sys
+
+    from passerelle.config import ConfigError
+    from passerelle.console.gateway_sync import run_sync
+
+    try:
+        return run_sync(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     area = parser.add_subparsers(dest="console_command", metavar="SUBCOMMAND")
     area.required = True
@@ -33,6 +48,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p = area.add_parser("check-config", help="validate a config file (for Ansible validate:)")
     p.add_argument("file")
     p.set_defaults(func=_check_config)
+    p = area.add_parser(
+        "gateway-sync",
+        help="on a gateway: index its quarantine, carry out the console's requests (one pass)",
+    )
+    p.add_argument(
+        "--config", default=DEFAULT_GATEWAY_CONFIG, help=f"default {DEFAULT_GATEWAY_CONFIG}"
+    )
+    p.set_defaults(func=_gateway_sync)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

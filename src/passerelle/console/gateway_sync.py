@@ -1,0 +1,113 @@
+"""``passerelle console gateway-sync``: one pass of the gateway's side of the console (index
+this gateway's quarantine, carry out the console's requests), for a systemd timer.
+
+The configuration (TOML)::
+
+    [gateway_sync]
+    database = "mysql://passerelle:pw@db1/passerelle"   # the console's shared database
+    gateway = "gw1.example.org"                          # this gateway, as the console names it
+    quarantine_dir = "/var/spool/passerelle/quarantine"  # the antivirus milter's quarantine
+    antivirus_config = "/etc/passerelle/antivirus.toml"  # clamd and the release command
+    writer = "passerelle"                                # the milter's user (trusted owner)
+    limit = 50                                           # requests carried out per pass
+
+A bad file is a ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from passerelle.config import ConfigError, Section, load_toml, naming_file
+from passerelle.console.gateway import CARRY_OUT_LIMIT
+from passerelle.console.requests import RequestError, check_gateway
+from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
+
+log = logging.getLogger("passerelle.console.gateway_sync")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    database: StoreURL
+    gateway: str
+    quarantine_dir: str
+    antivirus_config: str
+    writer: str
+    limit: int
+
+
+def load_config(path: str) -> SyncConfig:
+    with naming_file(path):
+        top = Section(load_toml(path))
+        c = top.table("gateway_sync")
+        top.finish()
+        try:
+            database = parse_store_url(c.str("database"))
+        except StoreURLError as exc:
+            raise ConfigError("gateway_sync.database", str(exc)) from None
+        try:
+            gateway = check_gateway(c.str("gateway"))
+        except RequestError:
+            raise ConfigError(
+                "gateway_sync.gateway", "a host name (letters, digits, .-_)"
+            ) from None
+        quarantine_dir = c.str("quarantine_dir", "/var/spool/passerelle/quarantine")
+        if not quarantine_dir.startswith("/"):
+            raise ConfigError("gateway_sync.quarantine_dir", "an absolute path")
+        antivirus_config = c.str("antivirus_config", "/etc/passerelle/antivirus.toml")
+        writer = c.str("writer", "passerelle")
+        limit = c.int("limit", CARRY_OUT_LIMIT, minimum=1, maximum=1000)
+        c.finish()
+    return SyncConfig(database, gateway, quarantine_dir, antivirus_config, writer, limit)
+
+
+def run_sync(config_path: str) -> int:
+    """One pass: 0 when every request carried out succeeded and every entry was indexed."""
+    from passerelle.antivirus.clamd import ClamdClient
+    from passerelle.antivirus.config import load_config as load_antivirus_config
+    from passerelle.antivirus.quarantine import Quarantine
+    from passerelle.console.gateway import carry_out, index_quarantine
+    from passerelle.console.quarantine_index import QuarantineIndex
+    from passerelle.console.requests import RequestTable
+    from passerelle.console.server import connection_factory
+
+    cfg = load_config(config_path)
+    av = load_antivirus_config(cfg.antivirus_config)
+    quarantine = Quarantine(
+        cfg.quarantine_dir, release_command=av.release_command, writer=cfg.writer
+    )
+    scanner = ClamdClient(av.clamd, av.connect_timeout, av.timeout)
+    conn = connection_factory(cfg.database)()
+    try:
+        index, requests = QuarantineIndex(conn), RequestTable(conn)
+        index.migrate()
+        requests.migrate()
+        indexed = index_quarantine(quarantine, index, cfg.gateway, time.time())
+        done = carry_out(
+            requests,
+            quarantine,
+            index,
+            cfg.gateway,
+            time.time(),
+            lambda item_id, by: quarantine.release(item_id, by=by),
+            scanner.scan,
+            cfg.limit,
+        )
+    finally:
+        conn.close()
+    log.info(
+        "gateway-sync %s: indexed %d new, %d updated, %d skipped; requests %d done, %d failed",
+        cfg.gateway,
+        indexed.indexed,
+        indexed.updated,
+        indexed.skipped,
+        done.done,
+        done.failed,
+    )
+    print(
+        f"indexed {indexed.indexed} new, {indexed.updated} updated, {indexed.unchanged} "
+        f"unchanged, {indexed.skipped} skipped; requests {done.done} done, {done.failed} failed"
+    )
+    return 1 if indexed.skipped or done.failed else 0
