@@ -37,6 +37,9 @@ def _gateway_sync(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except OSError as exc:  # the quarantine or the database cannot be reached
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
