@@ -6,7 +6,7 @@ console asks (release, delete, rescan), each request once, with its result filed
   yet or changed; only a new item's message is read, and only through the bounded parsers
   (the header block cut at ``HEADERS_MAX`` bytes, the MIME walk of ``antivirus.mime`` with a
   part count and a time budget). An entry that cannot be read or indexed is logged, counted
-  and skipped.
+  and skipped; a row whose item left the folder (purged) is marked deleted.
 - ``carry_out`` claims this gateway's requests (``RequestTable.claim``) and does each once:
   a release goes through the quarantine's release path (``reinject``: re-inject to the
   original recipients and record it in the quarantine, as ``Quarantine.release`` does), which
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import email.parser
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from typing import Any
 from passerelle.antivirus.quarantine import Item, Quarantine, QuarantineError
 from passerelle.console.quarantine_index import (
     HEADERS_MAX,
+    LIMIT_MAX,
+    OFFSET_MAX,
     PARTS_MAX,
     STATES,
     HeldMessage,
@@ -35,6 +38,7 @@ from passerelle.console.quarantine_index import (
     NotFound,
     Part,
     QuarantineIndex,
+    Query,
     QueryError,
     check_message,
 )
@@ -59,6 +63,7 @@ class IndexCounts:
     updated: int = 0  # rows that changed (reason, state...)
     unchanged: int = 0
     skipped: int = 0  # entries that could not be read or indexed (logged)
+    vanished: int = 0  # rows marked deleted: their item is no longer in the quarantine
 
 
 @dataclass
@@ -160,22 +165,47 @@ def _index_item(
     return "indexed" if known is None else "updated"
 
 
+def _vanished(index: QuarantineIndex, gateway: str, present: set[str], now: float) -> int:
+    """Mark deleted the rows of this gateway whose item left the quarantine (the purge, an
+    operator's ``passerelle quarantine delete``); how many."""
+    gone: list[str] = []
+    for state in ("held", "released"):
+        offset = 0
+        while True:
+            page = index.search(Query(gateway=gateway, state=state, limit=LIMIT_MAX, offset=offset))
+            gone.extend(m.qid for m in page.rows if m.qid not in present)
+            if not page.more or offset + LIMIT_MAX > OFFSET_MAX:
+                break
+            offset += LIMIT_MAX
+    for qid in gone:
+        index.mark(gateway, qid, "deleted", now)
+    return len(gone)
+
+
 def index_quarantine(
     quarantine: Quarantine, index: QuarantineIndex, gateway: str, now: float
 ) -> IndexCounts:
-    """One pass over this gateway's quarantine; never raises for one entry."""
+    """One pass over this gateway's quarantine; never raises for one entry. When the folder
+    was listed, rows of items no longer in it are marked deleted."""
     counts = IndexCounts()
     if not quarantine.dir.is_dir():
+        log.warning("quarantine index: %s is not a folder: nothing indexed", quarantine.dir)
         return counts
-    for meta in sorted(quarantine.dir.glob("*.json")):
+    try:
+        names = sorted(n for n in os.listdir(quarantine.dir) if n.endswith(".json"))
+    except OSError as exc:
+        log.error("quarantine index: %s cannot be listed: %s", quarantine.dir, exc)
+        return counts
+    for name in names:
         try:
-            item = quarantine.get(meta.stem)
+            item = quarantine.get(name[: -len(".json")])
             outcome = _index_item(quarantine, index, gateway, item, now)
         except (QuarantineError, HeldMessageError, OSError, ValueError, TypeError) as exc:
-            log.warning("quarantine index: %s skipped: %s", meta.name, exc)
+            log.warning("quarantine index: %s skipped: %s", name, exc)
             counts.skipped += 1
             continue
         setattr(counts, outcome, getattr(counts, outcome) + 1)
+    counts.vanished = _vanished(index, gateway, {n[: -len(".json")] for n in names}, now)
     return counts
 
 

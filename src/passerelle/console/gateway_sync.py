@@ -98,16 +98,19 @@ def run_sync(config_path: str) -> int:
     finally:
         conn.close()
     log.info(
-        "gateway-sync %s: indexed %d new, %d updated, %d skipped; requests %d done, %d failed",
+        "gateway-sync %s: indexed %d new, %d updated, %d gone, %d skipped;"
+        " requests %d done, %d failed",
         cfg.gateway,
         indexed.indexed,
         indexed.updated,
+        indexed.vanished,
         indexed.skipped,
         done.done,
         done.failed,
     )
     print(
         f"indexed {indexed.indexed} new, {indexed.updated} updated, {indexed.unchanged} "
-        f"unchanged, {indexed.skipped} skipped; requests {done.done} done, {done.failed} failed"
+        f"unchanged, {indexed.vanished} gone, {indexed.skipped} skipped; "
+        f"requests {done.done} done, {done.failed} failed"
     )
     return 1 if indexed.skipped or done.failed else 0

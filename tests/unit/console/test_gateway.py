@@ -173,6 +173,29 @@ def test_index_of_a_missing_quarantine_is_empty(db, tmp_path):
     assert (counts.indexed, counts.skipped) == (0, 0)
 
 
+def test_index_marks_deleted_what_left_the_quarantine_not_what_it_cannot_read(db, quarantine):
+    index, _ = db
+    purged, unreadable, kept = hold(quarantine), hold(quarantine), hold(quarantine)
+    index_quarantine(quarantine, index, GW, T0)
+    quarantine.delete(purged.id, by="purge")
+    (quarantine.dir / f"{unreadable.id}.json").write_text("{broken")
+    counts = index_quarantine(quarantine, index, GW, T0 + 1)
+    assert (counts.vanished, counts.skipped, counts.unchanged) == (1, 1, 1)
+    assert index.get(GW, purged.id).state == "deleted"
+    assert index.get(GW, unreadable.id).state == "held"
+    assert index.get(GW, kept.id).state == "held"
+    assert index_quarantine(quarantine, index, GW, T0 + 2).vanished == 0
+
+
+def test_index_leaves_another_gateways_rows_alone(db, quarantine, tmp_path):
+    index, _ = db
+    item = hold(quarantine)
+    index_quarantine(quarantine, index, "gw2", T0)
+    (tmp_path / "empty").mkdir()
+    assert index_quarantine(Quarantine(tmp_path / "empty"), index, GW, T0 + 1).vanished == 0
+    assert index.get("gw2", item.id).state == "held"
+
+
 # -- requests ----------------------------------------------------------------------------
 
 
@@ -368,3 +391,31 @@ def test_bad_config_names_the_key(tmp_path, body, key):
         load_config(path)
     assert key in str(err.value)
     assert path in str(err.value)
+
+
+def test_gateway_sync_command_does_one_pass(tmp_path, quarantine, capsys):
+    from passerelle.cli import main
+
+    item = hold(quarantine)
+    (tmp_path / "antivirus.toml").write_text("[antivirus]\n")
+    db_path = tmp_path / "console.sqlite"
+    path = write(
+        tmp_path,
+        f'[gateway_sync]\ndatabase = "sqlite:///{db_path}"\ngateway = "{GW}"\n'
+        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n',
+    )
+    assert main(["console", "gateway-sync", "--config", path]) == 0
+    assert "indexed 1 new" in capsys.readouterr().out
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert QuarantineIndex(conn).get(GW, item.id).state == "held"
+    finally:
+        conn.close()
+
+
+def test_gateway_sync_command_reports_a_bad_config(tmp_path, capsys):
+    from passerelle.cli import main
+
+    path = write(tmp_path, '[gateway_sync]\ndatabase = "sqlite:///x"\n')
+    assert main(["console", "gateway-sync", "--config", path]) == 1
+    assert "gateway_sync.gateway: is required" in capsys.readouterr().err
