@@ -139,6 +139,11 @@ PLAYS: dict[str, tuple[dict[str, Any], ...]] = {
     ),
     "connwatch": ({"role": "connwatch", "groups": _MAIL, "packages": True},),
     "nagios": ({"role": "nagios", "groups": ("monitoring",), "packages": True},),
+    # playbooks/monitoring.yml, after Nagios (whose HTTPS site the console's Apache location
+    # joins): the web console on the monitoring hosts, which creates its tables at start,
+    # then the gateways' side (index the quarantine, carry out the console's requests every
+    # minute), whose database users may not create tables.
+    "console": ({"role": "console", "groups": ("monitoring", "gateways"), "packages": True},),
 }
 
 

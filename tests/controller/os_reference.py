@@ -126,6 +126,7 @@ SOURCES: dict[str, str] = {
     ),
     "python": (
         "python3-PyMySQL (AppStream, " + _STREAM.format("python-PyMySQL") + "), "
+        "python3-jinja2 (AppStream, " + _STREAM.format("python-jinja2") + "), "
         "python3-ldap (AppStream, " + _STREAM.format("python-ldap") + "), "
         "python3-pymilter (EPEL, " + _FEDORA.format("python-pymilter") + "), "
         "python3-libarchive-c (EPEL, " + _FEDORA.format("python-libarchive-c") + "); not re-read"
@@ -345,6 +346,19 @@ REFERENCE: dict[str, dict[str, Name]] = {
             "/etc/systemd/system/clamav-daemon.socket.d", "", "clamav"
         ),
     },
+    "console": {
+        "__console_server_packages": Name(
+            ["python3-jinja2", "python3-pymysql"], ["python3-jinja2", "python3-PyMySQL"], "python"
+        ),
+        "__console_gateway_packages": Name(["python3-pymysql"], ["python3-PyMySQL"], "python"),
+        "__console_apache_site_includes": Name(
+            "/etc/apache2/passerelle-site.d", "/etc/httpd/passerelle-site.d", "httpd"
+        ),
+        "__console_apache_service": Name("apache2", "httpd", "httpd"),
+        "__console_apache_check": Name(["apache2ctl", "-t"], ["apachectl", "-t"], "httpd"),
+        # EL: mod_proxy and mod_proxy_http load from conf.modules.d/00-proxy.conf.
+        "__console_apache_modules": Name(["proxy", "proxy_http", "headers"], [], "httpd"),
+    },
     "connwatch": {
         "__connwatch_packages": same(["rsyslog"]),
         "__connwatch_rsyslog_service": same("rsyslog"),
@@ -419,6 +433,9 @@ REFERENCE: dict[str, dict[str, Name]] = {
             "/etc/apache2/sites-enabled/000-default.conf", "", "httpd"
         ),
         "__nagios_apache_check": Name(["apache2ctl", "-t"], ["apachectl", "-t"], "httpd"),
+        "__nagios_apache_site_includes": Name(
+            "/etc/apache2/passerelle-site.d", "/etc/httpd/passerelle-site.d", "httpd"
+        ),
         "__nagios_tls_dir": Name(
             "/etc/ssl/passerelle-nagios", "/etc/pki/tls/passerelle-nagios", "httpd"
         ),

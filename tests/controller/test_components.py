@@ -188,6 +188,8 @@ LAB_ROLES_BEFORE = {
         "ldap_route",
         # since issue 16: nightly backups
         "backup",
+        # since issue 17: the web console's gateway side (gateway-sync timer)
+        "console",
     },
     "smtpx1": {
         "resolver", "passerelle_tools", "clamav", "antivirus", "sendmail", "ops_reports",
@@ -198,7 +200,8 @@ LAB_ROLES_BEFORE = {
     "db1": {"mariadb", "passerelle_tools", "process_watch", "nrpe", "backup"},
     "ldap1": {"slapd", "passerelle_tools", "process_watch", "nrpe"},
     "mailstore1": {"sendmail", "passerelle_tools", "process_watch", "nrpe"},
-    "mon1": {"passerelle_tools", "process_watch", "nrpe", "nagios"},
+    # since issue 17: the web console
+    "mon1": {"passerelle_tools", "process_watch", "nrpe", "nagios", "console"},
     "outside": {"clamav_lab_mirror", "sendmail"},
 }  # fmt: skip
 
@@ -336,3 +339,17 @@ def test_the_route_daemon_role_runs_on_gateways_before_sendmail():
     assert "ldap_route" in pc.passerelle_roles(["gateways"], "fleet")
     for group in ("smtpx", "mailstores", "greylist_db"):
         assert "ldap_route" not in pc.passerelle_roles([group], "fleet", lab=True)
+
+
+def test_the_console_runs_after_nagios_on_monitoring_and_gateways():
+    """The console's Apache location joins the Nagios site (nagios play first); the gateways'
+    side is in the same play as the console, which creates the tables it uses."""
+    assert pc.passerelle_roles(["monitoring"], "console") == ["console"]
+    assert pc.passerelle_roles(["gateways"], "console") == ["console"]
+    assert pc.passerelle_roles(["smtpx"], "console") == []
+    assert pc.passerelle_roles(["greylist_db"], "console") == []
+    plays = [
+        (p.get("vars") or {}).get("__passerelle_play")
+        for p in _load(ROOT / "playbooks" / "monitoring.yml")
+    ]
+    assert plays.index("nagios") < plays.index("console")

@@ -275,6 +275,8 @@ PRODUCTION_SECRETS = {
     "vault_passerelle_greylist_db_secret": "0123456789abcdef-test",
     "vault_passerelle_ldap_bind_password": "not-a-real-password",
     "vault_nagios_admin_password": "not-a-real-password",
+    "vault_passerelle_console_accounts": [{"name": "admin", "role": "admin"}],
+    "vault_passerelle_console_session_secret": "not-a-real-password" * 2,
 }
 
 

@@ -28,6 +28,8 @@ def _validate(tmp_path: Path, host_vars: dict, groups: tuple[str, ...] = ("monit
                     "vars": {
                         "ansible_connection": "local",
                         "nagios_admin_password": "not-a-real-password",
+                        "passerelle_console_accounts": [{"name": "admin", "role": "admin"}],
+                        "passerelle_console_session_secret": "not-a-real-password" * 2,
                         **host_vars,
                     },
                     "children": {g: {"hosts": {HOST: None}} for g in groups},

@@ -5,8 +5,11 @@ The roles are found from their tasks: every ``template`` task whose ``validate:`
 (``roles/passerelle_tools/tasks/milter.yml``), whose arguments name the calling role's
 template and the milter (its area). Its template is rendered the way Ansible would (Ansible's
 Templar, the role's defaults, the lab inventory, the role's vars and set_facts:
-``tests/ansible_render.py``) for a lab gateway, and the rendering goes through the same
-command ``validate:`` runs on the host (``passerelle <area> check-config FILE``, in-process).
+``tests/ansible_render.py``) for a lab gateway (the web console's ``console.toml``: for the
+lab's monitoring host, with the accounts file the role renders and the lab's session secret),
+and the rendering goes through the same command ``validate:`` runs on the host
+(``passerelle <area> check-config FILE``, or an area's other check such as ``passerelle
+console check-gateway-config FILE``, in-process).
 
 ``test_the_check_catches_*``: a rendering with an unknown key, a value of the wrong kind, a
 template that lost a key, a TOML syntax error, each must be refused by the same check.
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_render import ROLES, render
+from ansible_render import ROLES, inventory_vars, render
 from passerelle.cli import main
 
 # What the play gives a role on top of its defaults (playbooks/fleet.yml: from the component
@@ -31,13 +34,16 @@ PLAY_VARS = {
     "backup": {"backup_parts": ["quarantine", "greylist_sqlite", "config"]},
 }
 HOSTS = ("gw1", "gw2")
-_VALIDATE = re.compile(r"\}\}\s+(?P<area>[\w-]+) check-config %s$")
+# Configs of another group's hosts: rendered for these hosts instead.
+CONFIG_HOSTS = {("console", "etc/passerelle/console.toml.j2"): ("mon1",)}
+_VALIDATE = re.compile(r"\}\}\s+(?P<area>[\w-]+) (?P<check>check-(?:[\w]+-)*config) %s$")
 # The milters' shared task file: its template and area are its callers' arguments.
 MILTER_TASKS = ROLES / "passerelle_tools" / "tasks" / "milter.yml"
 
 
 def config_templates() -> list[tuple[str, str, str]]:
-    """(role, template src, check-config area) of every role that renders a Passerelle config."""
+    """(role, template src, check command) of every role that renders a Passerelle config:
+    the command is ``<area> check-config`` or another check of that area."""
     out = []
     for tasks in sorted(ROLES.glob("*/tasks/*.yml")):
         for task in yaml.safe_load(tasks.read_text()) or []:
@@ -49,45 +55,74 @@ def config_templates() -> list[tuple[str, str, str]]:
                         (
                             tasks.parts[-3],
                             milter["passerelle_tools_milter_config_template"],
-                            milter["passerelle_tools_milter_name"],
+                            milter["passerelle_tools_milter_name"] + " check-config",
                         )
                     )
                     continue
                 if tasks == MILTER_TASKS:
                     continue
                 args = sub.get("ansible.builtin.template") or sub.get("template")
-                if not isinstance(args, dict) or "check-config" not in str(args.get("validate")):
+                validate = str((args or {}).get("validate") if isinstance(args, dict) else "")
+                if not re.search(r" check-[\w-]*config %s", validate):
                     continue
-                m = _VALIDATE.search(str(args["validate"]))
-                assert m, f"{tasks}: unexpected validate: {args['validate']}"
-                out.append((tasks.parts[-3], args["src"], m["area"]))
+                m = _VALIDATE.search(validate)
+                assert m, f"{tasks}: unexpected validate: {validate}"
+                out.append((tasks.parts[-3], args["src"], f"{m['area']} {m['check']}"))
     return out
 
 
 TEMPLATES = config_templates()
 
 
-def check_config(area: str, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run ``passerelle <area> check-config`` on ``text``; '' if accepted, else its error."""
-    path = tmp_path / f"{area}.toml"
+def check_config(
+    command: str, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``passerelle <command>`` (``<area> check-config``) on ``text``; '' if accepted,
+    else its error."""
+    path = tmp_path / f"{command.replace(' ', '-')}.toml"
     path.write_text(text)
     capsys.readouterr()
-    rc = main([area, "check-config", str(path)])
+    rc = main([*command.split(), str(path)])
     out = capsys.readouterr()
     return "" if rc == 0 else (out.err or out.out or f"rc={rc}")
 
 
+def role_files(role: str, src: str, host: str, tmp_path: Path) -> dict[str, str]:
+    """Files a role installs before its config, which the config's check reads: written to
+    ``tmp_path``, their paths as overrides of the role's variables."""
+    if (role, src) != ("console", "etc/passerelle/console.toml.j2"):
+        return {}
+    accounts = tmp_path / "console-accounts.toml"
+    accounts.write_text(render("console", "etc/passerelle/console-accounts.toml.j2", host))
+    secret = tmp_path / "console.secret"
+    secret.write_text(inventory_vars(host)["passerelle_console_session_secret"] + "\n")
+    secret.chmod(0o640)
+    return {"__console_accounts_file": str(accounts), "__console_secret_file": str(secret)}
+
+
+def render_config(role: str, src: str, host: str, tmp_path: Path) -> str:
+    return render(
+        role, src, host, **PLAY_VARS.get(role, {}), **role_files(role, src, host, tmp_path)
+    )
+
+
+CASES = [(*t, host) for t in TEMPLATES for host in CONFIG_HOSTS.get(t[:2], HOSTS)]
+
+
 def test_every_config_role_is_found() -> None:
-    areas = {area for _role, _src, area in TEMPLATES}
+    checks = {check for _role, _src, check in TEMPLATES}
+    areas = {check.split()[0] for check in checks}
     assert {"antivirus", "greylist", "spam", "route", "connwatch", "watch", "ops"} <= areas
+    assert {"console check-config", "console check-gateway-config"} <= checks
 
 
-@pytest.mark.parametrize("host", HOSTS)
-@pytest.mark.parametrize(("role", "src", "area"), TEMPLATES, ids=[t[0] for t in TEMPLATES])
+@pytest.mark.parametrize(
+    ("role", "src", "area", "host"), CASES, ids=[f"{c[0]}-{c[1]}-{c[3]}" for c in CASES]
+)
 def test_rendered_config_is_accepted(
     role: str, src: str, area: str, host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = render(role, src, host, **PLAY_VARS.get(role, {}))
+    text = render_config(role, src, host, tmp_path)
     assert check_config(area, text, tmp_path, capsys) == ""
 
 
@@ -105,7 +140,7 @@ def _first_key(text: str) -> tuple[str, str]:
 def test_the_check_catches_a_drifted_rendering(
     role: str, src: str, area: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    good = render(role, src, "gw1", **PLAY_VARS.get(role, {}))
+    good = render_config(role, src, CONFIG_HOSTS.get((role, src), HOSTS)[0], tmp_path)
     line, key = _first_key(good)
     drifted = {
         "a key renamed by the template": good.replace(line, line.replace(key, key + "_renamed"), 1),
@@ -123,4 +158,4 @@ def test_the_check_catches_a_template_that_drifted(
     """A value the role's variables would render wrongly (a duration the package cannot read)."""
     text = render("greylist", "etc/passerelle/greylist.toml.j2", greylist_min_delay="ten minutes")
     assert "ten minutes" in text
-    assert check_config("greylist", text, tmp_path, capsys)
+    assert check_config("greylist check-config", text, tmp_path, capsys)

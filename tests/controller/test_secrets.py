@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "passerelle_greylist_db_secret": "0123456789abcdef-test",
     "nagios_admin_password": "not-a-real-password",
+    "passerelle_console_accounts": [
+        {
+            "name": "admin",
+            "role": "admin",
+            "password_hash": "$pbkdf2-sha256$600000$not-a-real-password",
+        }
+    ],
+    "passerelle_console_session_secret": "not-a-real-password-0123456789abcdef",
     "passerelle_ldap": {
         "uri": "ldap://ldap.test",
         "base": "dc=test",
@@ -66,6 +74,13 @@ def test_all_secrets_set_passes(tmp_path):
         ),
         ({"nagios_admin_password": "1234"}, "nagios_admin_password"),
         ({"nagios_admin_password": None}, "nagios_admin_password"),
+        ({"passerelle_console_accounts": []}, "passerelle_console_accounts"),
+        ({"passerelle_console_accounts": None}, "passerelle_console_accounts"),
+        ({"passerelle_console_session_secret": "short"}, "passerelle_console_session_secret"),
+        (
+            {"passerelle_console_session_secret": "{{ vault_passerelle_console_session_secret }}"},
+            "passerelle_console_session_secret",
+        ),
         (
             {"passerelle_ldap": {**SECRETS["passerelle_ldap"], "bind_password": ""}},
             "passerelle_ldap.bind_password",
@@ -90,3 +105,5 @@ def test_production_example_without_its_vault_names_the_secrets(tmp_path):
     assert "needs the secret passerelle_greylist_db_secret" in out
     assert "needs the secret nagios_admin_password" in out
     assert "needs the secret passerelle_ldap.bind_password" in out
+    assert "needs the secret passerelle_console_session_secret" in out
+    assert "needs the secret passerelle_console_accounts" in out

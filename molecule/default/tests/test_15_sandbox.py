@@ -31,6 +31,7 @@ GATEWAY_UNITS = [
     "passerelle-metrics.service",
     "passerelle-report.service",
     "passerelle-backup.service",
+    "passerelle-console-sync.service",
 ]
 SMTPX_UNITS = [
     "passerelle-antivirus.service",
@@ -46,6 +47,8 @@ CASES = (
     [("gw1", u) for u in GATEWAY_UNITS]
     + [("smtpx1", u) for u in SMTPX_UNITS]
     + [("db1", "passerelle-backup.service")]
+    # the web console: its own user, no capability (role console)
+    + [("mon1", "passerelle-console.service")]
 )
 # The long-running daemons: their MemoryMax comes from the sizing plan (4 x 50 MB).
 DAEMONS = {

@@ -36,12 +36,21 @@ from labsmtp import (
 )
 
 GATEWAYS = present("gw1", "gw2")
-LIMIT = "greylist_db:gateways:smtpx"
+# monitoring: the web console's user derives its password from the secret too.
+LIMIT = "greylist_db:gateways:smtpx:monitoring"
 CONFIG = "/etc/passerelle/greylist.toml"
 CONNWATCH = "/etc/passerelle/connwatch.toml"
 CONNWATCH_TASK = (
     "connwatch : Install the guard's configuration (checked by passerelle connwatch check-config)"
 )
+CONSOLE_TASK = (
+    "console : Install the console's configuration (checked by passerelle console check-config)"
+)
+CONSOLE_GATEWAY_TASK = (
+    "console : Install the console's gateway configuration"
+    " (checked by passerelle console check-gateway-config)"
+)
+CONSOLE_GATEWAY = "/etc/passerelle/console-gateway.toml"
 SOURCE = f"{NET}.245"  # not whitelisted for greylisting (test_30)
 INVENTORY_SECRET = yaml.safe_load(
     (PROJECT / "inventory/lab/group_vars/all/greylist.yml").read_text()
@@ -125,6 +134,8 @@ def test_rotating_the_database_secret(tmp_path):
         assert "spamassassin : Install local.cf once spamassassin --lint accepts it" in names, names
         assert "spamassassin : Reload spamd" in names, names
         assert CONNWATCH_TASK in names, names
+        if present("mon1"):
+            assert CONSOLE_GATEWAY_TASK in names, names
         # nothing else of the host was touched (no package, no sendmail change)
         assert not [n for n in names if n.startswith("sendmail :")], names
 
@@ -153,6 +164,32 @@ def test_rotating_the_database_secret(tmp_path):
             gw, "runuser", "-u", "debian-spamd", "--", "sa-learn", "--dump", "magic"
         )
         assert re.search(r"\d+\s+0\s+non-token data: ntokens", magic), magic
+
+    # The web console and the gateways' side of it reach their database with the new passwords.
+    if present("mon1"):
+        from test_85_console import ADMIN, BASE, browse
+
+        assert (
+            "mariadb : Create the console's user (its tables) and one per gateway (rows only)"
+            in changed["db1"]
+        )
+        assert CONSOLE_TASK in changed.get("mon1", set()), changed.get("mon1")
+        assert "console : Restart the console" in changed.get("mon1", set()), changed.get("mon1")
+        for gw in GATEWAYS:
+            user = f"console_gw_{gw}"
+            url = tomllib.loads(podman_exec(gw, "cat", CONSOLE_GATEWAY))["gateway_sync"]["database"]
+            assert f":{_password(rotated, user)}@" in url
+            # One pass: it prints its counts once it has read and written the database (its
+            # exit status also counts quarantine entries it skipped, not this test's concern).
+            out = podman_exec(gw, "passerelle", "console", "gateway-sync", check=False)
+            assert out.startswith("indexed "), out
+        deadline = time.monotonic() + 60
+        while True:  # the console restarted: a login (audit log) and a search (the index)
+            steps = browse(["LOGIN", *ADMIN], ["GET", f"{BASE}/quarantine"])
+            if steps[-1]["status"] == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert [s["status"] for s in steps] == [303, 200], steps
 
     # Greylisting decides with the store again (a new triplet is recorded, not skipped).
     sender = _greylisted_through(GATEWAYS[0])

@@ -1,5 +1,5 @@
-"""``passerelle console serve|check-config|gateway-sync``: the web console (``console.server``)
-and the gateway's side of it (``console.gateway_sync``).
+"""``passerelle console serve|check-config|gateway-sync|check-gateway-config``: the web console
+(``console.server``) and the gateway's side of it (``console.gateway_sync``).
 
 The server module (and what it imports) is loaded only when a console command runs: every
 ``passerelle`` command builds this parser, the supervision's checks included.
@@ -22,6 +22,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from passerelle.config import check_config_command
     from passerelle.console.server import load_config
+
+    return int(check_config_command(args.file, load_config) or 0)
+
+
+def _check_gateway_config(args: argparse.Namespace) -> int:
+    from passerelle.config import check_config_command
+    from passerelle.console.gateway_sync import load_config
 
     return int(check_config_command(args.file, load_config) or 0)
 
@@ -59,6 +66,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--config", default=DEFAULT_GATEWAY_CONFIG, help=f"default {DEFAULT_GATEWAY_CONFIG}"
     )
     p.set_defaults(func=_gateway_sync)
+    p = area.add_parser(
+        "check-gateway-config",
+        help="validate a gateway-sync config file (for Ansible validate:)",
+    )
+    p.add_argument("file")
+    p.set_defaults(func=_check_gateway_config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

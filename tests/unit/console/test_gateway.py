@@ -419,3 +419,20 @@ def test_gateway_sync_command_reports_a_bad_config(tmp_path, capsys):
     path = write(tmp_path, '[gateway_sync]\ndatabase = "sqlite:///x"\n')
     assert main(["console", "gateway-sync", "--config", path]) == 1
     assert "gateway_sync.gateway: is required" in capsys.readouterr().err
+
+
+def test_check_gateway_config_command(tmp_path, capsys):
+    """``passerelle console check-gateway-config FILE``: Ansible's validate: of the role's file
+    (it reads the file only: no database, no quarantine is touched)."""
+    from passerelle.cli import main
+
+    good = write(tmp_path, '[gateway_sync]\ndatabase = "mysql://u:p@db1/c"\ngateway = "gw1"\n')
+    assert main(["console", "check-gateway-config", good]) == 0
+    assert f"{good}: OK" in capsys.readouterr().out
+    bad = str(tmp_path / "bad.toml")
+    Path(bad).write_text('[gateway_sync]\ndatabase = "mysql://u:p@db1/c"\ngateway = "gw 1"\n')
+    assert main(["console", "check-gateway-config", bad]) == 1
+    err = capsys.readouterr().err
+    assert bad in err and "gateway_sync.gateway" in err
+    # The web console's own check refuses the gateway's file (a different table).
+    assert main(["console", "check-config", good]) == 1

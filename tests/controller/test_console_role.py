@@ -1,0 +1,98 @@
+"""Role console: the database URLs it renders agree with the users role mariadb creates
+(names and passwords derived from the same secret), SQLite without a database host, and the
+Apache location proxies to the address the console listens on (loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import tomllib  # the controller runs Python 3.11+
+import yaml
+
+from ansible_render import ROLES, ansible_playbook, inventory_vars, render
+
+SERVER = "etc/passerelle/console.toml.j2"
+GATEWAY = "etc/passerelle/console-gateway.toml.j2"
+
+
+def _password(user: str) -> str:
+    secret = inventory_vars("db1")["passerelle_greylist_db_secret"]
+    return hashlib.sha256(f"{secret}:{user}".encode()).hexdigest()[:32]
+
+
+def test_console_and_gateways_use_mariadbs_users_and_passwords():
+    server = tomllib.loads(render("console", SERVER, "mon1"))["console"]["database"]
+    assert server == f"mysql://console:{_password('console')}@db1:3306/passerelle_console"
+    for gw in ("gw1", "gw2"):
+        url = tomllib.loads(render("console", GATEWAY, gw))["gateway_sync"]["database"]
+        user = f"console_gw_{gw}"
+        assert url == f"mysql://{user}:{_password(user)}@db1:3306/passerelle_console"
+
+
+def _mariadb_console_users(tmp_path) -> list[dict]:
+    """Role mariadb's console users for the lab's db1, as a play evaluates them."""
+    play = tmp_path / "users.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "db1",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"ansible.builtin.include_vars": str(ROLES / "mariadb" / f)}
+                        for f in ("defaults/main.yml", "vars/main.yml")
+                    ]
+                    + [{"ansible.builtin.debug": {"var": "__mariadb_console_users"}}],
+                }
+            ]
+        )
+    )
+    res = ansible_playbook(
+        "-i", "inventory/lab", str(play), env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    task = json.loads(res.stdout)["plays"][0]["tasks"][-1]
+    return task["hosts"]["db1"]["__mariadb_console_users"]
+
+
+def test_mariadb_creates_the_same_users_with_least_privileges(tmp_path):
+    users = {u["name"]: u for u in _mariadb_console_users(tmp_path)}
+    assert set(users) == {"console", "console_gw_gw1", "console_gw_gw2"}
+    for name, u in users.items():
+        assert u["password"] == _password(name), name
+    # The console may create its tables; the gateways' users only read and write rows.
+    console_priv = users["console"]["priv"].split(":")
+    assert console_priv[0] == "passerelle_console.*"
+    assert {"CREATE", "ALTER", "INDEX"} <= set(console_priv[1].split(","))
+    for gw in ("gw1", "gw2"):
+        assert users[f"console_gw_{gw}"]["priv"] == "passerelle_console.*:SELECT,INSERT,UPDATE"
+    # Each from its own host's address in the lab (console_db_client_host of mon1,
+    # greylist_db_client_host of each gateway), not from anywhere.
+    assert users["console"]["host"].endswith(".61"), users["console"]["host"]
+    assert users["console_gw_gw1"]["host"].endswith(".11"), users["console_gw_gw1"]["host"]
+
+
+def test_without_a_database_host_sqlite_and_its_folder_writable():
+    text = render("console", SERVER, "mon1", __console_db_host="")
+    db = tomllib.loads(text)["console"]["database"]
+    assert db == "sqlite:////var/lib/passerelle-console/console.sqlite"
+    unit = render(
+        "console", "etc/systemd/system/passerelle-console.service.j2", "mon1", __console_db_host=""
+    )
+    assert "ReadWritePaths=/var/lib/passerelle-console" in unit
+    # With MariaDB, the console writes nowhere on disk.
+    assert "ReadWritePaths" not in render(
+        "console", "etc/systemd/system/passerelle-console.service.j2", "mon1"
+    )
+
+
+def test_apache_proxies_to_the_loopback_address_the_console_listens_on():
+    listen = tomllib.loads(render("console", SERVER, "mon1"))["console"]["listen"]
+    assert listen.startswith("127.0.0.1:")
+    conf = render("console", "etc/apache/console.conf.j2", "mon1")
+    assert re.search(rf'ProxyPass "http://{re.escape(listen)}/"', conf), conf
+    assert '<Location "/console/">' in conf
+    unit = render("console", "etc/systemd/system/passerelle-console.service.j2", "mon1")
+    assert "User=passerelle-console" in unit and "CapabilityBoundingSet=\n" in unit
