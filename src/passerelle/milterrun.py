@@ -147,7 +147,63 @@ def guard_noreply_steps(milter_class: type, name: str) -> type:
     ns["eom"] = _reply_guard(name, "eom", milter_class.eom)
     ns["abort"] = _reset_guard(("nr_error",), milter_class.abort)
     ns["close"] = _reset_guard(("nr_error", "nr_connection_error"), milter_class.close)
-    return type(milter_class.__name__, (milter_class,), ns)
+    for step in ("envfrom", "envrcpt"):
+        if _default_decoding(milter_class, step):
+            ns[f"{step}_bytes"] = _envelope_decoder(step)
+    cls = type(milter_class.__name__, (milter_class,), ns)
+    if milter_class.negotiate is Milter.Base.negotiate and not any(
+        getattr(getattr(cls, step), "_symlist", None) is not None for step in Milter.MACRO_CALLBACKS
+    ):
+        cls.negotiate = _fixed_negotiate(cls.protocol_mask())
+    return cls
+
+
+# Per-connection work pymilter repeats and the class already settles (a greylisted session is
+# connect, MAIL, one RCPT, abort: these run as often as the callbacks themselves).
+def _default_decoding(milter_class: type, step: str) -> bool:
+    """The class leaves ``<step>_bytes`` and the decoding of ``step`` as pymilter has them."""
+    import Milter
+
+    return (
+        getattr(milter_class, f"{step}_bytes") is getattr(Milter.Base, f"{step}_bytes")
+        and getattr(getattr(milter_class, step), "error_strategy", "surrogateescape")
+        == "surrogateescape"
+    )
+
+
+def _envelope_decoder(step: str) -> Callable[..., Any]:
+    """pymilter's ``envfrom_bytes`` / ``envrcpt_bytes`` for the default strategy (UTF-8 with
+    surrogateescape, which never fails), without looking the strategy up at every call."""
+
+    def decode(self: Any, addr: bytes, *params: bytes) -> Any:
+        callback = getattr(self, step)
+        if params:
+            return callback(
+                addr.decode("utf-8", "surrogateescape"),
+                *[p.decode("utf-8", "surrogateescape") for p in params],
+            )
+        return callback(addr.decode("utf-8", "surrogateescape"))
+
+    decode.__name__ = decode.__qualname__ = f"{step}_bytes"
+    return decode
+
+
+def _fixed_negotiate(mask: int) -> Callable[[Any, list[int]], int]:
+    """``Milter.Base.negotiate`` for a class without ``@symlist``: its protocol mask worked
+    out once (pymilter looks at every callback of the class at each connection)."""
+    import Milter
+
+    def negotiate(self: Any, opts: list[int]) -> int:
+        try:
+            self._actions, p, _f1, _f2 = opts
+            opts[1] = self._protocol = p & ~mask
+            opts[2] = 0
+            opts[3] = 0
+        except Exception:  # as pymilter: change nothing when something went wrong
+            return int(Milter.ALL_OPTS)
+        return int(Milter.CONTINUE)
+
+    return negotiate
 
 
 class MilterBinding(Generic[Ctx]):

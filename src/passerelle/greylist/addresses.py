@@ -52,12 +52,13 @@ def normalise_sender(addr: str) -> str:
     local, domain = split_address(a)
     if not domain:
         return local
-    m = _SRS1.match(local) or _SRS0.match(local)
-    if m:
-        domain, local = m.group(1).lower(), m.group(2)
-    m = _BATV.match(local) or _BTV1.match(local)
-    if m:
-        local = m.group(1)
+    if "=" in local:  # every SRS and BATV form has one; most senders have none
+        m = _SRS1.match(local) or _SRS0.match(local)
+        if m:
+            domain, local = m.group(1).lower(), m.group(2)
+        m = _BATV.match(local) or _BTV1.match(local)
+        if m:
+            local = m.group(1)
     if "+" in local and not local.startswith('"'):
         local = local.split("+", 1)[0] or local
     local = _NUMBER.sub("#", local)

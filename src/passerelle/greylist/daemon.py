@@ -42,15 +42,18 @@ def _macro(m: Milter.Base, name: str) -> str | None:
 class GreylistMilter(Milter.Base):
     ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS
 
+    # The connection's state starts as these class attributes: a connection object is made
+    # per SMTP connection and most live for one RCPT, so only what changes is set on it.
+    client: Client | None = None
+    auto: bool | None = None
+    owned: OwnedHeaders | None = None  # made at the first header
+    sender = ""
+    exemption: str | None = None
+    delay: float | None = None
+    skipped = False
+
     def __init__(self, engine: Greylister) -> None:
         self.engine = engine
-        self.client: Client | None = None
-        self.auto: bool | None = None
-        self.owned: OwnedHeaders | None = None  # made at the first header
-        self.sender = ""
-        self.exemption: str | None = None
-        self.delay: float | None = None
-        self.skipped = False
 
     def _reset(self) -> None:
         self.sender = ""

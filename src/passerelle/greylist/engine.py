@@ -238,7 +238,11 @@ class Greylister:
             raise TimeoutError(f"store did not answer within {timeout:g}s")
         try:
             self.store.deadline = time.monotonic() + timeout  # type: ignore[attr-defined]
-            return self._guarded(fn, *args)
+            try:
+                return fn(*args)
+            except Exception:
+                self.store.discard()  # a broken connection is not reused
+                raise
         finally:
             self.store.deadline = 0.0  # type: ignore[attr-defined]
             lock.release()

@@ -43,8 +43,8 @@ def group_of(ip: IPAddress | None, addr: str, ipv4_prefix: int = 24, ipv6_prefix
     if ip is None:
         return addr.strip().lower()
     if ip.version == 4:
-        bits, prefix, cls = 32, ipv4_prefix, ipaddress.IPv4Address
-    else:
-        bits, prefix, cls = 128, ipv6_prefix, ipaddress.IPv6Address  # type: ignore[assignment]
-    mask = ((1 << prefix) - 1) << (bits - prefix)
-    return f"{cls(int(ip) & mask)}/{prefix}"
+        # the C formatter: the same dotted quad as str(IPv4Address), a few times faster
+        masked = int(ip) & (((1 << ipv4_prefix) - 1) << (32 - ipv4_prefix))
+        return f"{socket.inet_ntoa(masked.to_bytes(4, 'big'))}/{ipv4_prefix}"
+    mask = ((1 << ipv6_prefix) - 1) << (128 - ipv6_prefix)
+    return f"{ipaddress.IPv6Address(int(ip) & mask)}/{ipv6_prefix}"

@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 
 from passerelle.greylist.policy import (
@@ -115,3 +117,35 @@ def test_auto_whitelisted():
     assert not auto_whitelisted(4, 100.0, 50.0, 5)
     assert not auto_whitelisted(5, 100.0, 100.1, 5)
     assert not auto_whitelisted(50, 100.0, 50.0, 0)
+
+
+def test_triplet_key_never_changes():
+    # The key of every stored record: a new way of computing it must give the same bytes
+    # (SHA-256 over each part's 4-byte big-endian length and UTF-8/surrogateescape bytes).
+    assert triplet_key("192.0.2.0/24", "sender@example.net", "rcpt@example.org").hex() == (
+        "5c39c73c2cac4cec820cb9e1831f4b36"
+    )
+    assert triplet_key("2001:db8::/64", "\udcff@x", "").hex() == "8910f7176e03307752f525025107bd71"
+    for client, sender, rcpt in [("g", "", ""), ("g", "é@x", "r@y"), ("", "a" * 300, "b")]:
+        h = hashlib.sha256()
+        for part in (client, sender, rcpt):
+            b = part.encode("utf-8", "surrogateescape")
+            h.update(len(b).to_bytes(4, "big") + b)
+        assert triplet_key(client, sender, rcpt) == h.digest()[:16]
+
+
+def test_each_transition_gives_the_whole_record():
+    # every field of the stored record, kept or changed, for each reason
+    pending = Record(PENDING, T0, T0 + 60, None, 3, 0, 7)
+    assert evaluate(pending, T0 + 120, T).record == Record(PENDING, T0, T0 + 120, None, 4, 0, 8)
+    assert evaluate(pending, T0 + 3000, T).record == Record(
+        PASSED, T0, T0 + 3000, T0 + 3000, 3, 1, 8
+    )
+    late = T0 + T.pending_ttl + 1
+    assert evaluate(pending, late, T).record == Record(PENDING, late, late, None, 1, 0, 8)
+    passed = Record(PASSED, T0, T0 + 5000, T0 + 3000, 3, 4, 9)
+    assert evaluate(passed, T0 + 4000, T).record == Record(
+        PASSED, T0, T0 + 5000, T0 + 3000, 3, 5, 10
+    )
+    gone = T0 + 5000 + T.pass_ttl + 1
+    assert evaluate(passed, gone, T).record == Record(PENDING, gone, gone, None, 1, 0, 10)

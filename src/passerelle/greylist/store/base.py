@@ -42,6 +42,8 @@ def display_bytes(text: str) -> bytes:
 
 
 _COLUMNS = "state, first_seen, last_seen, passed_at, attempts, passes, version"
+_SELECT_TRIPLET = f"SELECT {_COLUMNS}, expires FROM greylist WHERE k = ?"
+_UPDATABLE = ("state", "first_seen", "last_seen", "passed_at", "expires", "attempts", "passes")
 INSERT_TRIPLET = (
     "INSERT INTO greylist (k, client, sender, rcpt, state, first_seen, last_seen,"
     " passed_at, expires, attempts, passes, version)"
@@ -75,6 +77,7 @@ class SQLStore:
         self._shared: Any = None  # the one connection of a serial store
         self.lock = threading.Lock()  # held by the caller around each call of a serial store
         self._update_sql: dict[tuple[str, ...], str] = {}
+        self._select_sql = self.q(_SELECT_TRIPLET)
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -207,19 +210,21 @@ class SQLStore:
 
     def get_with_expiry(self, key: bytes) -> tuple[Record, float] | None:
         """The record and its stored ``expires``."""
-        cur = self.execute(f"SELECT {_COLUMNS}, expires FROM greylist WHERE k = ?", (key,))
+        cur = self.conn().cursor()
+        cur.execute(self._select_sql, (key,))
         row = cur.fetchone()
         if row is None:
             return None
+        state, first_seen, last_seen, passed_at, attempts, passes, version, expires = row
         return Record(
-            state=int(row[0]),
-            first_seen=float(row[1]),
-            last_seen=float(row[2]),
-            passed_at=None if row[3] is None else float(row[3]),
-            attempts=int(row[4]),
-            passes=int(row[5]),
-            version=int(row[6]),
-        ), float(row[7])
+            int(state),
+            float(first_seen),
+            float(last_seen),
+            None if passed_at is None else float(passed_at),
+            int(attempts),
+            int(passes),
+            int(version),
+        ), float(expires)
 
     def _row(self, t: Triplet, rec: Record, expires: float) -> tuple[Any, ...]:
         return (
@@ -259,26 +264,28 @@ class SQLStore:
         Given the record read (``old``, ``old_expires``), only the columns that changed are
         written: an index whose column is not in the statement is not touched (an early retry
         changes one row, not three index entries besides)."""
-        values = {
-            "state": rec.state,
-            "first_seen": rec.first_seen,
-            "last_seen": rec.last_seen,
-            "passed_at": rec.passed_at,
-            "expires": expires,
-            "attempts": rec.attempts,
-            "passes": rec.passes,
-        }
+        new = (
+            rec.state,
+            rec.first_seen,
+            rec.last_seen,
+            rec.passed_at,
+            expires,
+            rec.attempts,
+            rec.passes,
+        )
         if old is not None:
-            before = {
-                "state": old.state,
-                "first_seen": old.first_seen,
-                "last_seen": old.last_seen,
-                "passed_at": old.passed_at,
-                "expires": old_expires,
-                "attempts": old.attempts,
-                "passes": old.passes,
-            }
-            values = {k: v for k, v in values.items() if before[k] != v}
+            before = (
+                old.state,
+                old.first_seen,
+                old.last_seen,
+                old.passed_at,
+                old_expires,
+                old.attempts,
+                old.passes,
+            )
+            values = {c: v for c, v, b in zip(_UPDATABLE, new, before) if b != v}
+        else:
+            values = dict(zip(_UPDATABLE, new))
         cols = (*values, "version")
         sql = self._update_sql.get(cols)
         if sql is None:
