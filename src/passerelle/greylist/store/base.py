@@ -226,12 +226,10 @@ class SQLStore:
             int(version),
         ), float(expires)
 
-    def _row(self, t: Triplet, rec: Record, expires: float) -> tuple[Any, ...]:
+    @staticmethod
+    def _updatable(rec: Record, expires: float | None) -> tuple[Any, ...]:
+        """The values of the ``_UPDATABLE`` columns for ``rec``, in that order."""
         return (
-            t.key,
-            t.client,
-            display_bytes(t.sender),
-            display_bytes(t.recipient),
             rec.state,
             rec.first_seen,
             rec.last_seen,
@@ -239,6 +237,15 @@ class SQLStore:
             expires,
             rec.attempts,
             rec.passes,
+        )
+
+    def _row(self, t: Triplet, rec: Record, expires: float) -> tuple[Any, ...]:
+        return (
+            t.key,
+            t.client,
+            display_bytes(t.sender),
+            display_bytes(t.recipient),
+            *self._updatable(rec, expires),
             rec.version,
         )
 
@@ -264,25 +271,9 @@ class SQLStore:
         Given the record read (``old``, ``old_expires``), only the columns that changed are
         written: an index whose column is not in the statement is not touched (an early retry
         changes one row, not three index entries besides)."""
-        new = (
-            rec.state,
-            rec.first_seen,
-            rec.last_seen,
-            rec.passed_at,
-            expires,
-            rec.attempts,
-            rec.passes,
-        )
+        new = self._updatable(rec, expires)
         if old is not None:
-            before = (
-                old.state,
-                old.first_seen,
-                old.last_seen,
-                old.passed_at,
-                old_expires,
-                old.attempts,
-                old.passes,
-            )
+            before = self._updatable(old, old_expires)
             values = {c: v for c, v, b in zip(_UPDATABLE, new, before) if b != v}
         else:
             values = dict(zip(_UPDATABLE, new))
