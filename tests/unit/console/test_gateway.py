@@ -402,10 +402,15 @@ def test_gateway_sync_command_does_one_pass(tmp_path, quarantine, capsys):
     path = write(
         tmp_path,
         f'[gateway_sync]\ndatabase = "sqlite:///{db_path}"\ngateway = "{GW}"\n'
-        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n',
+        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n'
+        f'runtime_rules = "{tmp_path}/rules/console-rules.json"\nruntime_rules_group = ""\n',
     )
     assert main(["console", "gateway-sync", "--config", path]) == 0
     assert "indexed 1 new" in capsys.readouterr().out
+    # the runtime rules (none saved yet: an empty set) are in the milter's file
+    assert (tmp_path / "rules/console-rules.json").read_text() == (
+        '{"disabled": [], "rules": []}\n'
+    )
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         assert QuarantineIndex(conn).get(GW, item.id).state == "held"
