@@ -441,3 +441,95 @@ def test_check_gateway_config_command(tmp_path, capsys):
     assert bad in err and "gateway_sync.gateway" in err
     # The web console's own check refuses the gateway's file (a different table).
     assert main(["console", "check-config", good]) == 1
+
+
+# -- outbreak mode ---------------------------------------------------------------------------
+
+
+def test_outbreak_on_then_off_switch_the_milters_state_once_each(db, quarantine, tmp_path):
+    from passerelle.antivirus.outbreak import HeldOutcome, OutbreakStore
+    from passerelle.console.gateway import outbreak_switch
+
+    index, requests = db
+    store = OutbreakStore(tmp_path / "lib" / "outbreak.json", clock=lambda: T0)
+    released: list[str] = []
+
+    def release_held(by: str) -> HeldOutcome:
+        released.append(by)
+        return HeldOutcome(["a", "b"], [], ["c"], [])
+
+    switch = outbreak_switch(store, release_held)
+    on = requests.submit("outbreak_on", None, GW, "admin", T0)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 60,
+        release_path(quarantine),
+        never_scan,
+        outbreak=switch,
+    )
+    assert (counts.done, counts.failed) == (1, 0)
+    assert store.read().on is True
+    assert store.read().by == f"console request #{on} by admin"
+    req = requests.get(on)
+    assert (req.status, req.ok, req.result) == ("done", True, "ok: outbreak mode on")
+    assert released == []
+    # a second claim finds nothing: the state is not switched again
+    assert requests.claim(GW, T0 + 61) is None
+    off = requests.submit("outbreak_off", None, GW, "admin", T0 + 120)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 180,
+        release_path(quarantine),
+        never_scan,
+        outbreak=switch,
+    )
+    assert (counts.done, counts.failed) == (1, 0)
+    assert store.read().on is False
+    req = requests.get(off)
+    assert (req.ok, req.result) == (
+        True,
+        "ok: outbreak mode off; held messages: 2 released, 0 kept infected, 1 waiting",
+    )
+    assert released == [f"console request #{off} by admin"]
+    assert requests.claim(GW, T0 + 181) is None
+
+
+def test_outbreak_state_that_cannot_be_written_is_a_failed_result(db, quarantine, tmp_path):
+    from passerelle.antivirus.outbreak import OutbreakStore
+    from passerelle.console.gateway import outbreak_switch
+
+    index, requests = db
+    (tmp_path / "notadir").write_text("a file where the state's folder should be")
+    store = OutbreakStore(tmp_path / "notadir" / "outbreak.json")
+    rid = requests.submit("outbreak_on", None, GW, "admin", T0)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 60,
+        release_path(quarantine),
+        never_scan,
+        outbreak=outbreak_switch(store),
+    )
+    assert (counts.done, counts.failed) == (0, 1)
+    req = requests.get(rid)
+    assert (req.status, req.ok) == ("failed", False)
+    assert req.result.startswith("failed: outbreak mode not switched on: cannot write the state")
+    assert str(tmp_path / "notadir" / "outbreak.json") in req.result
+    assert requests.claim(GW, T0 + 61) is None
+
+
+def test_outbreak_requests_without_a_switch_fail_clearly(db, quarantine):
+    _index, requests = db
+    rid = requests.submit("outbreak_off", None, GW, "admin", T0)
+    assert run(db, quarantine).failed == 1
+    assert requests.get(rid).result == (
+        "failed: outbreak_off requests are not carried out by this gateway"
+    )
