@@ -383,6 +383,7 @@ def test_config_reads_the_database_url_and_the_gateway(tmp_path):
         ('database = "sqlite:///x"\ngateway = "gw1"\nquarantine_dir = "q"', "quarantine_dir"),
         ('database = "sqlite:///x"\ngateway = "gw1"\nlimit = 0', "gateway_sync.limit"),
         ('database = "sqlite:///x"\ngateway = "gw1"\ntypo = 1', "typo"),
+        ('database = "sqlite:///x"\ngateway = "gw1"\nruntime_rules = "r.json"', "runtime_rules"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, body, key):
@@ -416,6 +417,38 @@ def test_gateway_sync_command_does_one_pass(tmp_path, quarantine, capsys):
         assert QuarantineIndex(conn).get(GW, item.id).state == "held"
     finally:
         conn.close()
+
+
+def test_gateway_sync_command_writes_the_stored_rules_and_says_when_it_cannot(
+    tmp_path, quarantine, capsys
+):
+    from passerelle.cli import main
+    from passerelle.console.rules import add_rule, make_rule
+    from passerelle.console.rules_store import RuleStore
+
+    db_path = tmp_path / "console.sqlite"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    store = RuleStore(conn)
+    store.migrate()
+    runtime, version = store.load()
+    rule = make_rule("block_iso", "quarantine", extensions=["iso"])
+    store.save(add_rule(runtime, (), rule), version, "admin", T0)
+    conn.close()
+    (tmp_path / "antivirus.toml").write_text("[antivirus]\n")
+    common = (
+        f'[gateway_sync]\ndatabase = "sqlite:///{db_path}"\ngateway = "{GW}"\n'
+        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n'
+        'runtime_rules_group = ""\n'
+    )
+    good = write(tmp_path, common + f'runtime_rules = "{tmp_path}/lib/rules.json"\n')
+    assert main(["console", "gateway-sync", "--config", good]) == 0
+    assert '"name": "block_iso"' in (tmp_path / "lib/rules.json").read_text()
+    # a file where the folder should be: the pass goes on, and says the rules were not written
+    (tmp_path / "notadir").write_text("")
+    bad = str(tmp_path / "bad.toml")
+    Path(bad).write_text(common + f'runtime_rules = "{tmp_path}/notadir/rules.json"\n')
+    assert main(["console", "gateway-sync", "--config", bad]) == 1
+    assert "runtime rules not written" in capsys.readouterr().out
 
 
 def test_gateway_sync_command_reports_a_bad_config(tmp_path, capsys):
