@@ -96,3 +96,21 @@ def test_apache_proxies_to_the_loopback_address_the_console_listens_on():
     assert '<Location "/console/">' in conf
     unit = render("console", "etc/systemd/system/passerelle-console.service.j2", "mon1")
     assert "User=passerelle-console" in unit and "CapabilityBoundingSet=\n" in unit
+
+
+def test_gateway_sync_writes_the_runtime_rules_file_the_milter_reads():
+    """The gateway's side writes the file the antivirus milter loads (the same path), in a
+    folder its sandbox may write, for the milter's group; and the outbreak state's folder."""
+    sync = tomllib.loads(render("console", GATEWAY, "gw1"))["gateway_sync"]
+    milter = tomllib.loads(render("antivirus", "etc/passerelle/antivirus.toml.j2", "gw1"))
+    defaults = yaml.safe_load((ROLES / "antivirus/defaults/main.yml").read_text())
+    assert sync["runtime_rules"] == milter["antivirus"]["runtime_rules"]
+    assert sync["runtime_rules"] == defaults["antivirus_runtime_rules"]
+    assert sync["runtime_rules_group"] == "passerelle"
+    unit = render("console", "etc/systemd/system/passerelle-console-sync.service.j2", "gw1")
+    paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
+    assert paths is not None
+    folder = sync["runtime_rules"].rsplit("/", 1)[0]
+    assert f"-{folder}" in paths.group(1).split()
+    state = milter["antivirus"]["outbreak_state"].rsplit("/", 1)[0]
+    assert f"-{state}" in paths.group(1).split()

@@ -100,6 +100,10 @@ class AntivirusConfig:
     # Budget of the rules' inspection of one message (seconds of the milter thread's CPU).
     inspect_time_budget: float = 2.0
     rules: tuple[Rule, ...] = ()
+    # The console's runtime rules (written by its gateway side), loaded on top of ``rules``
+    # and looked at every ``runtime_rules_interval`` seconds; "" = none.
+    runtime_rules: str = ""
+    runtime_rules_interval: int = 5
     archives: ArchiveLimits = ArchiveLimits()
     mime: MimeLimits = MimeLimits()
     outbreak: OutbreakConfig = OutbreakConfig()
@@ -221,6 +225,8 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> AntivirusCo
             ),
             inspect_time_budget=sec.duration("inspect_time_budget", "2s"),
             rules=rules,
+            runtime_rules=sec.str("runtime_rules", ""),
+            runtime_rules_interval=sec.duration("runtime_rules_interval", "5s"),
             archives=archives,
             mime=mime,
             outbreak=outbreak,
@@ -228,6 +234,10 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> AntivirusCo
         sec.finish()
         if cfg.connect_timeout < 1 or cfg.timeout < 1:
             raise ConfigError("antivirus.timeout", "timeouts must be at least 1s")
+        if cfg.runtime_rules and not cfg.runtime_rules.startswith("/"):
+            raise ConfigError("antivirus.runtime_rules", "an absolute path (or empty: none)")
+        if not 1 <= cfg.runtime_rules_interval <= 60:
+            raise ConfigError("antivirus.runtime_rules_interval", "must be between 1s and 60s")
         if not 1 <= cfg.inspect_time_budget <= 60:
             raise ConfigError("antivirus.inspect_time_budget", "must be between 1s and 60s")
         return cfg

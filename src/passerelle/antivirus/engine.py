@@ -16,11 +16,12 @@ from typing import BinaryIO
 from passerelle import decisionlog
 from passerelle.antivirus import clamd as cl
 from passerelle.antivirus.budget import Budget, BudgetExceeded
-from passerelle.antivirus.config import AntivirusConfig
+from passerelle.antivirus.config import AntivirusConfig, Rule
 from passerelle.antivirus.mime import Walk, walk
 from passerelle.antivirus.outbreak import OUTBREAK, AutoTrigger, OutbreakStore, signature_key
 from passerelle.antivirus.quarantine import Quarantine
 from passerelle.antivirus.rules import RulesResult, evaluate, header_hits
+from passerelle.antivirus.runtime_rules import RuntimeRulesFile
 from passerelle.antivirus.strip import strip_parts
 
 log = logging.getLogger("passerelle.antivirus")
@@ -84,6 +85,12 @@ class Engine:
             else None
         )
         self.monotonic = monotonic
+        # The console's runtime rules on top of the inventory's (None: the inventory's only).
+        self.runtime_rules = (
+            RuntimeRulesFile(cfg.rules, cfg.runtime_rules, cfg.runtime_rules_interval, monotonic)
+            if cfg.runtime_rules
+            else None
+        )
         # The inspection budget counts this thread's CPU time: monotonic, and not used up
         # by other sessions or processes loading the host (a busy gateway must not
         # quarantine legitimate mail for being slow), while a costly message is still cut.
@@ -104,6 +111,12 @@ class Engine:
         with self._lock:
             self._sigver = (now, key)
         return key
+
+    def rules(self) -> tuple[Rule, ...]:
+        """The content rules in force (one reference: a message sees one set whole)."""
+        if self.runtime_rules is None:
+            return self.cfg.rules
+        return self.runtime_rules.rules()
 
     # ------------------------------------------------------------------------------------
     def _hold(
@@ -153,16 +166,17 @@ class Engine:
         """The content rules on one message, within the time budget; never raises."""
         cfg = self.cfg
         budget = Budget(cfg.inspect_time_budget, self.inspect_clock)
+        rules = self.rules()
         try:
             w = walk(raw, cfg.mime.max_depth, max_parts=cfg.mime.max_parts, budget=budget)
-            return w, evaluate(w, headers, cfg.rules, cfg.archives, cfg.mime, budget)
+            return w, evaluate(w, headers, rules, cfg.archives, cfg.mime, budget)
         except BudgetExceeded as exc:
             why = str(exc)
         except Exception as exc:  # an inspection bug is a verdict, never a 451 loop
             log.exception("content inspection failed")
             why = f"inspection failed: {exc.__class__.__name__}: {exc}"[:300]
         try:
-            hits = header_hits(cfg.rules, headers)
+            hits = header_hits(rules, headers)
         except Exception:
             hits = []
         return None, RulesResult(hits, [why])

@@ -11,8 +11,13 @@ console asks (release, delete, rescan), each request once, with its result filed
   a release goes through the quarantine's release path (``reinject``: re-inject to the
   original recipients and record it in the quarantine, as ``Quarantine.release`` does), which
   refuses a second release; a delete removes the item; a rescan calls ``rescan`` on the
-  message and releases it when clean. Each request is completed with a result text; a request
-  that fails is completed as failed and the next one is carried out.
+  message and releases it when clean; outbreak on/off switches this gateway's outbreak mode
+  through the antivirus milter's state file (``OutbreakStore.set``, as ``passerelle
+  antivirus outbreak on|off``). Each request is completed with a result text; a request that
+  fails is completed as failed and the next one is carried out.
+- ``sync_runtime_rules`` writes the console's runtime content rules (the database row,
+  ``RuleStore``) to the file the antivirus milter loads on top of its inventory rules
+  (``antivirus.runtime_rules``), atomically and only when they changed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from passerelle.antivirus.outbreak import HeldOutcome, OutbreakStore
 from passerelle.antivirus.quarantine import Item, Quarantine, QuarantineError
+from passerelle.atomicfile import atomic_write
 from passerelle.console.quarantine_index import (
     HEADERS_MAX,
     LIMIT_MAX,
@@ -42,7 +49,8 @@ from passerelle.console.quarantine_index import (
     QueryError,
     check_message,
 )
-from passerelle.console.requests import Request, RequestError, RequestTable
+from passerelle.console.requests import OUTBREAK_KINDS, Request, RequestError, RequestTable
+from passerelle.console.rules import RuntimeRules, runtime_to_json
 
 log = logging.getLogger("passerelle.console.gateway")
 
@@ -55,6 +63,10 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 Reinject = Callable[[str, str], object]  # (item id, by): re-inject, record it in the quarantine
 Rescan = Callable[[bytes], Any]  # the message -> a clamd.ScanResult (status, signature, detail)
+# (on, by) -> the result text: switches this gateway's outbreak mode (``outbreak_switch``)
+OutbreakSwitch = Callable[[bool, str], str]
+RUNTIME_RULES_MODE = 0o640  # root's, the milter's group reads it
+RUNTIME_RULES_MAX = 4 * 1024 * 1024  # bytes of the current file read to compare
 
 
 @dataclass
@@ -263,6 +275,7 @@ def _carry_out_one(
     now: float,
     reinject: Reinject,
     rescan: Rescan,
+    outbreak: OutbreakSwitch | None = None,
 ) -> tuple[str, str | None]:
     """(result text, the message's new state or None); raises what makes it fail."""
     by = f"console request #{req.id} by {req.requested_by}"
@@ -287,7 +300,42 @@ def _carry_out_one(
         quarantine.note(item.id, "rescanned", by, result="clean")
         text = _release(req, quarantine, index, gateway, now, reinject, by)
         return f"ok: clean, {text}", "released"
+    if req.kind in OUTBREAK_KINDS:
+        if outbreak is None:
+            raise _Refused(f"{req.kind} requests are not carried out by this gateway")
+        return outbreak(req.kind == "outbreak_on", by), None
     raise _Refused(f"{req.kind} requests are not carried out by gateway-sync")
+
+
+def outbreak_switch(
+    store: OutbreakStore, release_held: Callable[[str], HeldOutcome] | None = None
+) -> OutbreakSwitch:
+    """Outbreak mode on or off through the milter's state file (``OutbreakStore.set``, as
+    ``passerelle antivirus outbreak on|off``); off then rescans and releases the messages
+    outbreak mode held (``release_held``, as the command does), when given."""
+
+    def switch(on: bool, by: str) -> str:
+        try:
+            store.set(on, by=by, reason="console")
+        except OSError as exc:
+            raise _Refused(
+                f"outbreak mode not switched {'on' if on else 'off'}: cannot write the state"
+                f" file {store.path}: {exc.strerror or exc}"
+            ) from None
+        if on:
+            return "ok: outbreak mode on"
+        if release_held is None:
+            return "ok: outbreak mode off"
+        out = release_held(by)
+        text = (
+            f"ok: outbreak mode off; held messages: {len(out.released)} released,"
+            f" {len(out.kept_infected)} kept infected, {len(out.kept_waiting)} waiting"
+        )
+        if out.errors:
+            text += f", {len(out.errors)} error(s): " + "; ".join(out.errors)[:300]
+        return text
+
+    return switch
 
 
 def carry_out(
@@ -299,6 +347,7 @@ def carry_out(
     reinject: Reinject,
     rescan: Rescan,
     limit: int = CARRY_OUT_LIMIT,
+    outbreak: OutbreakSwitch | None = None,
 ) -> CarryOutCounts:
     """Claim and carry out at most ``limit`` requests for this gateway, each completed once."""
     counts = CarryOutCounts()
@@ -308,7 +357,9 @@ def carry_out(
             break
         new_state: str | None = None
         try:
-            text, new_state = _carry_out_one(req, quarantine, index, gateway, now, reinject, rescan)
+            text, new_state = _carry_out_one(
+                req, quarantine, index, gateway, now, reinject, rescan, outbreak
+            )
             ok = True
         except _Refused as exc:
             ok, text = False, f"failed: {exc}"
@@ -326,3 +377,39 @@ def carry_out(
         else:
             counts.failed += 1
     return counts
+
+
+# -- runtime content rules ----------------------------------------------------------------
+
+
+def runtime_rules_body(runtime: RuntimeRules) -> bytes:
+    """The runtime rules file's content (what ``antivirus.runtime_rules`` parses)."""
+    return (runtime_to_json(runtime) + "\n").encode()
+
+
+def _current(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:  # a symlink or unreadable: replaced
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(RUNTIME_RULES_MAX + 1)
+
+
+def sync_runtime_rules(runtime: RuntimeRules, path: str, gid: int | None) -> bool:
+    """Write ``runtime`` to ``path`` (atomically, mode 0640, group ``gid`` when given) when
+    the file does not hold it already; whether it was written."""
+    body = runtime_rules_body(runtime)
+    if _current(path) == body:
+        return False
+
+    def write(fh: Any) -> None:
+        if gid is not None:
+            os.fchown(fh.fileno(), -1, gid)
+        fh.write(body)
+
+    atomic_write(path, write, RUNTIME_RULES_MODE, sync_dir=True)
+    log.info("runtime rules written to %s (%d rules)", path, len(runtime.rules))
+    return True

@@ -10,6 +10,9 @@ The configuration (TOML)::
     antivirus_config = "/etc/passerelle/antivirus.toml"  # clamd and the release command
     writer = "passerelle"                                # the milter's user (trusted owner)
     limit = 50                                           # requests carried out per pass
+    # the console's runtime content rules, for the antivirus milter (its runtime_rules key)
+    runtime_rules = "/var/lib/passerelle/console-rules.json"
+    runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -26,6 +29,7 @@ from passerelle.console.requests import RequestError, check_gateway
 from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
 log = logging.getLogger("passerelle.console.gateway_sync")
+DEFAULT_RUNTIME_RULES = "/var/lib/passerelle/console-rules.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class SyncConfig:
     antivirus_config: str
     writer: str
     limit: int
+    runtime_rules: str = DEFAULT_RUNTIME_RULES
+    runtime_rules_group: str = "passerelle"
 
 
 def load_config(path: str) -> SyncConfig:
@@ -59,16 +65,47 @@ def load_config(path: str) -> SyncConfig:
         antivirus_config = c.str("antivirus_config", "/etc/passerelle/antivirus.toml")
         writer = c.str("writer", "passerelle")
         limit = c.int("limit", CARRY_OUT_LIMIT, minimum=1, maximum=1000)
+        runtime_rules = c.str("runtime_rules", DEFAULT_RUNTIME_RULES)
+        if not runtime_rules.startswith("/") or runtime_rules.endswith("/"):
+            raise ConfigError("gateway_sync.runtime_rules", "an absolute file path")
+        group = c.str("runtime_rules_group", "passerelle")
         c.finish()
-    return SyncConfig(database, gateway, quarantine_dir, antivirus_config, writer, limit)
+    return SyncConfig(
+        database, gateway, quarantine_dir, antivirus_config, writer, limit, runtime_rules, group
+    )
+
+
+def _gid(group: str) -> int | None:
+    if not group:
+        return None
+    import grp
+
+    return grp.getgrnam(group).gr_gid
+
+
+def _sync_rules(conn: object, cfg: SyncConfig) -> bool:
+    """The runtime rules row to the milter's file; False when it could not be done."""
+    from passerelle.console.gateway import sync_runtime_rules
+    from passerelle.console.rules_store import RuleStore
+
+    try:
+        store = RuleStore(conn)
+        store.migrate()
+        runtime, _version = store.load()
+        sync_runtime_rules(runtime, cfg.runtime_rules, _gid(cfg.runtime_rules_group))
+    except Exception as exc:  # the rest of the pass goes on; the milter keeps its rules
+        log.error("runtime rules not written to %s: %s", cfg.runtime_rules, exc)
+        return False
+    return True
 
 
 def run_sync(config_path: str) -> int:
     """One pass: 0 when every request carried out succeeded and every entry was indexed."""
     from passerelle.antivirus.clamd import ClamdClient
     from passerelle.antivirus.config import load_config as load_antivirus_config
+    from passerelle.antivirus.outbreak import OutbreakStore, release_held
     from passerelle.antivirus.quarantine import Quarantine
-    from passerelle.console.gateway import carry_out, index_quarantine
+    from passerelle.console.gateway import carry_out, index_quarantine, outbreak_switch
     from passerelle.console.quarantine_index import QuarantineIndex
     from passerelle.console.requests import RequestTable
     from passerelle.console.server import connection_factory
@@ -79,11 +116,16 @@ def run_sync(config_path: str) -> int:
         cfg.quarantine_dir, release_command=av.release_command, writer=cfg.writer
     )
     scanner = ClamdClient(av.clamd, av.connect_timeout, av.timeout)
+    switch = outbreak_switch(
+        OutbreakStore(av.outbreak_state),
+        lambda by: release_held(quarantine, scanner, False, av.signature_dir, by=by),
+    )
     conn = connection_factory(cfg.database)()
     try:
         index, requests = QuarantineIndex(conn), RequestTable(conn)
         index.migrate()
         requests.migrate()
+        rules_ok = _sync_rules(conn, cfg)  # first: a long pass of requests does not delay it
         indexed = index_quarantine(quarantine, index, cfg.gateway, time.time())
         done = carry_out(
             requests,
@@ -94,6 +136,7 @@ def run_sync(config_path: str) -> int:
             lambda item_id, by: quarantine.release(item_id, by=by),
             scanner.scan,
             cfg.limit,
+            switch,
         )
     finally:
         conn.close()
@@ -112,5 +155,6 @@ def run_sync(config_path: str) -> int:
         f"indexed {indexed.indexed} new, {indexed.updated} updated, {indexed.unchanged} "
         f"unchanged, {indexed.vanished} gone, {indexed.skipped} skipped; "
         f"requests {done.done} done, {done.failed} failed"
+        + ("" if rules_ok else "; runtime rules not written")
     )
-    return 1 if indexed.skipped or done.failed else 0
+    return 1 if indexed.skipped or done.failed or not rules_ok else 0

@@ -49,6 +49,7 @@ from passerelle.console.rules import (
     export_yaml,
     make_rule,
     merge,
+    remove_rule,
     set_enabled,
 )
 from passerelle.console.rules_store import RulesChanged, RuleStore
@@ -299,6 +300,8 @@ class Console:
             return self._rule_add(req, conn, user, now)
         if req.path == "/rules/toggle":
             return self._rule_toggle(req, conn, user, now)
+        if req.path == "/rules/remove":
+            return self._rule_remove(req, conn, user, now)
         return self._page("error.html", user, 404, message="no such action")
 
     # -- login ---------------------------------------------------------------------------
@@ -551,6 +554,15 @@ class Console:
         return self._rule_change(
             req, conn, user, now, "rule_enable" if enabled else "rule_disable", name, change
         )
+
+    def _rule_remove(self, req: Request, conn: Any, user: User, now: float) -> Response:
+        """Remove a runtime rule (an inventory rule can only be disabled)."""
+        name = req.field("name")
+
+        def change(runtime: Any) -> Any:
+            return remove_rule(runtime, name)
+
+        return self._rule_change(req, conn, user, now, "rule_remove", name, change)
 
     def _export(self, req: Request, conn: Any, user: User, now: float) -> Response:
         runtime, _version = RuleStore(conn).load()

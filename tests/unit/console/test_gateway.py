@@ -383,6 +383,7 @@ def test_config_reads_the_database_url_and_the_gateway(tmp_path):
         ('database = "sqlite:///x"\ngateway = "gw1"\nquarantine_dir = "q"', "quarantine_dir"),
         ('database = "sqlite:///x"\ngateway = "gw1"\nlimit = 0', "gateway_sync.limit"),
         ('database = "sqlite:///x"\ngateway = "gw1"\ntypo = 1', "typo"),
+        ('database = "sqlite:///x"\ngateway = "gw1"\nruntime_rules = "r.json"', "runtime_rules"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, body, key):
@@ -402,15 +403,52 @@ def test_gateway_sync_command_does_one_pass(tmp_path, quarantine, capsys):
     path = write(
         tmp_path,
         f'[gateway_sync]\ndatabase = "sqlite:///{db_path}"\ngateway = "{GW}"\n'
-        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n',
+        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n'
+        f'runtime_rules = "{tmp_path}/rules/console-rules.json"\nruntime_rules_group = ""\n',
     )
     assert main(["console", "gateway-sync", "--config", path]) == 0
     assert "indexed 1 new" in capsys.readouterr().out
+    # the runtime rules (none saved yet: an empty set) are in the milter's file
+    assert (tmp_path / "rules/console-rules.json").read_text() == (
+        '{"disabled": [], "rules": []}\n'
+    )
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         assert QuarantineIndex(conn).get(GW, item.id).state == "held"
     finally:
         conn.close()
+
+
+def test_gateway_sync_command_writes_the_stored_rules_and_says_when_it_cannot(
+    tmp_path, quarantine, capsys
+):
+    from passerelle.cli import main
+    from passerelle.console.rules import add_rule, make_rule
+    from passerelle.console.rules_store import RuleStore
+
+    db_path = tmp_path / "console.sqlite"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    store = RuleStore(conn)
+    store.migrate()
+    runtime, version = store.load()
+    rule = make_rule("block_iso", "quarantine", extensions=["iso"])
+    store.save(add_rule(runtime, (), rule), version, "admin", T0)
+    conn.close()
+    (tmp_path / "antivirus.toml").write_text("[antivirus]\n")
+    common = (
+        f'[gateway_sync]\ndatabase = "sqlite:///{db_path}"\ngateway = "{GW}"\n'
+        f'quarantine_dir = "{quarantine.dir}"\nantivirus_config = "{tmp_path}/antivirus.toml"\n'
+        'runtime_rules_group = ""\n'
+    )
+    good = write(tmp_path, common + f'runtime_rules = "{tmp_path}/lib/rules.json"\n')
+    assert main(["console", "gateway-sync", "--config", good]) == 0
+    assert '"name": "block_iso"' in (tmp_path / "lib/rules.json").read_text()
+    # a file where the folder should be: the pass goes on, and says the rules were not written
+    (tmp_path / "notadir").write_text("")
+    bad = str(tmp_path / "bad.toml")
+    Path(bad).write_text(common + f'runtime_rules = "{tmp_path}/notadir/rules.json"\n')
+    assert main(["console", "gateway-sync", "--config", bad]) == 1
+    assert "runtime rules not written" in capsys.readouterr().out
 
 
 def test_gateway_sync_command_reports_a_bad_config(tmp_path, capsys):
@@ -436,3 +474,95 @@ def test_check_gateway_config_command(tmp_path, capsys):
     assert bad in err and "gateway_sync.gateway" in err
     # The web console's own check refuses the gateway's file (a different table).
     assert main(["console", "check-config", good]) == 1
+
+
+# -- outbreak mode ---------------------------------------------------------------------------
+
+
+def test_outbreak_on_then_off_switch_the_milters_state_once_each(db, quarantine, tmp_path):
+    from passerelle.antivirus.outbreak import HeldOutcome, OutbreakStore
+    from passerelle.console.gateway import outbreak_switch
+
+    index, requests = db
+    store = OutbreakStore(tmp_path / "lib" / "outbreak.json", clock=lambda: T0)
+    released: list[str] = []
+
+    def release_held(by: str) -> HeldOutcome:
+        released.append(by)
+        return HeldOutcome(["a", "b"], [], ["c"], [])
+
+    switch = outbreak_switch(store, release_held)
+    on = requests.submit("outbreak_on", None, GW, "admin", T0)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 60,
+        release_path(quarantine),
+        never_scan,
+        outbreak=switch,
+    )
+    assert (counts.done, counts.failed) == (1, 0)
+    assert store.read().on is True
+    assert store.read().by == f"console request #{on} by admin"
+    req = requests.get(on)
+    assert (req.status, req.ok, req.result) == ("done", True, "ok: outbreak mode on")
+    assert released == []
+    # a second claim finds nothing: the state is not switched again
+    assert requests.claim(GW, T0 + 61) is None
+    off = requests.submit("outbreak_off", None, GW, "admin", T0 + 120)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 180,
+        release_path(quarantine),
+        never_scan,
+        outbreak=switch,
+    )
+    assert (counts.done, counts.failed) == (1, 0)
+    assert store.read().on is False
+    req = requests.get(off)
+    assert (req.ok, req.result) == (
+        True,
+        "ok: outbreak mode off; held messages: 2 released, 0 kept infected, 1 waiting",
+    )
+    assert released == [f"console request #{off} by admin"]
+    assert requests.claim(GW, T0 + 181) is None
+
+
+def test_outbreak_state_that_cannot_be_written_is_a_failed_result(db, quarantine, tmp_path):
+    from passerelle.antivirus.outbreak import OutbreakStore
+    from passerelle.console.gateway import outbreak_switch
+
+    index, requests = db
+    (tmp_path / "notadir").write_text("a file where the state's folder should be")
+    store = OutbreakStore(tmp_path / "notadir" / "outbreak.json")
+    rid = requests.submit("outbreak_on", None, GW, "admin", T0)
+    counts = carry_out(
+        requests,
+        quarantine,
+        index,
+        GW,
+        T0 + 60,
+        release_path(quarantine),
+        never_scan,
+        outbreak=outbreak_switch(store),
+    )
+    assert (counts.done, counts.failed) == (0, 1)
+    req = requests.get(rid)
+    assert (req.status, req.ok) == ("failed", False)
+    assert req.result.startswith("failed: outbreak mode not switched on: cannot write the state")
+    assert str(tmp_path / "notadir" / "outbreak.json") in req.result
+    assert requests.claim(GW, T0 + 61) is None
+
+
+def test_outbreak_requests_without_a_switch_fail_clearly(db, quarantine):
+    _index, requests = db
+    rid = requests.submit("outbreak_off", None, GW, "admin", T0)
+    assert run(db, quarantine).failed == 1
+    assert requests.get(rid).result == (
+        "failed: outbreak_off requests are not carried out by this gateway"
+    )

@@ -374,6 +374,24 @@ def test_rules_page_add_disable_export(app, db):
     assert actions == ["export_rules", "rule_disable", "rule_add"]
 
 
+def test_a_runtime_rule_is_removed_an_inventory_rule_is_not(app, db):
+    c = logged_in(app)
+    csrf = c.get("/rules").csrf()
+    form = {"csrf": csrf, "name": "iso", "kind": "attachment", "extensions": "iso"}
+    assert c.post("/rules/add", {**form, "action": "quarantine"}).status == 303
+    assert ">iso<" in c.get("/rules").text.split("Runtime rules")[1]
+    assert c.post("/rules/remove", {"csrf": csrf, "name": "iso"}).status == 303
+    assert "No runtime rule." in c.get("/rules").text
+    r = c.post("/rules/remove", {"csrf": csrf, "name": "exe"})
+    assert r.status == 400 and "inventory rules can only be disabled" in r.text
+    assert c.post("/rules/remove", {"name": "exe"}).status == 403  # no form token
+    assert [(a.action, a.ok) for a in audit(db)[:3]] == [
+        ("csrf", False),
+        ("rule_remove", False),
+        ("rule_remove", True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
