@@ -17,7 +17,7 @@ import time
 import uuid
 
 from labsmtp import needs, podman_exec, smtp
-from test_40_antivirus import mime_message, quarantined
+from test_40_antivirus import _send_exe_to_gw1, mime_message, quarantined
 
 MON = "mon1"
 BASE = "/console"
@@ -87,18 +87,6 @@ def browse(*steps: list) -> list[dict]:
     """Run ``steps`` in one session on mon1; one {status, location, body} per step."""
     args = {"ca": _ca(), "base": BASE, "steps": [list(s) for s in steps]}
     return json.loads(podman_exec(MON, "python3", "-c", CLIENT, stdin=json.dumps(args)))
-
-
-def _send_exe_to_gw1() -> tuple[str, str]:
-    """A .exe from outside to alice through gw1 (quarantined by the content rules, as in
-    test_40_antivirus); its tag and its sender (one per message)."""
-    tag = f"console-{uuid.uuid4().hex[:12]}"
-    sender = f"{tag}@internet.test"
-    pe = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode. " + tag.encode()
-    text = mime_message(sender, "alice@static-a.test", tag, "invoice.exe", pe)
-    d = smtp("outside", "gw1", sender, ["alice@static-a.test"], data=text)
-    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
-    return tag, sender
 
 
 # -- the service and its place behind Apache ----------------------------------------------
