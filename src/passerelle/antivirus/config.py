@@ -90,7 +90,8 @@ class AntivirusConfig:
     quarantine_dir: str = "/var/spool/passerelle/quarantine"
     outbreak_state: str = "/var/lib/passerelle/outbreak.json"
     signature_dir: str = "/var/lib/clamav"
-    release_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-Am", "-oi")
+    # -odi: delivered before sendmail returns (no background child for a oneshot unit to kill)
+    release_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-Am", "-oi", "-odi")
     milter_timeout: int = 600
     log_level: str = "info"
     # Content the rules cannot open (unreadable, encrypted or unsupported archive, attached

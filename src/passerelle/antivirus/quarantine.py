@@ -96,7 +96,7 @@ class Quarantine:
         self,
         directory: str | Path,
         clock: Callable[[], float] = time.time,
-        release_command: Sequence[str] = ("/usr/sbin/sendmail", "-Am", "-oi"),
+        release_command: Sequence[str] = ("/usr/sbin/sendmail", "-Am", "-oi", "-odi"),
         runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
         writer: str | int | None = "passerelle",
     ) -> None:

@@ -161,3 +161,15 @@ def test_store_failure_leaves_nothing(tmp_path):
     finally:
         if (tmp_path / "q").is_dir():
             os.chmod(tmp_path / "q", 0o700)
+
+
+def test_the_default_release_delivers_before_the_command_returns():
+    """A release runs inside oneshot units (the outbreak release timer, the console's
+    gateway-sync): sendmail's default background delivery leaves a child that systemd kills
+    when the unit's main process ends (the message then waits for the next queue run). The
+    default re-injection delivers interactively (-odi): nothing outlives the command."""
+    from passerelle.antivirus.config import AntivirusConfig
+
+    for command in (AntivirusConfig().release_command, Quarantine("/nonexistent").release_command):
+        assert "-odi" in command, command
+        assert "-Am" in command and "-oi" in command, command
