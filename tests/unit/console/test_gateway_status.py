@@ -229,3 +229,71 @@ def test_a_malformed_gateway_name_is_refused():
             t.upsert(GatewayStatus("gw 1; DROP", T0, {}))
     finally:
         c.close()
+
+
+# -- the gateway-sync pass ----------------------------------------------------------------------
+
+
+def sync_config(tmp_path: Path, ops: str) -> str:
+    (tmp_path / "antivirus.toml").write_text(
+        f'[antivirus]\noutbreak_state = "{tmp_path}/outbreak.json"\n'
+    )
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[gateway_sync]\ndatabase = "sqlite:///{tmp_path}/console.sqlite"\ngateway = "gw1"\n'
+        f'quarantine_dir = "{tmp_path}/q"\nantivirus_config = "{tmp_path}/antivirus.toml"\n'
+        f'runtime_rules = "{tmp_path}/rules.json"\nruntime_rules_group = ""\n'
+        f'ops_config = "{ops}"\n'
+    )
+    return str(path)
+
+
+def stored(tmp_path: Path) -> GatewayStatus | None:
+    c = sqlite3.connect(str(tmp_path / "console.sqlite"), isolation_level=None)
+    try:
+        return GatewayStatusTable(c).get("gw1")
+    finally:
+        c.close()
+
+
+def test_a_gateway_sync_pass_publishes_this_gateways_status(tmp_path, capsys):
+    from passerelle.cli import main
+
+    (tmp_path / "mqueue").mkdir()
+    (tmp_path / "mqueue" / "qfX").write_text("")
+    ops = ops_toml(tmp_path)
+    # no unit: no systemctl is run by the test
+    Path(ops).write_text(
+        Path(ops)
+        .read_text()
+        .replace('units = ["sendmail", "passerelle-spam", "mariadb"]', "units = []")
+    )
+    assert main(["console", "gateway-sync", "--config", sync_config(tmp_path, ops)]) == 0
+    assert "status not published" not in capsys.readouterr().out
+    s = stored(tmp_path)
+    assert s is not None and s.fact("queues").value == {str(tmp_path / "mqueue"): 1}
+    assert s.fact("outbreak").value["on"] is False and s.fact("outbreak_held").value == 0
+    assert "no signature file" in s.fact("signatures").unknown
+
+
+def test_a_status_that_cannot_be_stored_is_said_and_the_pass_went_on(tmp_path, capsys, monkeypatch):
+    from passerelle.cli import main
+
+    def refused(self, status):
+        raise OSError("the database refused it")
+
+    monkeypatch.setattr(GatewayStatusTable, "upsert", refused)
+    path = sync_config(tmp_path, str(tmp_path / "missing-ops.toml"))
+    assert main(["console", "gateway-sync", "--config", path]) == 1
+    out = capsys.readouterr().out
+    assert "status not published" in out and "requests 0 done" in out
+    assert (tmp_path / "rules.json").exists()  # the runtime rules were still written
+
+
+def test_gateway_sync_ops_config_must_be_absolute(tmp_path):
+    from passerelle.config import ConfigError
+    from passerelle.console.gateway_sync import load_config
+
+    with pytest.raises(ConfigError, match=r"gateway_sync\.ops_config"):
+        load_config(sync_config(tmp_path, "ops.toml"))
+    assert load_config(sync_config(tmp_path, "/etc/x/ops.toml")).ops_config == "/etc/x/ops.toml"
