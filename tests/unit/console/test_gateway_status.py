@@ -5,7 +5,9 @@ stored one row per gateway (upserted) on SQLite and MariaDB, stale after 3 timer
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -26,12 +28,29 @@ from passerelle.console.gateway_status import (
     status_from_json,
     status_to_json,
 )
-from plugins import load
+from passerelle.dburl import parse_store_url
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_764_633_600.0
-# the two dialects' connection, as the other console tables are tested
-conn = load("tests/unit/console/test_tables_on_each_database.py").conn
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def conn(request, tmp_path):
+    """Each dialect's connection, as test_tables_on_each_database makes them (a database of
+    its own on the throwaway MariaDB)."""
+    if request.param == "sqlite":
+        c = sqlite3.connect(str(tmp_path / "console.db"), isolation_level=None)
+    else:
+        import pymysql
+
+        m = request.getfixturevalue("greylist_mariadb")
+        name = f"consolestatus{os.getpid()}_{next(_databases)}"
+        m.sql(f"CREATE DATABASE `{name}`")
+        c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
+    yield c
+    c.close()
+
 
 SHOW = (
     "Id=sendmail.service\nLoadState=loaded\nActiveState=active\nSubState=running\n\n"
@@ -104,8 +123,6 @@ def test_probes_reuse_status_and_read_queues_signatures_and_outbreak(tmp_path):
         (tmp_path / "mqueue" / name).write_text("")
     (tmp_path / "clamav").mkdir()
     (tmp_path / "clamav" / "daily.cld").write_text("")
-    import os
-
     os.utime(tmp_path / "clamav" / "daily.cld", (T0 - 3600, T0 - 3600))
     store = OutbreakStore(tmp_path / "outbreak.json", clock=lambda: T0 - 60)
     store.set(True, by="console request #3 by admin", reason="console")
