@@ -1,5 +1,6 @@
 """``passerelle console gateway-sync``: one pass of the gateway's side of the console (index
-this gateway's quarantine, carry out the console's requests), for a systemd timer.
+this gateway's quarantine, carry out the console's requests, report this gateway's status),
+for a systemd timer.
 
 The configuration (TOML)::
 
@@ -13,6 +14,7 @@ The configuration (TOML)::
     # the console's runtime content rules, for the antivirus milter (its runtime_rules key)
     runtime_rules = "/var/lib/passerelle/console-rules.json"
     runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
+    ops_config = "/etc/passerelle/ops.toml"              # what the status report probes
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -30,6 +32,7 @@ from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
 log = logging.getLogger("passerelle.console.gateway_sync")
 DEFAULT_RUNTIME_RULES = "/var/lib/passerelle/console-rules.json"
+DEFAULT_OPS_CONFIG = "/etc/passerelle/ops.toml"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class SyncConfig:
     limit: int
     runtime_rules: str = DEFAULT_RUNTIME_RULES
     runtime_rules_group: str = "passerelle"
+    ops_config: str = DEFAULT_OPS_CONFIG
 
 
 def load_config(path: str) -> SyncConfig:
@@ -69,9 +73,20 @@ def load_config(path: str) -> SyncConfig:
         if not runtime_rules.startswith("/") or runtime_rules.endswith("/"):
             raise ConfigError("gateway_sync.runtime_rules", "an absolute file path")
         group = c.str("runtime_rules_group", "passerelle")
+        ops_config = c.str("ops_config", DEFAULT_OPS_CONFIG)
+        if not ops_config.startswith("/"):
+            raise ConfigError("gateway_sync.ops_config", "an absolute path")
         c.finish()
     return SyncConfig(
-        database, gateway, quarantine_dir, antivirus_config, writer, limit, runtime_rules, group
+        database,
+        gateway,
+        quarantine_dir,
+        antivirus_config,
+        writer,
+        limit,
+        runtime_rules,
+        group,
+        ops_config,
     )
 
 
@@ -99,6 +114,22 @@ def _sync_rules(conn: object, cfg: SyncConfig) -> bool:
     return True
 
 
+def _publish_status(conn: object, cfg: SyncConfig, outbreak: object, quarantine: object) -> bool:
+    """This gateway's status report to the console (``gateway_status``); False when it could
+    not be stored. A fact that cannot be probed is reported unknown, not a failure."""
+    from passerelle.console.gateway_status import GatewayStatusTable, collect, gateway_probes
+
+    try:
+        table = GatewayStatusTable(conn)
+        table.migrate()
+        probes = gateway_probes(cfg.ops_config, outbreak, quarantine)
+        table.upsert(collect(cfg.gateway, time.time(), probes))
+    except Exception as exc:  # the pass's other steps are done; the console sees it stale
+        log.error("gateway status not published: %s", exc)
+        return False
+    return True
+
+
 def run_sync(config_path: str) -> int:
     """One pass: 0 when every request carried out succeeded and every entry was indexed."""
     from passerelle.antivirus.clamd import ClamdClient
@@ -116,8 +147,9 @@ def run_sync(config_path: str) -> int:
         cfg.quarantine_dir, release_command=av.release_command, writer=cfg.writer
     )
     scanner = ClamdClient(av.clamd, av.connect_timeout, av.timeout)
+    outbreak = OutbreakStore(av.outbreak_state)
     switch = outbreak_switch(
-        OutbreakStore(av.outbreak_state),
+        outbreak,
         lambda by: release_held(quarantine, scanner, False, av.signature_dir, by=by),
     )
     conn = connection_factory(cfg.database)()
@@ -138,6 +170,8 @@ def run_sync(config_path: str) -> int:
             cfg.limit,
             switch,
         )
+        # last: the report shows what this pass's requests did (outbreak mode switched)
+        status_ok = _publish_status(conn, cfg, outbreak, quarantine)
     finally:
         conn.close()
     log.info(
@@ -156,5 +190,6 @@ def run_sync(config_path: str) -> int:
         f"unchanged, {indexed.vanished} gone, {indexed.skipped} skipped; "
         f"requests {done.done} done, {done.failed} failed"
         + ("" if rules_ok else "; runtime rules not written")
+        + ("" if status_ok else "; status not published")
     )
-    return 1 if indexed.skipped or done.failed or not rules_ok else 0
+    return 1 if indexed.skipped or done.failed or not rules_ok or not status_ok else 0

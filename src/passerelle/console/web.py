@@ -28,8 +28,10 @@ from urllib.parse import urlencode
 
 import jinja2
 
+from passerelle.console import fleet
 from passerelle.console.audit import AuditError, AuditLog
 from passerelle.console.auth import Accounts, Login, Session, Sessions, can
+from passerelle.console.gateway_status import GatewayStatusTable
 from passerelle.console.quarantine_index import (
     FIELDS,
     REASONS,
@@ -162,6 +164,7 @@ class Console:
             QuarantineIndex(conn).migrate()
             AuditLog(conn).migrate()
             RuleStore(conn).migrate()
+            GatewayStatusTable(conn).migrate()
         finally:
             conn.close()
 
@@ -286,6 +289,10 @@ class Console:
             return self._export(req, conn, user, now)
         if parts == ["audit"]:
             return self._audit_page(req, conn, user)
+        if parts == ["fleet"]:
+            return fleet.fleet_page(self, conn, user, now)
+        if parts == ["outbreak"]:
+            return fleet.outbreak_page(self, conn, user, now)
         return self._page("error.html", user, 404, message="no such page")
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
@@ -302,6 +309,8 @@ class Console:
             return self._rule_toggle(req, conn, user, now)
         if req.path == "/rules/remove":
             return self._rule_remove(req, conn, user, now)
+        if req.path == "/outbreak/switch":
+            return fleet.outbreak_switch(self, req, conn, user, now)
         return self._page("error.html", user, 404, message="no such action")
 
     # -- login ---------------------------------------------------------------------------

@@ -167,16 +167,21 @@ def newest_signature(directory: str | Path) -> tuple[str, float] | None:
     return best
 
 
+def probe_units(units: Sequence[str], runner: Runner = run) -> tuple[list[Unit], str]:
+    """(the installed units among ``units``, with their state; "" or why it failed)."""
+    if not units:
+        return [], ""
+    rc, out = runner(["systemctl", "show", "-p", "Id,LoadState,ActiveState,SubState", "--", *units])
+    if rc != 0:
+        return [], f"systemctl show failed ({rc}): {out.strip()[:200]}"
+    return parse_systemctl_show(out), ""
+
+
 def probe(cfg: OpsConfig, now: float, runner: Runner = run, tz: tzinfo | None = None) -> Snapshot:
     s = Snapshot(cfg.hostname, now, version=__version__)
-    if cfg.units:
-        rc, out = runner(
-            ["systemctl", "show", "-p", "Id,LoadState,ActiveState,SubState", "--", *cfg.units]
-        )
-        if rc == 0:
-            s.units = parse_systemctl_show(out)
-        else:
-            s.problems.append(f"systemctl show failed ({rc}): {out.strip()[:200]}")
+    s.units, problem = probe_units(cfg.units, runner)
+    if problem:
+        s.problems.append(problem)
     for q in cfg.queue_dirs:
         n = queue_length(q)
         if n is not None:
