@@ -13,6 +13,9 @@ The configuration (TOML)::
     # the console's runtime content rules, for the antivirus milter (its runtime_rules key)
     runtime_rules = "/var/lib/passerelle/console-rules.json"
     runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
+    # the greylist and connection-guard pages (console/pages_sync.py; "": that part off)
+    greylist_config = "/etc/passerelle/greylist.toml"    # the greylist milter's config
+    connwatch_config = "/etc/passerelle/connwatch.toml"  # the connection guard's config
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -42,6 +45,8 @@ class SyncConfig:
     limit: int
     runtime_rules: str = DEFAULT_RUNTIME_RULES
     runtime_rules_group: str = "passerelle"
+    greylist_config: str = ""
+    connwatch_config: str = ""
 
 
 def load_config(path: str) -> SyncConfig:
@@ -69,9 +74,21 @@ def load_config(path: str) -> SyncConfig:
         if not runtime_rules.startswith("/") or runtime_rules.endswith("/"):
             raise ConfigError("gateway_sync.runtime_rules", "an absolute file path")
         group = c.str("runtime_rules_group", "passerelle")
+        pages = {k: c.str(k, "") for k in ("greylist_config", "connwatch_config")}
+        for key, value in pages.items():
+            if value and not value.startswith("/"):
+                raise ConfigError(f"gateway_sync.{key}", "an absolute path, or empty")
         c.finish()
     return SyncConfig(
-        database, gateway, quarantine_dir, antivirus_config, writer, limit, runtime_rules, group
+        database,
+        gateway,
+        quarantine_dir,
+        antivirus_config,
+        writer,
+        limit,
+        runtime_rules,
+        group,
+        **pages,
     )
 
 
@@ -106,6 +123,7 @@ def run_sync(config_path: str) -> int:
     from passerelle.antivirus.outbreak import OutbreakStore, release_held
     from passerelle.antivirus.quarantine import Quarantine
     from passerelle.console.gateway import carry_out, index_quarantine, outbreak_switch
+    from passerelle.console.pages_sync import PagesSync
     from passerelle.console.quarantine_index import QuarantineIndex
     from passerelle.console.requests import RequestTable
     from passerelle.console.server import connection_factory
@@ -121,6 +139,8 @@ def run_sync(config_path: str) -> int:
         lambda by: release_held(quarantine, scanner, False, av.signature_dir, by=by),
     )
     conn = connection_factory(cfg.database)()
+    # the greylist and connection-guard pages: their requests, then what they show
+    pages = PagesSync(conn, cfg.gateway, cfg.greylist_config, cfg.connwatch_config, time.time())
     try:
         index, requests = QuarantineIndex(conn), RequestTable(conn)
         index.migrate()
@@ -137,8 +157,11 @@ def run_sync(config_path: str) -> int:
             scanner.scan,
             cfg.limit,
             switch,
+            pages.handlers(),
         )
+        pages_ok = pages.publish(time.time())
     finally:
+        pages.close()
         conn.close()
     log.info(
         "gateway-sync %s: indexed %d new, %d updated, %d gone, %d skipped;"
@@ -156,5 +179,6 @@ def run_sync(config_path: str) -> int:
         f"unchanged, {indexed.vanished} gone, {indexed.skipped} skipped; "
         f"requests {done.done} done, {done.failed} failed"
         + ("" if rules_ok else "; runtime rules not written")
+        + "".join(f"; {e}" for e in pages.errors)
     )
-    return 1 if indexed.skipped or done.failed or not rules_ok else 0
+    return 1 if indexed.skipped or done.failed or not rules_ok or not pages_ok else 0
