@@ -28,8 +28,10 @@ from urllib.parse import urlencode
 
 import jinja2
 
+from passerelle.console import pages
 from passerelle.console.audit import AuditError, AuditLog
 from passerelle.console.auth import Accounts, Login, Session, Sessions, can
+from passerelle.console.published import PublishedState
 from passerelle.console.quarantine_index import (
     FIELDS,
     REASONS,
@@ -162,6 +164,7 @@ class Console:
             QuarantineIndex(conn).migrate()
             AuditLog(conn).migrate()
             RuleStore(conn).migrate()
+            PublishedState(conn).migrate()
         finally:
             conn.close()
 
@@ -286,6 +289,10 @@ class Console:
             return self._export(req, conn, user, now)
         if parts == ["audit"]:
             return self._audit_page(req, conn, user)
+        if parts == ["greylist"]:
+            return pages.greylist_page(self, req, conn, user)
+        if parts == ["connguard"]:
+            return pages.connguard_page(self, req, conn, user)
         return self._page("error.html", user, 404, message="no such page")
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
@@ -302,6 +309,10 @@ class Console:
             return self._rule_toggle(req, conn, user, now)
         if req.path == "/rules/remove":
             return self._rule_remove(req, conn, user, now)
+        if req.path in ("/greylist/add", "/greylist/remove"):
+            return pages.greylist_post(self, req, conn, user, now)
+        if req.path == "/connguard/unblock":
+            return pages.connguard_post(self, req, conn, user, now)
         return self._page("error.html", user, 404, message="no such action")
 
     # -- login ---------------------------------------------------------------------------
