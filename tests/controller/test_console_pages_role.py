@@ -5,7 +5,6 @@ own configuration files."""
 from __future__ import annotations
 
 from ansible_render import render
-
 from passerelle.console.gateway_sync import load_config
 
 GATEWAY = "etc/passerelle/console-gateway.toml.j2"
