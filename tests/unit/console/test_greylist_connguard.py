@@ -258,3 +258,69 @@ def test_publish_replaces_the_row(conn, store, tmp_path):
     assert got is not None and got.gateway == "gw2" and got.published_at == T0 + 1
     publish_connguard(_guard(tmp_path), state, "gw1", T0)
     assert [p.name for p in state.starting("connguard:")] == ["connguard:gw1"]
+
+
+# -- gateway-sync's step (pages_sync): the milter's and the guard's own config files ---------
+
+
+def test_pages_sync_with_the_greylist_and_guard_configs(conn, tmp_path):
+    from passerelle.console.pages_sync import PagesSync
+
+    store_path = tmp_path / "greylist.sqlite"
+    grey = tmp_path / "greylist.toml"
+    grey.write_text(f'[greylist]\nstore = "sqlite:///{store_path}"\nmin_delay = "20s"\n')
+    guard = _guard(tmp_path)
+    cw = tmp_path / "connwatch.toml"
+    cw.write_text(
+        f'[connwatch]\nstate = "{guard.state}"\nmap = "{guard.map}"\n'
+        f'status_file = "{guard.status_file}"\nhostname = "gw1"\n'
+    )
+    pages = PagesSync(conn, "gw1", str(grey), str(cw), T0)
+    t = RequestTable(conn)
+    rid = t.submit("whitelist_add", "client:10.0.0.5", None, "alice", T0)
+    try:
+        counts = carry_out(
+            t,
+            None,
+            QuarantineIndex(conn),
+            "gw1",
+            T0,
+            lambda *a: None,
+            lambda *a: None,
+            handlers=pages.handlers(),
+        )
+        assert (counts.done, counts.failed) == (1, 0), t.get(rid).result
+        assert pages.publish(T0 + 1) and pages.errors == []
+    finally:
+        pages.close()
+    state = PublishedState(conn)
+    grey_row = state.get("greylist")
+    assert grey_row is not None
+    assert [(e["kind"], e["entry"], e["comment"]) for e in grey_row.body["whitelist"]] == [
+        ("client", "10.0.0.5", "console, alice")
+    ]
+    guard_row = state.get("connguard:gw1")
+    assert guard_row is not None and len(guard_row.body["blocks"]) == 2
+
+
+def test_pages_sync_says_why_when_a_config_cannot_be_read(conn, tmp_path):
+    from passerelle.console.pages_sync import PagesSync
+
+    missing = str(tmp_path / "nope.toml")
+    pages = PagesSync(conn, "gw1", missing, missing, T0)
+    t = RequestTable(conn)
+    rid = t.submit("whitelist_add", "client:10.0.0.5", None, "alice", T0)
+    carry_out(
+        t,
+        None,
+        QuarantineIndex(conn),
+        "gw1",
+        T0,
+        lambda *a: None,
+        lambda *a: None,
+        handlers=pages.handlers(),
+    )
+    assert t.get(rid).result.startswith("failed: greylist store not reached")
+    assert not pages.publish(T0)
+    assert pages.errors == ["greylist not published", "connection guard state not published"]
+    assert PublishedState(conn).get("greylist") is None
