@@ -37,6 +37,7 @@ REPORT_SINCE = 24 * 3600.0
 REPORT_EVERY = 300.0  # seconds between two reports read from the greylist table
 SUGGEST_SINCE = 7 * 24 * 3600.0
 SUGGESTIONS_MAX = 10
+LIST_MAX = 100  # rows of each list of the report published (whitelisted machines: unbounded)
 
 
 class GreylistRefused(Refused):
@@ -112,7 +113,10 @@ def greylist_body(
         return body
     wl = config_whitelist()
     wl.extend(entries_as_pairs(entries), strict=False)
-    body["report"] = build_report(store, now, REPORT_SINCE, min_delay)
+    report = build_report(store, now, REPORT_SINCE, min_delay)
+    for key in ("whitelisted", "came_back", "never_retried"):  # the page shows the first ones
+        report[key] = report[key][:LIST_MAX]
+    body["report"] = report
     body["report_at"] = now
     body["suggestions"] = suggestions(store.came_back(now - SUGGEST_SINCE), wl)
     return body
