@@ -31,6 +31,32 @@ BAR_WIDTH = 300  # pixels of the longest bar
 RECENT_REQUESTS = 200  # newest requests looked at for the pages' own
 
 
+def _int(value: object) -> int:
+    """A count from a published body (written by a gateway: input all the same)."""
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _rows(items: object, text: tuple[str, ...], numbers: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The dict rows of a published list, each with ``text`` keys (str) and ``numbers``
+    (float or None); anything else in the list is left out."""
+    if not isinstance(items, list):
+        return []
+    return [
+        {**{k: str(i.get(k, "")) for k in text}, **{k: _num(i.get(k)) for k in numbers}}
+        for i in items
+        if isinstance(i, dict)
+    ]
+
+
 def bars(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
     """Rows of a bar chart (drawn as inline SVG): label, count, width in pixels."""
     top = max((n for _label, n in rows), default=0)
@@ -56,9 +82,7 @@ def greylist_page(
     decisions = report.get("decisions") if isinstance(report.get("decisions"), dict) else {}
     delays = report.get("delays") if isinstance(report.get("delays"), dict) else {}
     buckets = [
-        (str(b.get("range", "")), int(b.get("count", 0)))
-        for b in delays.get("buckets", [])
-        if isinstance(b, dict)
+        (b["range"], _int(b["count"])) for b in _rows(delays.get("buckets"), ("range",), ("count",))
     ]
     filed = req.arg("filed", "")
     return app._page(
@@ -68,15 +92,15 @@ def greylist_page(
         error=error,
         filed=filed if filed.isdigit() else "",
         published=pub,
-        whitelist=[e for e in body.get("whitelist", []) if isinstance(e, dict)],
-        decisions=bars(sorted((str(k), int(v)) for k, v in decisions.items())),
+        whitelist=_rows(body.get("whitelist"), ("kind", "entry", "comment"), ("created",)),
+        decisions=bars(sorted((str(k), _int(v)) for k, v in decisions.items())),
         delays=bars(buckets),
-        delay_stats={k: delays.get(k) for k in ("count", "min", "p50", "p90", "p99", "max")},
-        came_back=[c for c in report.get("came_back", []) if isinstance(c, dict)][:20],
-        never_retried=[c for c in report.get("never_retried", []) if isinstance(c, dict)][:20],
-        whitelisted=[c for c in report.get("whitelisted", []) if isinstance(c, dict)][:20],
-        suggestions=[s for s in body.get("suggestions", []) if isinstance(s, dict)],
-        report_at=body.get("report_at"),
+        delay_stats={k: _num(delays.get(k)) for k in ("count", "min", "p50", "p90", "p99", "max")},
+        came_back=_rows(report.get("came_back"), ("client",), ("triplets", "max_delay"))[:20],
+        never_retried=_rows(report.get("never_retried"), ("client",), ("triplets",))[:20],
+        whitelisted=_rows(report.get("whitelisted"), ("client",), ("hits",))[:20],
+        suggestions=_rows(body.get("suggestions"), ("entry",), ("triplets", "max_delay")),
+        report_at=_num(body.get("report_at")),
         kinds=WHITELIST_KINDS,
         form={k: req.field(k) for k in ("kind", "entry", "comment")},
         requests=_recent(conn, WHITELIST_REQUESTS),
@@ -147,11 +171,11 @@ def connguard_page(
                 "published_at": pub.published_at,
                 "status": str(b.get("status", "")),
                 "direction": str(b.get("direction", "")),
-                "window": b.get("window"),
-                "alert_threshold": b.get("alert_threshold"),
-                "block_threshold": b.get("block_threshold"),
+                "window": _int(b.get("window")),
+                "alert_threshold": _int(b.get("alert_threshold")),
+                "block_threshold": _int(b.get("block_threshold")),
                 "blocking": bool(b.get("blocking", True)),
-                "blocks": [x for x in b.get("blocks", []) if isinstance(x, dict)],
+                "blocks": _rows(b.get("blocks"), ("ip", "reason"), ("count", "since", "expires")),
             }
         )
     filed = req.arg("filed", "")

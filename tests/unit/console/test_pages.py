@@ -237,3 +237,26 @@ def test_posts_without_the_form_token_are_refused(app, db, path):
     assert c.post(path, {**form, "csrf": "forged"}).status == 403
     assert requests(db) == []
     assert last_audit(db).action == "csrf"
+
+
+def test_a_malformed_publication_is_shown_not_crashed(app, db):
+    PublishedState(db()).publish(
+        "greylist",
+        "gw1",
+        {
+            "whitelist": ["x", {"kind": "client", "entry": "192.0.2.9"}],
+            "report": {"decisions": {"passed": "many"}, "delays": {"buckets": [{"count": None}]}},
+            "suggestions": "none",
+        },
+        T0,
+    )
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200 and "192.0.2.9" in page.text
+
+
+def test_a_malformed_guard_publication_is_shown_not_crashed(app, db):
+    PublishedState(db()).publish(
+        "connguard:gw3", "gw3", {"blocks": [{"ip": "192.0.2.66"}, 7], "window": "x"}, T0
+    )
+    page = logged_in(app).get("/connguard")
+    assert page.status == 200 and "192.0.2.66" in page.text
