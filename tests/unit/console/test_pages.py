@@ -260,3 +260,54 @@ def test_a_malformed_guard_publication_is_shown_not_crashed(app, db):
     )
     page = logged_in(app).get("/connguard")
     assert page.status == 200 and "192.0.2.66" in page.text
+
+
+def test_round_trip_as_the_lab_test_sees_it(app, db, tmp_path):
+    """What molecule test_87 reads: the Location's request id, the request page's status and
+    result, the whitelist row once published, then the removal."""
+    import re
+
+    from passerelle.console.gateway import carry_out
+    from passerelle.console.pages_sync import PagesSync
+    from passerelle.console.quarantine_index import QuarantineIndex
+
+    grey = tmp_path / "greylist.toml"
+    grey.write_text(f'[greylist]\nstore = "sqlite:///{tmp_path / "g.sqlite"}"\n')
+
+    def sync_pass() -> None:
+        conn = db()
+        pages = PagesSync(conn, "gw2", str(grey), "", T0)
+        try:
+            carry_out(
+                RequestTable(conn),
+                None,
+                QuarantineIndex(conn),
+                "gw2",
+                T0,
+                lambda *a: None,
+                lambda *a: None,
+                handlers=pages.handlers(),
+            )
+            assert pages.publish(T0)
+        finally:
+            pages.close()
+
+    c = logged_in(app)
+    for path, comment, result in [
+        ("/greylist/add", "molecule t1", "added to the whitelist"),
+        ("/greylist/remove", "", "removed from the whitelist"),
+    ]:
+        posted = c.post(
+            path,
+            {"csrf": c.get("/greylist").csrf(), "kind": "client", "entry": "10.89.78.245"}
+            | ({"comment": comment} if comment else {}),
+        )
+        assert posted.status == 303, posted.text
+        rid = int(re.search(r"filed=([0-9]+)", posted.header("Location")).group(1))
+        assert 'class="status-pending"' in c.get(f"/requests/{rid}").text
+        sync_pass()
+        page = c.get(f"/requests/{rid}").text
+        assert re.search(r'class="status-([a-z]+)"', page).group(1) == "done"
+        assert result in page
+        row = "<td>client</td><td>10.89.78.245</td><td>molecule t1</td>"
+        assert (row in c.get("/greylist").text) == (path == "/greylist/add")
