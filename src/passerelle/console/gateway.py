@@ -27,7 +27,7 @@ import email.parser
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,11 @@ class CarryOutCounts:
 
 class _Refused(Exception):
     """A request this gateway cannot carry out; the message is its result text."""
+
+
+Refused = _Refused  # raised by the ``handlers`` of carry_out (greylist_side, connguard_side)
+# kind -> (request, by) -> result text: requests carried out outside the quarantine
+Handler = Callable[[Request, str], str]
 
 
 # -- indexing ----------------------------------------------------------------------------
@@ -276,9 +281,12 @@ def _carry_out_one(
     reinject: Reinject,
     rescan: Rescan,
     outbreak: OutbreakSwitch | None = None,
+    handlers: Mapping[str, Handler] | None = None,
 ) -> tuple[str, str | None]:
     """(result text, the message's new state or None); raises what makes it fail."""
     by = f"console request #{req.id} by {req.requested_by}"
+    if handlers and req.kind in handlers:  # the greylist whitelist, the connection guard
+        return handlers[req.kind](req, by), None
     if req.kind == "release":
         return "ok: " + _release(req, quarantine, index, gateway, now, reinject, by), "released"
     if req.kind == "delete":
@@ -348,8 +356,10 @@ def carry_out(
     rescan: Rescan,
     limit: int = CARRY_OUT_LIMIT,
     outbreak: OutbreakSwitch | None = None,
+    handlers: Mapping[str, Handler] | None = None,
 ) -> CarryOutCounts:
-    """Claim and carry out at most ``limit`` requests for this gateway, each completed once."""
+    """Claim and carry out at most ``limit`` requests for this gateway, each completed once.
+    ``handlers``: other kinds this gateway carries out (whitelist changes, unblock)."""
     counts = CarryOutCounts()
     for _ in range(limit):
         req = requests_table.claim(gateway, now)
@@ -358,7 +368,7 @@ def carry_out(
         new_state: str | None = None
         try:
             text, new_state = _carry_out_one(
-                req, quarantine, index, gateway, now, reinject, rescan, outbreak
+                req, quarantine, index, gateway, now, reinject, rescan, outbreak, handlers
             )
             ok = True
         except _Refused as exc:

@@ -15,6 +15,9 @@ The configuration (TOML)::
     runtime_rules = "/var/lib/passerelle/console-rules.json"
     runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
     ops_config = "/etc/passerelle/ops.toml"              # what the status report probes
+    # the greylist and connection-guard pages (console/pages_sync.py; "": that part off)
+    greylist_config = "/etc/passerelle/greylist.toml"    # the greylist milter's config
+    connwatch_config = "/etc/passerelle/connwatch.toml"  # the connection guard's config
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -46,6 +49,8 @@ class SyncConfig:
     runtime_rules: str = DEFAULT_RUNTIME_RULES
     runtime_rules_group: str = "passerelle"
     ops_config: str = DEFAULT_OPS_CONFIG
+    greylist_config: str = ""
+    connwatch_config: str = ""
 
 
 def load_config(path: str) -> SyncConfig:
@@ -76,6 +81,10 @@ def load_config(path: str) -> SyncConfig:
         ops_config = c.str("ops_config", DEFAULT_OPS_CONFIG)
         if not ops_config.startswith("/"):
             raise ConfigError("gateway_sync.ops_config", "an absolute path")
+        pages = {k: c.str(k, "") for k in ("greylist_config", "connwatch_config")}
+        for key, value in pages.items():
+            if value and not value.startswith("/"):
+                raise ConfigError(f"gateway_sync.{key}", "an absolute path, or empty")
         c.finish()
     return SyncConfig(
         database,
@@ -87,6 +96,7 @@ def load_config(path: str) -> SyncConfig:
         runtime_rules,
         group,
         ops_config,
+        **pages,
     )
 
 
@@ -137,6 +147,7 @@ def run_sync(config_path: str) -> int:
     from passerelle.antivirus.outbreak import OutbreakStore, release_held
     from passerelle.antivirus.quarantine import Quarantine
     from passerelle.console.gateway import carry_out, index_quarantine, outbreak_switch
+    from passerelle.console.pages_sync import PagesSync
     from passerelle.console.quarantine_index import QuarantineIndex
     from passerelle.console.requests import RequestTable
     from passerelle.console.server import connection_factory
@@ -153,6 +164,8 @@ def run_sync(config_path: str) -> int:
         lambda by: release_held(quarantine, scanner, False, av.signature_dir, by=by),
     )
     conn = connection_factory(cfg.database)()
+    # the greylist and connection-guard pages: their requests, then what they show
+    pages = PagesSync(conn, cfg.gateway, cfg.greylist_config, cfg.connwatch_config, time.time())
     try:
         index, requests = QuarantineIndex(conn), RequestTable(conn)
         index.migrate()
@@ -169,10 +182,13 @@ def run_sync(config_path: str) -> int:
             scanner.scan,
             cfg.limit,
             switch,
+            pages.handlers(),
         )
         # last: the report shows what this pass's requests did (outbreak mode switched)
         status_ok = _publish_status(conn, cfg, outbreak, quarantine)
+        pages_ok = pages.publish(time.time())
     finally:
+        pages.close()
         conn.close()
     log.info(
         "gateway-sync %s: indexed %d new, %d updated, %d gone, %d skipped;"
@@ -191,5 +207,7 @@ def run_sync(config_path: str) -> int:
         f"requests {done.done} done, {done.failed} failed"
         + ("" if rules_ok else "; runtime rules not written")
         + ("" if status_ok else "; status not published")
+        + "".join(f"; {e}" for e in pages.errors)
     )
-    return 1 if indexed.skipped or done.failed or not rules_ok or not status_ok else 0
+    failed = indexed.skipped or done.failed or not (rules_ok and status_ok and pages_ok)
+    return 1 if failed else 0

@@ -48,7 +48,9 @@ MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK: the transaction was rolled back, run 
 
 MESSAGE_KINDS = ("release", "delete", "rescan")
 OUTBREAK_KINDS = ("outbreak_on", "outbreak_off")
-KINDS = MESSAGE_KINDS + OUTBREAK_KINDS
+# the greylist whitelist (KIND:ENTRY) and the connection guard (an IP): console/targets.py
+WHITELIST_KINDS = ("whitelist_add", "whitelist_remove")
+KINDS = MESSAGE_KINDS + OUTBREAK_KINDS + WHITELIST_KINDS + ("unblock",)
 STATUSES = ("pending", "claimed", "done", "failed")
 # What a message becomes when a request on it succeeds (rescan: what the gateway reports).
 TARGET_STATES = ("held", "released", "deleted")
@@ -75,7 +77,7 @@ class SchemaError(RuntimeError):
 class Request:
     id: int
     kind: str
-    target: str  # the quarantined message's id; "" for outbreak requests
+    target: str  # the quarantined message's id; "" for outbreak; KIND:ENTRY; an IP (unblock)
     gateway: str | None  # None: any gateway may carry it out
     status: str
     requested_by: str
@@ -184,6 +186,15 @@ def check_target(kind: str, target: object) -> str:
         if target not in (None, ""):
             raise RequestError(f"a {kind} request has no target")
         return ""
+    if kind in WHITELIST_KINDS or kind == "unblock":
+        from passerelle.console import targets
+
+        try:
+            if kind == "unblock":
+                return targets.unblock_target(target)
+            return ":".join(targets.split_whitelist_target(target, kind == "whitelist_add"))
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
     if not isinstance(target, str) or not _MESSAGE_ID.fullmatch(target):
         raise RequestError("malformed quarantined message id")
     return target

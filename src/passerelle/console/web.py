@@ -28,10 +28,11 @@ from urllib.parse import urlencode
 
 import jinja2
 
-from passerelle.console import fleet
+from passerelle.console import fleet, pages
 from passerelle.console.audit import AuditError, AuditLog
 from passerelle.console.auth import Accounts, Login, Session, Sessions, can
 from passerelle.console.gateway_status import GatewayStatusTable
+from passerelle.console.published import PublishedState
 from passerelle.console.quarantine_index import (
     FIELDS,
     REASONS,
@@ -165,6 +166,7 @@ class Console:
             AuditLog(conn).migrate()
             RuleStore(conn).migrate()
             GatewayStatusTable(conn).migrate()
+            PublishedState(conn).migrate()
         finally:
             conn.close()
 
@@ -293,6 +295,10 @@ class Console:
             return fleet.fleet_page(self, conn, user, now)
         if parts == ["outbreak"]:
             return fleet.outbreak_page(self, conn, user, now)
+        if parts == ["greylist"]:
+            return pages.greylist_page(self, req, conn, user)
+        if parts == ["connguard"]:
+            return pages.connguard_page(self, req, conn, user)
         return self._page("error.html", user, 404, message="no such page")
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
@@ -311,6 +317,10 @@ class Console:
             return self._rule_remove(req, conn, user, now)
         if req.path == "/outbreak/switch":
             return fleet.outbreak_switch(self, req, conn, user, now)
+        if req.path in ("/greylist/add", "/greylist/remove"):
+            return pages.greylist_post(self, req, conn, user, now)
+        if req.path == "/connguard/unblock":
+            return pages.connguard_post(self, req, conn, user, now)
         return self._page("error.html", user, 404, message="no such action")
 
     # -- login ---------------------------------------------------------------------------

@@ -1,0 +1,217 @@
+"""The console's greylist and connection-guard pages (``/greylist``, ``/connguard``) and
+their actions, on the ``Console`` of ``web.py`` (its page rendering, audit and redirects).
+
+What they show was published by the gateways (``published.PublishedState``: see
+``greylist_side`` and ``connguard_side``); what they change goes through the request table:
+
+- ``POST /greylist/add`` (kind, entry, comment) files a ``whitelist_add`` for any gateway
+  (one carries it out: the store is shared), its comment kept beside it
+  (``console_whitelist_notes``); ``POST /greylist/remove`` (kind, entry) files a
+  ``whitelist_remove`` of an entry the published whitelist holds;
+- ``POST /connguard/unblock`` (ip) files an ``unblock`` for each gateway whose published state
+  blocks that address (blocks are per gateway).
+
+A viewer sees no form and its POST is refused (403); bad input (an unknown kind, an entry the
+greylist refuses, an entry not in the whitelist, a malformed or unblocked address) is shown
+on the page (400) and changes nothing; every action, refused or not, is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from passerelle.console.published import PublishedState
+from passerelle.console.requests import RequestError, RequestTable
+from passerelle.console.targets import WHITELIST_REQUESTS, unblock_target, whitelist_target
+from passerelle.greylist.whitelist import KINDS as WHITELIST_KINDS
+
+GREYLIST = "greylist"  # greylist_side.NAME (not imported: the console needs no gateway code)
+CONNGUARD = "connguard:"  # connguard_side.PREFIX
+BAR_WIDTH = 300  # pixels of the longest bar
+RECENT_REQUESTS = 200  # newest requests looked at for the pages' own
+
+
+def _int(value: object) -> int:
+    """A count from a published body (written by a gateway: input all the same)."""
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _rows(items: object, text: tuple[str, ...], numbers: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The dict rows of a published list, each with ``text`` keys (str) and ``numbers``
+    (float or None); anything else in the list is left out."""
+    if not isinstance(items, list):
+        return []
+    return [
+        {**{k: str(i.get(k, "")) for k in text}, **{k: _num(i.get(k)) for k in numbers}}
+        for i in items
+        if isinstance(i, dict)
+    ]
+
+
+def bars(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Rows of a bar chart (drawn as inline SVG): label, count, width in pixels."""
+    top = max((n for _label, n in rows), default=0)
+    return [
+        {"label": label, "count": n, "width": round(BAR_WIDTH * n / top) if top else 0}
+        for label, n in rows
+    ]
+
+
+def _recent(conn: Any, kinds: tuple[str, ...]) -> list[Any]:
+    return [r for r in RequestTable(conn).list(limit=RECENT_REQUESTS) if r.kind in kinds][:20]
+
+
+# -- greylist ------------------------------------------------------------------------------
+
+
+def greylist_page(
+    app: Any, req: Any, conn: Any, user: Any, status: int = 200, error: str = ""
+) -> Any:
+    pub = PublishedState(conn).get(GREYLIST)
+    body = pub.body if pub else {}
+    report = body.get("report") if isinstance(body.get("report"), dict) else {}
+    decisions = report.get("decisions") if isinstance(report.get("decisions"), dict) else {}
+    delays = report.get("delays") if isinstance(report.get("delays"), dict) else {}
+    buckets = [
+        (b["range"], _int(b["count"])) for b in _rows(delays.get("buckets"), ("range",), ("count",))
+    ]
+    filed = req.arg("filed", "")
+    return app._page(
+        "greylist.html",
+        user,
+        status,
+        error=error,
+        filed=filed if filed.isdigit() else "",
+        published=pub,
+        whitelist=_rows(body.get("whitelist"), ("kind", "entry", "comment"), ("created",)),
+        decisions=bars(sorted((str(k), _int(v)) for k, v in decisions.items())),
+        delays=bars(buckets),
+        delay_stats={k: _num(delays.get(k)) for k in ("count", "min", "p50", "p90", "p99", "max")},
+        came_back=_rows(report.get("came_back"), ("client",), ("triplets", "max_delay"))[:20],
+        never_retried=_rows(report.get("never_retried"), ("client",), ("triplets",))[:20],
+        whitelisted=_rows(report.get("whitelisted"), ("client",), ("hits",))[:20],
+        suggestions=_rows(body.get("suggestions"), ("entry",), ("triplets", "max_delay")),
+        report_at=_num(body.get("report_at")),
+        kinds=WHITELIST_KINDS,
+        form={k: req.field(k) for k in ("kind", "entry", "comment")},
+        requests=_recent(conn, WHITELIST_REQUESTS),
+    )
+
+
+def _refuse(
+    app: Any,
+    req: Any,
+    conn: Any,
+    user: Any,
+    now: float,
+    action: str,
+    target: str,
+    status: int,
+    text: str,
+    page: Any,
+) -> Any:
+    app._audit(conn, user, action, target, False, text, req.client, now)
+    if status == 403:
+        return app._page("error.html", user, 403, message=text)
+    return page(app, req, conn, user, status, text)
+
+
+def greylist_post(app: Any, req: Any, conn: Any, user: Any, now: float) -> Any:
+    adding = req.path == "/greylist/add"
+    action = "whitelist_add" if adding else "whitelist_remove"
+    kind, entry = req.field("kind"), req.field("entry").strip()
+    shown = f"{kind}:{entry}"[:200]
+    if not user.can("whitelist"):
+        text = f"a {user.role} cannot change the whitelist"
+        return _refuse(app, req, conn, user, now, action, shown, 403, text, greylist_page)
+    try:
+        target = whitelist_target(kind, entry, adding)
+        if not adding:
+            pub = PublishedState(conn).get(GREYLIST)
+            listed = {
+                (str(e.get("kind")), str(e.get("entry")))
+                for e in (pub.body.get("whitelist", []) if pub else [])
+                if isinstance(e, dict)
+            }
+            if (kind, entry) not in listed:
+                raise ValueError(f"{kind} {entry} is not in the whitelist")
+    except ValueError as exc:
+        return _refuse(app, req, conn, user, now, action, shown, 400, str(exc), greylist_page)
+    try:
+        if adding:
+            PublishedState(conn).set_note(target, req.field("comment"), now)
+        rid = RequestTable(conn).submit(action, target, None, user.account, now)
+    except RequestError as exc:
+        return _refuse(app, req, conn, user, now, action, target, 409, str(exc), greylist_page)
+    app._audit(conn, user, action, target, True, f"request #{rid}", req.client, now)
+    return app._redirect(f"/greylist?filed={rid}")
+
+
+# -- connection guard ----------------------------------------------------------------------
+
+
+def connguard_page(
+    app: Any, req: Any, conn: Any, user: Any, status: int = 200, error: str = ""
+) -> Any:
+    gateways = []
+    for pub in PublishedState(conn).starting(CONNGUARD):
+        b = pub.body
+        gateways.append(
+            {
+                "gateway": pub.gateway,
+                "published_at": pub.published_at,
+                "status": str(b.get("status", "")),
+                "direction": str(b.get("direction", "")),
+                "window": _int(b.get("window")),
+                "alert_threshold": _int(b.get("alert_threshold")),
+                "block_threshold": _int(b.get("block_threshold")),
+                "blocking": bool(b.get("blocking", True)),
+                "blocks": _rows(b.get("blocks"), ("ip", "reason"), ("count", "since", "expires")),
+            }
+        )
+    filed = req.arg("filed", "")
+    return app._page(
+        "connguard.html",
+        user,
+        status,
+        error=error,
+        filed=filed if all(p.isdigit() for p in filed.split(",")) else "",
+        gateways=gateways,
+        requests=_recent(conn, ("unblock",)),
+    )
+
+
+def connguard_post(app: Any, req: Any, conn: Any, user: Any, now: float) -> Any:
+    text = req.field("ip").strip()
+    if not user.can("unblock"):
+        msg = f"a {user.role} cannot unblock"
+        return _refuse(app, req, conn, user, now, "unblock", text[:80], 403, msg, connguard_page)
+    try:
+        ip = unblock_target(text)
+        holders = [
+            p.gateway
+            for p in PublishedState(conn).starting(CONNGUARD)
+            if any(isinstance(b, dict) and b.get("ip") == ip for b in p.body.get("blocks", []))
+        ]
+        if not holders:
+            raise ValueError(f"{ip} is not blocked on any gateway")
+    except ValueError as exc:
+        return _refuse(
+            app, req, conn, user, now, "unblock", text[:80], 400, str(exc), connguard_page
+        )
+    try:
+        rids = [RequestTable(conn).submit("unblock", ip, gw, user.account, now) for gw in holders]
+    except RequestError as exc:
+        return _refuse(app, req, conn, user, now, "unblock", ip, 409, str(exc), connguard_page)
+    result = ", ".join(f"request #{r} ({gw})" for r, gw in zip(rids, holders))
+    app._audit(conn, user, "unblock", ip, True, result, req.client, now)
+    return app._redirect("/connguard?filed=" + ",".join(str(r) for r in rids))

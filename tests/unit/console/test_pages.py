@@ -1,0 +1,313 @@
+"""The greylist and connection-guard pages: what the gateways published, shown; the admin's
+forms filing requests; the viewer's refused; CSRF; bad input shown and nothing filed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from passerelle.console.audit import AuditLog
+from passerelle.console.auth import Accounts, hash_password
+from passerelle.console.published import PublishedState
+from passerelle.console.requests import RequestTable
+from passerelle.console.web import make_app
+from plugins import load
+
+Client = load("tests/unit/console/webclient.py").Client
+SECRET = b"s" * 40
+T0 = 1_764_633_600.0
+
+GREYLIST = {
+    "whitelist": [
+        {"kind": "client", "entry": "192.0.2.7", "comment": "partner <MX>", "created": T0},
+        {"kind": "sender", "entry": "@example.org", "comment": "", "created": T0},
+    ],
+    "report": {
+        "decisions": {"greylisted": 40, "passed": 10, "client": 5},
+        "whitelisted": [{"client": "192.0.2.7 (client 192.0.2.7)", "hits": 5}],
+        "came_back": [{"client": "198.51.100.0/24", "triplets": 4, "max_delay": 1300.0}],
+        "never_retried": [{"client": "203.0.113.0/24", "triplets": 30}],
+        "delays": {
+            "count": 10,
+            "min": 1200.0,
+            "p50": 1300.0,
+            "p90": 2000.0,
+            "p99": 2100.0,
+            "max": 2100.0,
+            "buckets": [{"range": "0s-45m", "count": 8}, {"range": "45m-1h", "count": 2}],
+        },
+    },
+    "report_at": T0,
+    "suggestions": [{"entry": "198.51.100.0/24", "triplets": 4, "max_delay": 1300.0}],
+}
+GUARD = {
+    "direction": "inbound",
+    "window": 3600,
+    "alert_threshold": 500,
+    "block_threshold": 2500,
+    "block_for": 86400,
+    "blocking": True,
+    "status": "CRITICAL - inbound gw1: blocked 198.51.100.7 (3000/1h) | clients=2",
+    "blocks": [
+        {"ip": "198.51.100.7", "count": 3000, "since": T0, "expires": T0 + 86400, "reason": "x"}
+    ],
+}
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = str(tmp_path / "console.sqlite")
+    opened = []
+
+    def connect():
+        c = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        opened.append(c)
+        return c
+
+    yield connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def app(db):
+    accts = Accounts.from_inventory(
+        [
+            {"name": "alice", "role": "admin", "password_hash": hash_password("pw-a", 10_000)},
+            {"name": "victor", "role": "viewer", "password_hash": hash_password("pw-v", 10_000)},
+        ]
+    )
+    app = make_app(db, accts, SECRET, lambda: T0)
+    state = PublishedState(db())
+    state.publish("greylist", "gw1", GREYLIST, T0)
+    state.publish("connguard:gw1", "gw1", GUARD, T0)
+    state.publish("connguard:gw2", "gw2", {**GUARD, "blocks": []}, T0)
+    return app
+
+
+def logged_in(app, name="alice", password="pw-a") -> Client:
+    c = Client(app)
+    assert c.login(name, password).status == 303
+    return c
+
+
+def requests(db) -> list:
+    return RequestTable(db()).list()
+
+
+def last_audit(db):
+    return AuditLog(db()).list(1)[0][0]
+
+
+def test_nav_links_both_pages(app):
+    page = logged_in(app).get("/quarantine")
+    assert 'href="/greylist"' in page.text and 'href="/connguard"' in page.text
+
+
+def test_greylist_page_shows_the_published_whitelist_charts_and_suggestions(app):
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200
+    assert "192.0.2.7" in page.text and "partner &lt;MX&gt;" in page.text
+    assert "@example.org" in page.text
+    assert page.text.count("<svg") == 2 and "<script" not in page.text
+    assert 'width="300"' in page.text  # the longest bar (greylisted, 40)
+    assert "198.51.100.0/24" in page.text and "203.0.113.0/24" in page.text
+    assert 'action="/greylist/add"' in page.text and 'action="/greylist/remove"' in page.text
+
+
+def test_pages_without_publication(db):
+    accts = Accounts.from_inventory(
+        [{"name": "alice", "role": "admin", "password_hash": hash_password("pw-a", 10_000)}]
+    )
+    c = logged_in(make_app(db, accts, SECRET, lambda: T0))
+    assert "No gateway has published its greylist yet" in c.get("/greylist").text
+    assert "No gateway has published its connection guard yet" in c.get("/connguard").text
+
+
+def test_admin_adds_an_entry_one_request_for_any_gateway_with_its_comment(app, db):
+    c = logged_in(app)
+    page = c.get("/greylist")
+    r = c.post(
+        "/greylist/add",
+        {"csrf": page.csrf(), "kind": "client", "entry": " 10.0.0.5 ", "comment": "lab"},
+    )
+    assert r.status == 303
+    (req,) = requests(db)
+    assert r.header("Location") == f"/greylist?filed={req.id}"
+    assert (req.kind, req.target, req.gateway) == ("whitelist_add", "client:10.0.0.5", None)
+    assert PublishedState(db()).note("client:10.0.0.5") == "lab"
+    a = last_audit(db)
+    assert (a.action, a.target, a.ok, a.result) == (
+        "whitelist_add",
+        "client:10.0.0.5",
+        True,
+        f"request #{req.id}",
+    )
+    assert (
+        f'Request <a href="/requests/{req.id}">#{req.id}</a> filed'
+        in c.get("/greylist", filed=str(req.id)).text
+    )
+
+
+def test_admin_removes_a_listed_entry(app, db):
+    c = logged_in(app)
+    r = c.post(
+        "/greylist/remove",
+        {"csrf": c.get("/greylist").csrf(), "kind": "sender", "entry": "@example.org"},
+    )
+    assert r.status == 303
+    assert [(q.kind, q.target) for q in requests(db)] == [
+        ("whitelist_remove", "sender:@example.org")
+    ]
+
+
+@pytest.mark.parametrize(
+    "path, fields, message",
+    [
+        ("/greylist/add", {"kind": "trusted", "entry": "10.0.0.5"}, "unknown kind of whitelist"),
+        ("/greylist/add", {"kind": "client", "entry": "not valid!"}, "bad client entry"),
+        ("/greylist/add", {"kind": "client", "entry": ""}, "the whitelist entry is empty"),
+        ("/greylist/remove", {"kind": "client", "entry": "10.9.9.9"}, "is not in the whitelist"),
+        ("/greylist/remove", {"kind": "nope", "entry": "192.0.2.7"}, "unknown kind"),
+    ],
+)
+def test_bad_whitelist_input_is_a_message_and_changes_nothing(app, db, path, fields, message):
+    c = logged_in(app)
+    r = c.post(path, {"csrf": c.get("/greylist").csrf(), **fields})
+    assert r.status == 400 and message in r.text and 'role="alert"' in r.text
+    assert requests(db) == []
+    assert last_audit(db).ok is False
+
+
+def test_connguard_page_shows_blocks_and_status(app):
+    page = logged_in(app).get("/connguard")
+    assert page.status == 200
+    assert "198.51.100.7" in page.text and "CRITICAL - inbound gw1" in page.text
+    assert "No active block." in page.text  # gw2
+    assert 'action="/connguard/unblock"' in page.text
+
+
+def test_unblock_files_a_request_for_the_gateway_holding_the_block(app, db):
+    c = logged_in(app)
+    r = c.post("/connguard/unblock", {"csrf": c.get("/connguard").csrf(), "ip": "198.51.100.7"})
+    assert r.status == 303
+    (req,) = requests(db)
+    assert (req.kind, req.target, req.gateway) == ("unblock", "198.51.100.7", "gw1")
+    assert last_audit(db).result == f"request #{req.id} (gw1)"
+
+
+@pytest.mark.parametrize(
+    "ip, message",
+    [("198.51.100.300", "not an IP address"), ("192.0.2.1", "is not blocked on any gateway")],
+)
+def test_bad_unblock_is_a_message_and_changes_nothing(app, db, ip, message):
+    c = logged_in(app)
+    r = c.post("/connguard/unblock", {"csrf": c.get("/connguard").csrf(), "ip": ip})
+    assert r.status == 400 and message in r.text
+    assert requests(db) == []
+
+
+def test_viewer_sees_no_form_and_its_posts_are_refused(app, db):
+    c = logged_in(app, "victor", "pw-v")
+    grey, guard = c.get("/greylist"), c.get("/connguard")
+    assert grey.status == guard.status == 200 and "192.0.2.7" in grey.text
+    for page in (grey, guard):
+        assert "/greylist/add" not in page.text and "/greylist/remove" not in page.text
+        assert "/connguard/unblock" not in page.text
+    csrf = c.get("/quarantine").csrf()  # the logout form's token
+    for path, fields in [
+        ("/greylist/add", {"kind": "client", "entry": "10.0.0.5"}),
+        ("/greylist/remove", {"kind": "client", "entry": "192.0.2.7"}),
+        ("/connguard/unblock", {"ip": "198.51.100.7"}),
+    ]:
+        r = c.post(path, {"csrf": csrf, **fields})
+        assert r.status == 403 and "a viewer cannot" in r.text, path
+        a = last_audit(db)
+        assert (a.who, a.role, a.ok) == ("victor", "viewer", False)
+        assert a.result.startswith("a viewer cannot")
+    assert requests(db) == []
+
+
+@pytest.mark.parametrize("path", ["/greylist/add", "/greylist/remove", "/connguard/unblock"])
+def test_posts_without_the_form_token_are_refused(app, db, path):
+    c = logged_in(app)
+    form = {"kind": "client", "entry": "192.0.2.7", "ip": "198.51.100.7"}
+    assert c.post(path, form).status == 403
+    assert c.post(path, {**form, "csrf": "forged"}).status == 403
+    assert requests(db) == []
+    assert last_audit(db).action == "csrf"
+
+
+def test_a_malformed_publication_is_shown_not_crashed(app, db):
+    PublishedState(db()).publish(
+        "greylist",
+        "gw1",
+        {
+            "whitelist": ["x", {"kind": "client", "entry": "192.0.2.9"}],
+            "report": {"decisions": {"passed": "many"}, "delays": {"buckets": [{"count": None}]}},
+            "suggestions": "none",
+        },
+        T0,
+    )
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200 and "192.0.2.9" in page.text
+
+
+def test_a_malformed_guard_publication_is_shown_not_crashed(app, db):
+    PublishedState(db()).publish(
+        "connguard:gw3", "gw3", {"blocks": [{"ip": "192.0.2.66"}, 7], "window": "x"}, T0
+    )
+    page = logged_in(app).get("/connguard")
+    assert page.status == 200 and "192.0.2.66" in page.text
+
+
+def test_round_trip_as_the_lab_test_sees_it(app, db, tmp_path):
+    """What molecule test_87 reads: the Location's request id, the request page's status and
+    result, the whitelist row once published, then the removal."""
+    import re
+
+    from passerelle.console.gateway import carry_out
+    from passerelle.console.pages_sync import PagesSync
+    from passerelle.console.quarantine_index import QuarantineIndex
+
+    grey = tmp_path / "greylist.toml"
+    grey.write_text(f'[greylist]\nstore = "sqlite:///{tmp_path / "g.sqlite"}"\n')
+
+    def sync_pass() -> None:
+        conn = db()
+        pages = PagesSync(conn, "gw2", str(grey), "", T0)
+        try:
+            carry_out(
+                RequestTable(conn),
+                None,
+                QuarantineIndex(conn),
+                "gw2",
+                T0,
+                lambda *a: None,
+                lambda *a: None,
+                handlers=pages.handlers(),
+            )
+            assert pages.publish(T0)
+        finally:
+            pages.close()
+
+    c = logged_in(app)
+    for path, comment, result in [
+        ("/greylist/add", "molecule t1", "added to the whitelist"),
+        ("/greylist/remove", "", "removed from the whitelist"),
+    ]:
+        posted = c.post(
+            path,
+            {"csrf": c.get("/greylist").csrf(), "kind": "client", "entry": "10.89.78.245"}
+            | ({"comment": comment} if comment else {}),
+        )
+        assert posted.status == 303, posted.text
+        rid = int(re.search(r"filed=([0-9]+)", posted.header("Location")).group(1))
+        assert 'class="status-pending"' in c.get(f"/requests/{rid}").text
+        sync_pass()
+        page = c.get(f"/requests/{rid}").text
+        assert re.search(r'class="status-([a-z]+)"', page).group(1) == "done"
+        assert result in page
+        row = "<td>client</td><td>10.89.78.245</td><td>molecule t1</td>"
+        assert (row in c.get("/greylist").text) == (path == "/greylist/add")
