@@ -53,6 +53,7 @@ from passerelle.console.rules import (
     set_enabled,
 )
 from passerelle.console.rules_store import RulesChanged, RuleStore
+from passerelle.console.trace import TraceStore, trace_page
 from passerelle.console.webio import (
     BadRequest,
     Request,
@@ -162,6 +163,7 @@ class Console:
             QuarantineIndex(conn).migrate()
             AuditLog(conn).migrate()
             RuleStore(conn).migrate()
+            TraceStore(conn).migrate()
         finally:
             conn.close()
 
@@ -286,6 +288,8 @@ class Console:
             return self._export(req, conn, user, now)
         if parts == ["audit"]:
             return self._audit_page(req, conn, user)
+        if parts == ["trace"]:
+            return trace_page(self, req, conn, user)
         return self._page("error.html", user, 404, message="no such page")
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
