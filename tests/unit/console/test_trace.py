@@ -151,7 +151,7 @@ def test_hostile_lines_are_skipped_or_cut_never_raise():
         + "m" * 3000
         + ">, proto=ESMTP, daemon=MTA, relay=h [192.0.2.9]",
         f"{TS}{QID}: to=<\x00\x01\xff>, delay=00:00:01, mailer=esmtp, stat=Sent",
-        f"{TS}{QID}: from=<\"relay=[198.51.100.7], size=\"@x>, size=1",  # no relay: unreadable
+        f'{TS}{QID}: from=<"relay=[198.51.100.7], size="@x>, size=1',  # no relay: unreadable
         f"{TS}{QID}: to=<a@b>",  # no stat: unreadable
         "\xff\xfe binary \x00 garbage",
     ]
@@ -181,7 +181,7 @@ def test_offset_is_kept_and_only_new_lines_are_read(tmp_path):
     again, st2, _ = read_new(str(log), st, 1 << 20, 4096)
     assert again == [] and st2.offset == st.offset
     write_log(log, SPAM)
-    new, st3, _ = read_new(str(log), st2, 1 << 20, 4096)
+    new, _st3, _ = read_new(str(log), st2, 1 << 20, 4096)
     assert [x.rstrip(b"\n") for x in new] == [SPAM.encode()]
 
 
@@ -304,8 +304,11 @@ def test_store_search_by_each_key_and_group_the_path(conn):
 
 def test_hostile_values_are_cut_to_the_columns(conn):
     evil = (
-        f"{TS}{QID}: from=<" + "é" * 2000 + "@a>, size=1, class=0, nrcpts=1, msgid=<"
-        + "\U0001f600" * 900 + ">, proto=ESMTP, daemon=MTA, relay=h [192.0.2.9]"
+        f"{TS}{QID}: from=<"
+        + "é" * 2000
+        + "@a>, size=1, class=0, nrcpts=1, msgid=<"
+        + "\U0001f600" * 900
+        + ">, proto=ESMTP, daemon=MTA, relay=h [192.0.2.9]"
     )
     s = store_with(conn, evil, SENT)
     (m,) = s.search(parse_query({"queue_id": QID}))
@@ -378,7 +381,7 @@ def test_ship_without_a_log_reads_nothing_and_writes_no_state(tmp_path):
     c.close()
 
 
-# -- the page ----------------------------------------------------------------------------------------
+# -- the page ---------------------------------------------------------------------------------
 @pytest.fixture
 def web(tmp_path):
     from passerelle.console.auth import Accounts, hash_password
@@ -453,3 +456,17 @@ def test_trace_page_nothing_found(web):
     c = login(web, "alice", "pw-a")
     r = c.request("GET", "/trace", query={"recipient": "nobody@static-a.test"})
     assert r.status == 200 and "No message" in r.text
+
+
+def test_a_line_longer_than_what_is_left_of_the_bound_waits_for_the_next_pass(tmp_path):
+    log = tmp_path / "mail.log"
+    write_log(log, FROM)
+    _l, st, _ = read_new(str(log), ShipState(), 1 << 20, 4096)
+    write_log(log, SENT)
+    os.rename(log, tmp_path / "mail.log.1")
+    write_log(log, SPAM, mode="w")
+    # the old file's rest leaves less than SPAM's length of this pass's bound
+    lines, st, stats = read_new(str(log), st, len(SENT) + 10, 4096)
+    assert [x.rstrip(b"\n") for x in lines] == [SENT.encode()] and stats.skipped == 0
+    lines, st, stats = read_new(str(log), st, 1 << 20, 4096)
+    assert [x.rstrip(b"\n") for x in lines] == [SPAM.encode()] and stats.skipped == 0
