@@ -13,6 +13,10 @@ The configuration (TOML)::
     # the console's runtime content rules, for the antivirus milter (its runtime_rules key)
     runtime_rules = "/var/lib/passerelle/console-rules.json"
     runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
+    # the message trace: the new part of this mail log goes to the console (trace_ship.py)
+    mail_log = "/var/log/mail.log"                       # RedHat: /var/log/maillog
+    trace_retention = "7d"                               # events older are purged
+    trace_state = "/var/lib/passerelle/console-trace.json"  # where the log was read up to
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.console.gateway import CARRY_OUT_LIMIT
@@ -30,6 +35,8 @@ from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
 log = logging.getLogger("passerelle.console.gateway_sync")
 DEFAULT_RUNTIME_RULES = "/var/lib/passerelle/console-rules.json"
+DEFAULT_MAIL_LOG = "/var/log/mail.log"
+DEFAULT_TRACE_STATE = "/var/lib/passerelle/console-trace.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class SyncConfig:
     limit: int
     runtime_rules: str = DEFAULT_RUNTIME_RULES
     runtime_rules_group: str = "passerelle"
+    mail_log: str = DEFAULT_MAIL_LOG
+    trace_retention: int = 7 * 86400
+    trace_state: str = DEFAULT_TRACE_STATE
 
 
 def load_config(path: str) -> SyncConfig:
@@ -69,10 +79,26 @@ def load_config(path: str) -> SyncConfig:
         if not runtime_rules.startswith("/") or runtime_rules.endswith("/"):
             raise ConfigError("gateway_sync.runtime_rules", "an absolute file path")
         group = c.str("runtime_rules_group", "passerelle")
+        trace = _trace_keys(c)
         c.finish()
-    return SyncConfig(
+    cfg = SyncConfig(
         database, gateway, quarantine_dir, antivirus_config, writer, limit, runtime_rules, group
     )
+    return replace(cfg, **trace)
+
+
+def _trace_keys(c: Section) -> dict[str, Any]:
+    """The message trace's keys: mail_log, trace_retention, trace_state."""
+    mail_log = c.str("mail_log", DEFAULT_MAIL_LOG)
+    if not mail_log.startswith("/") or mail_log.endswith("/"):
+        raise ConfigError("gateway_sync.mail_log", "an absolute file path")
+    retention = c.duration("trace_retention", "7d")
+    if retention < 3600:
+        raise ConfigError("gateway_sync.trace_retention", "at least 1h")
+    state = c.str("trace_state", DEFAULT_TRACE_STATE)
+    if not state.startswith("/") or state.endswith("/"):
+        raise ConfigError("gateway_sync.trace_state", "an absolute file path")
+    return {"mail_log": mail_log, "trace_retention": retention, "trace_state": state}
 
 
 def _gid(group: str) -> int | None:
@@ -97,6 +123,25 @@ def _sync_rules(conn: object, cfg: SyncConfig) -> bool:
         log.error("runtime rules not written to %s: %s", cfg.runtime_rules, exc)
         return False
     return True
+
+
+def _ship_trace(conn: object, cfg: SyncConfig) -> str:
+    """The new part of the mail log to the trace table; what was done, or why it failed."""
+    from passerelle.console.trace_ship import ship
+
+    try:
+        st = ship(
+            conn, cfg.gateway, cfg.mail_log, cfg.trace_state, cfg.trace_retention, time.time()
+        )
+    except Exception as exc:  # the rest of the pass goes on; the offset is kept
+        log.error("trace: %s not shipped: %s", cfg.mail_log, exc)
+        return ""
+    if st.missing:
+        log.warning("trace: no mail log at %s", cfg.mail_log)
+        return f"trace: no {cfg.mail_log}"
+    return f"trace {st.events} events, {st.skipped} lines skipped, {st.purged} purged" + (
+        ", more next pass" if st.more else ""
+    )
 
 
 def run_sync(config_path: str) -> int:
@@ -126,6 +171,7 @@ def run_sync(config_path: str) -> int:
         index.migrate()
         requests.migrate()
         rules_ok = _sync_rules(conn, cfg)  # first: a long pass of requests does not delay it
+        trace = _ship_trace(conn, cfg)  # the message trace: a step of its own
         indexed = index_quarantine(quarantine, index, cfg.gateway, time.time())
         done = carry_out(
             requests,
@@ -156,5 +202,6 @@ def run_sync(config_path: str) -> int:
         f"unchanged, {indexed.vanished} gone, {indexed.skipped} skipped; "
         f"requests {done.done} done, {done.failed} failed"
         + ("" if rules_ok else "; runtime rules not written")
+        + (f"; {trace}" if trace else "; trace not shipped")
     )
-    return 1 if indexed.skipped or done.failed or not rules_ok else 0
+    return 1 if indexed.skipped or done.failed or not rules_ok or not trace else 0

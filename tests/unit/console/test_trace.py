@@ -470,3 +470,80 @@ def test_a_line_longer_than_what_is_left_of_the_bound_waits_for_the_next_pass(tm
     assert [x.rstrip(b"\n") for x in lines] == [SENT.encode()] and stats.skipped == 0
     lines, st, stats = read_new(str(log), st, 1 << 20, 4096)
     assert [x.rstrip(b"\n") for x in lines] == [SPAM.encode()] and stats.skipped == 0
+
+
+# -- gateway-sync's configuration and pass --------------------------------------------------------
+def sync_config(tmp_path, extra: str = "") -> str:
+    (tmp_path / "antivirus.toml").write_text("[antivirus]\n")
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        f'[gateway_sync]\ndatabase = "sqlite:///{tmp_path}/console.sqlite"\ngateway = "gw1"\n'
+        f'quarantine_dir = "{tmp_path}/quarantine"\n'
+        f'antivirus_config = "{tmp_path}/antivirus.toml"\n'
+        f'runtime_rules = "{tmp_path}/rules.json"\nruntime_rules_group = ""\n{extra}'
+    )
+    return str(path)
+
+
+def test_sync_config_trace_keys_and_their_defaults(tmp_path):
+    from passerelle.console.gateway_sync import load_config
+
+    cfg = load_config(sync_config(tmp_path))
+    assert (cfg.mail_log, cfg.trace_retention, cfg.trace_state) == (
+        "/var/log/mail.log",
+        7 * 86400,
+        "/var/lib/passerelle/console-trace.json",
+    )
+    cfg = load_config(
+        sync_config(
+            tmp_path,
+            'mail_log = "/var/log/maillog"\ntrace_retention = "2d"\n'
+            'trace_state = "/var/lib/x/t.json"\n',
+        )
+    )
+    assert (cfg.mail_log, cfg.trace_retention, cfg.trace_state) == (
+        "/var/log/maillog",
+        2 * 86400,
+        "/var/lib/x/t.json",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ('mail_log = "mail.log"', "mail_log"),
+        ('trace_retention = "soon"', "trace_retention"),
+        ('trace_retention = "0s"', "trace_retention"),
+        ('trace_state = "state/"', "trace_state"),
+    ],
+)
+def test_sync_config_bad_trace_keys_are_named(tmp_path, extra, key):
+    from passerelle.config import ConfigError
+    from passerelle.console.gateway_sync import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(sync_config(tmp_path, extra + "\n"))
+    assert key in str(err.value)
+
+
+def test_gateway_sync_pass_ships_the_mail_log(tmp_path, capsys):
+    import time
+
+    from passerelle.cli import main
+
+    log = tmp_path / "mail.log"
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())  # within the retention
+    write_log(
+        log, *(x.replace("2025-12-02T00:00:01", now) for x in (GREYLIST, FROM, AV, SPAM, SENT))
+    )
+    state = tmp_path / "state" / "trace.json"
+    path = sync_config(tmp_path, f'mail_log = "{log}"\ntrace_state = "{state}"\n')
+    assert main(["console", "gateway-sync", "--config", path]) == 0
+    assert "trace 5 events" in capsys.readouterr().out
+    assert state.exists()
+    c = sqlite3.connect(str(tmp_path / "console.sqlite"), isolation_level=None)
+    try:
+        (m,) = TraceStore(c).search(parse_query({"queue_id": QID}))
+        assert len(m.steps) == 5
+    finally:
+        c.close()
