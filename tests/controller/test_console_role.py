@@ -124,11 +124,12 @@ def test_gateway_sync_ships_the_mail_log_connwatch_reads_and_may_save_its_offset
     text = render("console", GATEWAY, "gw1")
     (tmp_path / "gw.toml").write_text(text)
     cfg = load_config(str(tmp_path / "gw.toml"))
-    assert (cfg.mail_log, cfg.trace_retention) == ("/var/log/mail.log", 7 * 86400)
+    assert cfg.mail_log == "/var/log/mail.log"
     sync = tomllib.loads(text)["gateway_sync"]
     guard = tomllib.loads(render("connwatch", "connwatch.toml.j2", "gw1"))
     assert [sync["mail_log"]] == guard["connwatch"]["logs"]
-    assert sync["trace_retention"] == "7d"
+    server = tomllib.loads(render("console", SERVER, "mon1"))["console"]
+    assert server["trace_retention"] == "7d"  # the console purges: gateways may not delete
     unit = render("console", "etc/systemd/system/passerelle-console-sync.service.j2", "gw1")
     paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
     assert paths is not None

@@ -15,7 +15,6 @@ The configuration (TOML)::
     runtime_rules_group = "passerelle"                   # the milter's group ("": root's)
     # the message trace: the new part of this mail log goes to the console (trace_ship.py)
     mail_log = "/var/log/mail.log"                       # RedHat: /var/log/maillog
-    trace_retention = "7d"                               # events older are purged
     trace_state = "/var/lib/passerelle/console-trace.json"  # where the log was read up to
 
 A bad file is a ``ConfigError`` naming the file and the key.
@@ -50,7 +49,6 @@ class SyncConfig:
     runtime_rules: str = DEFAULT_RUNTIME_RULES
     runtime_rules_group: str = "passerelle"
     mail_log: str = DEFAULT_MAIL_LOG
-    trace_retention: int = 7 * 86400
     trace_state: str = DEFAULT_TRACE_STATE
 
 
@@ -88,17 +86,14 @@ def load_config(path: str) -> SyncConfig:
 
 
 def _trace_keys(c: Section) -> dict[str, Any]:
-    """The message trace's keys: mail_log, trace_retention, trace_state."""
+    """The message trace's keys: mail_log, trace_state."""
     mail_log = c.str("mail_log", DEFAULT_MAIL_LOG)
     if not mail_log.startswith("/") or mail_log.endswith("/"):
         raise ConfigError("gateway_sync.mail_log", "an absolute file path")
-    retention = c.duration("trace_retention", "7d")
-    if retention < 3600:
-        raise ConfigError("gateway_sync.trace_retention", "at least 1h")
     state = c.str("trace_state", DEFAULT_TRACE_STATE)
     if not state.startswith("/") or state.endswith("/"):
         raise ConfigError("gateway_sync.trace_state", "an absolute file path")
-    return {"mail_log": mail_log, "trace_retention": retention, "trace_state": state}
+    return {"mail_log": mail_log, "trace_state": state}
 
 
 def _gid(group: str) -> int | None:
@@ -130,16 +125,14 @@ def _ship_trace(conn: object, cfg: SyncConfig) -> str:
     from passerelle.console.trace_ship import ship
 
     try:
-        st = ship(
-            conn, cfg.gateway, cfg.mail_log, cfg.trace_state, cfg.trace_retention, time.time()
-        )
+        st = ship(conn, cfg.gateway, cfg.mail_log, cfg.trace_state, time.time())
     except Exception as exc:  # the rest of the pass goes on; the offset is kept
         log.error("trace: %s not shipped: %s", cfg.mail_log, exc)
         return ""
     if st.missing:
         log.warning("trace: no mail log at %s", cfg.mail_log)
         return f"trace: no {cfg.mail_log}"
-    return f"trace {st.events} events, {st.skipped} lines skipped, {st.purged} purged" + (
+    return f"trace {st.events} events, {st.skipped} lines skipped" + (
         ", more next pass" if st.more else ""
     )
 

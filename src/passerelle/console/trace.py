@@ -20,11 +20,15 @@ together as each message's path.
   reception; an exemption line (no triplet) only the last one from that client in the
   ``EXEMPT_BEFORE`` seconds before it. Events that matched without a queue id (a greylisted
   attempt never retried, a refused recipient) are shown on their own.
+- Events older than the console's ``trace_retention`` are purged by the console
+  (``Purger``), the only one allowed to delete.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -32,7 +36,10 @@ from typing import Any, ClassVar
 from passerelle.console.schema import ConsoleTable
 from passerelle.maillog import is_queue_id
 
+log = logging.getLogger("passerelle.console.trace")
 TERM_MAX = 255
+RETENTION = 7 * 86400  # s the console keeps events (console.toml: trace_retention)
+PURGE_EVERY = 600.0  # s between two purges
 KEYS_MAX = 200  # queue ids of one search
 SEED_ROWS = 500  # rows matching the terms read
 MESSAGES_MAX = 50  # messages shown
@@ -351,6 +358,28 @@ class TraceStore(ConsoleTable):
             exempt = [g for g in near if not g.sender and g.at >= e.at - EXEMPT_BEFORE]
             out += triplets + exempt[:1]  # newest first: the last exemption before it
         return out
+
+
+class Purger:
+    """The console's purge of events older than ``retention``: the gateways only insert (their
+    database users may not delete). Run from the pages served, at most every ``PURGE_EVERY``
+    seconds per process; a failure is logged, never shown on the page."""
+
+    def __init__(self, retention: float = RETENTION) -> None:
+        self.retention = retention
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self, conn: Any, now: float) -> int:
+        with self._lock:
+            if 0 <= now - self._last < PURGE_EVERY:
+                return 0
+            self._last = now
+        try:
+            return TraceStore(conn).purge(now - self.retention)
+        except Exception as exc:  # the page is served anyway; tried again later
+            log.error("trace: purge failed: %s", exc)
+            return 0
 
 
 def sort_steps(steps: Iterable[TraceEvent]) -> list[TraceEvent]:

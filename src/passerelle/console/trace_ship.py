@@ -2,8 +2,8 @@
 gateway's mail log is read from the offset the last pass saved, its lines about messages are
 parsed by the existing parsers (``maillog.parse_sendmail`` for sendmail's, ``decisionlog``
 for the milters' decisions) and stored as ``trace.TraceEvent`` rows in the console's
-database; events older than the retention are purged. The console never reads a gateway's
-disk.
+database. The console never reads a gateway's disk, and purges the events itself
+(``trace.Purger``: a gateway's database user may not delete).
 
 - The offset (a small JSON state file: inode, offset, inside an over-long line) is saved
   only after the events are stored: a pass that fails is read again (an event may then be
@@ -61,7 +61,6 @@ class ShipStats:
     lines: int = 0
     events: int = 0
     skipped: int = 0  # over-long lines and lines that could not be read
-    purged: int = 0
     rotated: bool = False
     more: bool = False  # the bound was reached: the rest next pass
     missing: bool = False  # no log (yet)
@@ -256,26 +255,21 @@ def ship(
     gateway: str,
     mail_log: str,
     state_path: str,
-    retention: float,
     now: float,
     max_bytes: int = MAX_BYTES,
     max_line: int = MAX_LINE,
 ) -> ShipStats:
-    """One pass: read, parse, store, purge, then save the offset."""
+    """One pass: read, parse, store, then save the offset."""
     store = TraceStore(conn)
     store.migrate()
     state = load_state(state_path)
     try:
         lines, new_state, stats = read_new(mail_log, state, max_bytes, max_line)
     except FileNotFoundError:
-        stats = ShipStats(missing=True)
-        stats.purged = store.purge(now - retention)
-        return stats
+        return ShipStats(missing=True)
     stats.lines = len(lines)
     events, skipped = events_of(lines, gateway, TimestampReader(now))
     stats.skipped += skipped
-    fresh = [e for e in events if e.at >= now - retention]
-    stats.events = store.add(fresh)
-    stats.purged = store.purge(now - retention)
+    stats.events = store.add(events)
     save_state(state_path, new_state)
     return stats

@@ -364,19 +364,39 @@ def test_ship_reads_parses_stores_and_keeps_its_offset(tmp_path):
     write_log(log, FROM, SENT, "z" * 100_000, SPAM)
     c = sqlite3.connect(str(tmp_path / "c.db"), isolation_level=None)
     state = str(tmp_path / "trace.json")
-    st = ship(c, "gw1", str(log), state, 7 * 86400, T0 + 60, max_bytes=1 << 20)
+    st = ship(c, "gw1", str(log), state, T0 + 60, max_bytes=1 << 20)
     assert (st.events, st.skipped) == (3, 1)
-    st = ship(c, "gw1", str(log), state, 7 * 86400, T0 + 120, max_bytes=1 << 20)
+    st = ship(c, "gw1", str(log), state, T0 + 120, max_bytes=1 << 20)
     assert st.events == 0
-    # seven days later the events are purged
-    st = ship(c, "gw1", str(log), state, 7 * 86400, T0 + 8 * 86400, max_bytes=1 << 20)
-    assert st.purged == 3
+    c.close()
+
+
+def test_the_console_purges_old_events_at_most_every_ten_minutes(tmp_path):
+    from passerelle.console.trace import Purger
+
+    c = sqlite3.connect(str(tmp_path / "c.db"), isolation_level=None)
+    store_with(c, FROM, SENT)
+    purge = Purger(3600)
+    assert purge(c, T0 + 1800) == 0  # not old enough
+    assert purge(c, T0 + 7000) == 2
+    store_with(c, SPAM)
+    assert purge(c, T0 + 7100) == 0  # too soon after the last purge
+    assert purge(c, T0 + 7700) == 1
+    c.close()
+
+
+def test_a_failed_purge_does_not_fail_the_page(tmp_path, caplog):
+    from passerelle.console.trace import Purger
+
+    c = sqlite3.connect(str(tmp_path / "c.db"), isolation_level=None)  # no table
+    assert Purger(86400)(c, T0) == 0
+    assert "purge failed" in caplog.text
     c.close()
 
 
 def test_ship_without_a_log_reads_nothing_and_writes_no_state(tmp_path):
     c = sqlite3.connect(str(tmp_path / "c.db"), isolation_level=None)
-    st = ship(c, "gw1", str(tmp_path / "none.log"), str(tmp_path / "s.json"), 86400, T0)
+    st = ship(c, "gw1", str(tmp_path / "none.log"), str(tmp_path / "s.json"), T0)
     assert st.events == 0 and st.missing and not (tmp_path / "s.json").exists()
     c.close()
 
@@ -489,31 +509,21 @@ def test_sync_config_trace_keys_and_their_defaults(tmp_path):
     from passerelle.console.gateway_sync import load_config
 
     cfg = load_config(sync_config(tmp_path))
-    assert (cfg.mail_log, cfg.trace_retention, cfg.trace_state) == (
+    assert (cfg.mail_log, cfg.trace_state) == (
         "/var/log/mail.log",
-        7 * 86400,
         "/var/lib/passerelle/console-trace.json",
     )
     cfg = load_config(
-        sync_config(
-            tmp_path,
-            'mail_log = "/var/log/maillog"\ntrace_retention = "2d"\n'
-            'trace_state = "/var/lib/x/t.json"\n',
-        )
+        sync_config(tmp_path, 'mail_log = "/var/log/maillog"\ntrace_state = "/var/lib/x/t.json"\n')
     )
-    assert (cfg.mail_log, cfg.trace_retention, cfg.trace_state) == (
-        "/var/log/maillog",
-        2 * 86400,
-        "/var/lib/x/t.json",
-    )
+    assert (cfg.mail_log, cfg.trace_state) == ("/var/log/maillog", "/var/lib/x/t.json")
 
 
 @pytest.mark.parametrize(
     ("extra", "key"),
     [
         ('mail_log = "mail.log"', "mail_log"),
-        ('trace_retention = "soon"', "trace_retention"),
-        ('trace_retention = "0s"', "trace_retention"),
+        ('trace_retention = "7d"', "trace_retention"),  # the console's key, not the gateway's
         ('trace_state = "state/"', "trace_state"),
     ],
 )
@@ -547,3 +557,38 @@ def test_gateway_sync_pass_ships_the_mail_log(tmp_path, capsys):
         assert len(m.steps) == 5
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(None, 7 * 86400), ("36h", 36 * 3600), ("5m", None)]
+)
+def test_console_config_trace_retention(tmp_path, value, seconds):
+    from passerelle.config import ConfigError
+    from passerelle.console.auth import hash_password
+    from passerelle.console.server import load_config
+
+    secret = tmp_path / "console.secret"
+    secret.write_bytes(b"k" * 40 + b"\n")
+    secret.chmod(0o640)
+    accounts = tmp_path / "accounts.toml"
+    h = hash_password("pw", 10_000)
+    accounts.write_text(f'[[account]]\nname = "alice"\nrole = "admin"\npassword_hash = "{h}"\n')
+    path = tmp_path / "console.toml"
+    path.write_text(
+        f'[console]\ndatabase = "sqlite:///{tmp_path}/c.sqlite"\n'
+        f'accounts_file = "{accounts}"\nsecret_file = "{secret}"\n'
+        + (f'trace_retention = "{value}"\n' if value else "")
+    )
+    if seconds is None:
+        with pytest.raises(ConfigError, match=r"console\.trace_retention"):
+            load_config(str(path))
+    else:
+        assert load_config(str(path)).trace_retention == seconds
+
+
+def test_pages_purge_old_trace_events(web):
+    web.now = lambda: T0 + 8 * 86400  # more than a week later
+    c = login(web, "alice", "pw-a")
+    c.request("GET", "/quarantine")
+    r = c.request("GET", "/trace", query={"queue_id": QID})
+    assert r.status == 200 and "No message" in r.text
