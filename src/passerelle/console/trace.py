@@ -269,12 +269,20 @@ class TraceStore(ConsoleTable):
             return 0
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("%s" if self.mysql else "?" for _ in _COLUMNS)
+        sql = f"INSERT INTO console_trace_event ({cols}) VALUES ({marks})"
+        rows = [tuple(getattr(e, c) for c in _COLUMNS) for e in events]
         cur = self.conn.cursor()
-        cur.executemany(
-            f"INSERT INTO console_trace_event ({cols}) VALUES ({marks})",
-            [tuple(getattr(e, c) for c in _COLUMNS) for e in events],
-        )
-        return len(events)
+        if self.mysql:  # PyMySQL sends multi-row INSERTs of at most 1 MB each
+            cur.executemany(sql, rows)
+            return len(rows)
+        cur.execute("BEGIN")  # one transaction, not one per row (autocommit connection)
+        try:
+            cur.executemany(sql, rows)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        return len(rows)
 
     def purge(self, before: float) -> int:
         cur = self._execute("DELETE FROM console_trace_event WHERE at < ?", (before,))
