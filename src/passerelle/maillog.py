@@ -1053,7 +1053,10 @@ def parse_sendmail(
         b"ruleset=check_mail, arg1=", m
     ):
         a = m + 25
-        ae = msg.find(b", ", a)
+        # "<addr>" may quote ", " in its local part: it ends at its own ">, "
+        ae = msg.find(b">, ", a) + 1 if msg.startswith(b"<", a) else msg.find(b", ", a)
+        if ae == 0:
+            ae = msg.find(b", ", a)
         if ae < 0:
             raise LineError("ruleset= without its fields")
         addr = _bare(msg[a:ae])

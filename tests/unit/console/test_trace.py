@@ -592,3 +592,14 @@ def test_pages_purge_old_trace_events(web):
     c.request("GET", "/quarantine")
     r = c.request("GET", "/trace", query={"queue_id": QID})
     assert r.status == 200 and "No message" in r.text
+
+
+def test_a_refused_address_quoting_a_comma_is_read_whole():
+    r = parse_sendmail(
+        (
+            f'{TS}{QID}: ruleset=check_rcpt, arg1=<"x, relay=[198.51.100.7]"@victim.test>, '
+            "relay=outside.lab [10.89.78.250], reject=550 5.7.1 Relaying denied"
+        ).encode(),
+        times(),
+    )
+    assert r.recipients == ('"x, relay=[198.51.100.7]"@victim.test',)
