@@ -986,6 +986,11 @@ def parse_sendmail(
     s = split_syslog(line, times)
     if s is None or s.program.encode() not in programs:
         return None
+    return sendmail_fields(s)
+
+
+def sendmail_fields(s: SyslogLine) -> SendmailLine | None:
+    """``parse_sendmail`` of a line already split (its program one of sendmail's)."""
     msg = s.message
     colon = msg.find(b": ")
     if colon < 0:

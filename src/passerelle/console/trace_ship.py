@@ -33,10 +33,11 @@ from passerelle.atomicfile import atomic_write
 from passerelle.console.trace import TraceEvent, TraceStore
 from passerelle.durations import format_duration
 from passerelle.maillog import (
+    PROGRAMS,
     TimestampReader,
     is_queue_id,
-    parse_sendmail,
     rotated_files,
+    sendmail_fields,
     split_syslog,
 )
 from passerelle.reports.events import AREAS
@@ -212,13 +213,15 @@ def _decision(area: str, gateway: str, ts: float, msg: str) -> list[TraceEvent]:
 
 
 def _events_of_line(line: bytes, gateway: str, times: TimestampReader) -> list[TraceEvent]:
-    if b" passerelle-" in line:
-        s = split_syslog(line, times)
-        area = AREAS.get(s.program.encode()) if s is not None else None
-        if s is None or area is None:
-            return []
+    # What a line is comes from its program, never from text a client could put in it.
+    s = split_syslog(line, times)
+    if s is None:
+        return []
+    program = s.program.encode()
+    area = AREAS.get(program)
+    if area is not None:
         return _decision(area, gateway, s.ts, s.message.decode("utf-8", "replace"))
-    m = parse_sendmail(line, times)
+    m = sendmail_fields(s) if program in PROGRAMS else None
     if m is None:
         return []
     common = {

@@ -603,3 +603,10 @@ def test_a_refused_address_quoting_a_comma_is_read_whole():
         times(),
     )
     assert r.recipients == ('"x, relay=[198.51.100.7]"@victim.test',)
+
+
+def test_a_client_cannot_make_a_reception_look_like_a_milter_line():
+    line = FROM.replace("<Dave@Internet.test>", "<x passerelle-greylist[1]: y@internet.test>")
+    events, skipped = trace_ship.events_of(lines_of(line), "gw1", times())
+    assert skipped == 0 and [e.kind for e in events] == ["from"]
+    assert events[0].sender == "x passerelle-greylist[1]: y@internet.test"
