@@ -862,3 +862,222 @@ def scan_logs(
     st.seeked += planned.seeked
     st.errors = planned.errors + st.errors
     return counter
+
+
+# -- one message's lines, for the message trace ------------------------------------------------
+# ``parse_sendmail`` reads the fields of the lines about one message (the console's trace,
+# ``passerelle.console.trace_ship``); the session counting above never needs them. The same
+# rule holds: a line's kind is decided by its start, and a field is read only where sendmail
+# writes it, the client's text being kept away from sendmail's own fields:
+#
+# - ``QID: from=<sender>, size=.., .., msgid=<id>, .., relay=$_``: the sender is the client's
+#   (it runs to the first ``, size=``), the Message-ID too (it runs to the next ``, proto=``
+#   or ``, bodytype=``), the client field is the last one (as for the session count);
+# - ``QID: to=<r1>,<r2>, [ctladdr=.., ]delay=.., mailer=M, pri=.., relay=H, dsn=X.Y.Z,
+#   stat=TEXT``: the recipients (the client's, or an alias's) run to the first ``, delay=``
+#   (or ``, ctladdr=``); mailer, relay and dsn are read between them and ``, stat=``, the
+#   last field, whose text is the next hop's reply (it may quote anything); the kind comes
+#   from the dsn class (as ``passerelle check mailflow`` reads it): 2 sent, 4 deferred,
+#   5 bounced; the next hop's queue id from sendmail's own reply, ``Sent (QID Message
+#   accepted for delivery)``;
+# - ``QID: Milter: ...`` / ``QID: Milter (name): ...``: a milter's refusal, kept as text;
+# - ``QID: NEWQID: DSN: ...``: the bounce (delivery status notification) made for it;
+# - ``QID|NOQUEUE: ruleset=check_rcpt|check_mail, arg1=ADDR, ..., reject=...``: a refusal,
+#   with the address refused (the client's text) and the whole text.
+# A line of one of these kinds whose sendmail fields cannot be read raises ``LineError``;
+# every other line is None. Values are text as logged (8-bit bytes decoded, bad UTF-8
+# replaced); their length is the caller's to bound.
+class LineError(ValueError):
+    """A line of a known kind whose fields cannot be read."""
+
+
+@dataclass(frozen=True)
+class SyslogLine:
+    ts: float
+    host: str
+    program: str
+    message: bytes  # after "prog[pid]: "
+
+
+@dataclass(frozen=True)
+class SendmailLine:
+    ts: float
+    host: str
+    queue_id: str  # "" for NOQUEUE
+    kind: str  # from | sent | deferred | bounced | milter | dsn | reject
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    message_id: str = ""  # without its angle brackets
+    relay: str = ""  # from: the client; to: the next hop
+    mailer: str = ""
+    dsn: str = ""
+    status: str = ""  # stat= text
+    next_queue_id: str = ""  # the next hop's (sent), the bounce's (dsn)
+    detail: str = ""
+
+
+def split_syslog(line: bytes, times: TimestampReader) -> SyslogLine | None:
+    """Timestamp, host, program and message of one syslog line, or None."""
+    line = line.rstrip(b"\r\n")
+    if line[:1].isdigit():
+        hs = line.find(b" ")
+        ts = times.iso(line[:hs]) if hs > 0 else None
+    else:
+        hs = 15
+        ts = times.traditional(line[:15]) if line[15:16] == b" " else None
+    if ts is None:
+        return None
+    he = line.find(b" ", hs + 1)
+    tag = line.find(b"]: ", he + 1) if he > 0 else -1
+    lb = line.rfind(b"[", he + 1, tag) if tag > 0 else -1
+    if lb < 0:
+        return None
+    return SyslogLine(
+        ts,
+        line[hs + 1 : he].decode("utf-8", "replace"),
+        line[he + 1 : lb].decode("utf-8", "replace"),
+        line[tag + 3 :],
+    )
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _bare(addr: bytes) -> str:
+    a = addr.strip()
+    if a.startswith(b"<") and a.endswith(b">"):
+        a = a[1:-1]
+    return _text(a)
+
+
+def _field(msg: bytes, name: bytes, start: int, end: int) -> bytes:
+    """``, name=VALUE`` in ``msg[start:end]``; VALUE runs to the next ``, `` or ``end``."""
+    i = msg.find(b", " + name + b"=", start, end)
+    if i < 0:
+        return b""
+    vs = i + len(name) + 3
+    ve = msg.find(b", ", vs, end)
+    return msg[vs : ve if ve >= 0 else end]
+
+
+_QUEUE_ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def is_queue_id(word: bytes) -> bool:
+    """A sendmail queue id: 6 to 20 ASCII letters and digits."""
+    return 6 <= len(word) <= 20 and all(c in _QUEUE_ID_CHARS for c in word)
+
+
+def _accepted_as(stat: str) -> str:
+    # sendmail's own reply to the end of DATA: "Sent (5B1JU1cd004001 Message accepted ...)"
+    if stat.startswith("Sent (") and " Message accepted for delivery" in stat:
+        word = stat[6:].split(" ", 2)
+        qid = word[1] if len(word) > 1 and "." in word[0] else word[0]
+        if is_queue_id(qid.encode("ascii", "replace")):
+            return qid
+    return ""
+
+
+def parse_sendmail(
+    line: bytes, times: TimestampReader, programs: frozenset[bytes] = PROGRAMS
+) -> SendmailLine | None:
+    """The message-trace fields of one sendmail line (see above), None if it has none."""
+    s = split_syslog(line, times)
+    if s is None or s.program.encode() not in programs:
+        return None
+    return sendmail_fields(s)
+
+
+def sendmail_fields(s: SyslogLine) -> SendmailLine | None:
+    """``parse_sendmail`` of a line already split (its program one of sendmail's)."""
+    msg = s.message
+    colon = msg.find(b": ")
+    if colon < 0:
+        return None
+    head = msg[:colon]
+    qid = "" if head == b"NOQUEUE" else _text(head) if is_queue_id(head) else None
+    if qid is None:
+        return None
+    m = colon + 2
+    if msg.startswith(b"from=", m):
+        if not qid:
+            return None
+        r = msg.rfind(b", relay=", m)
+        se = msg.find(b", size=", m)
+        if r < 0 or se < 0:
+            raise LineError("from= without its size= or relay= field")
+        mid = b""
+        i = msg.find(b", msgid=", se, r)
+        if i >= 0:
+            ends = [
+                j for j in (msg.find(b", proto=", i, r), msg.find(b", bodytype=", i, r)) if j >= 0
+            ]
+            mid = msg[i + 8 : min(ends) if ends else r]
+        return SendmailLine(
+            s.ts,
+            s.host,
+            qid,
+            "from",
+            sender=_bare(msg[m + 5 : se]),
+            message_id=_bare(mid),
+            relay=_text(msg[r + 8 :]),
+        )
+    if msg.startswith(b"to=", m):
+        if not qid:
+            return None
+        st = msg.find(b", stat=", m)
+        if st < 0:
+            raise LineError("to= without its stat= field")
+        ends = [j for j in (msg.find(b", delay=", m, st), msg.find(b", ctladdr=", m, st)) if j >= 0]
+        rcpt_end = min(ends) if ends else msg.find(b", ", m, st)
+        if rcpt_end < 0:
+            rcpt_end = st
+        status = _text(msg[st + 7 :])
+        dsn = _text(_field(msg, b"dsn", rcpt_end, st))
+        cls = dsn[:1] or (
+            "2" if status.startswith("Sent") else "4" if status.startswith("Deferred") else "5"
+        )
+        kind = {"2": "sent", "4": "deferred"}.get(cls, "bounced")
+        rcpts = tuple(_bare(a) for a in msg[m + 3 : rcpt_end].split(b",") if a.strip())
+        return SendmailLine(
+            s.ts,
+            s.host,
+            qid,
+            kind,
+            recipients=rcpts,
+            relay=_text(_field(msg, b"relay", rcpt_end, st)),
+            mailer=_text(_field(msg, b"mailer", rcpt_end, st)),
+            dsn=dsn,
+            status=status,
+            next_queue_id=_accepted_as(status) if kind == "sent" else "",
+        )
+    if msg.startswith(b"Milter: ", m) or msg.startswith(b"Milter (", m):
+        return SendmailLine(s.ts, s.host, qid, "milter", detail=_text(msg[m:]))
+    if msg.startswith(b"ruleset=check_rcpt, arg1=", m) or msg.startswith(
+        b"ruleset=check_mail, arg1=", m
+    ):
+        a = m + 25
+        # "<addr>" may quote ", " in its local part: it ends at its own ">, "
+        ae = msg.find(b">, ", a) + 1 if msg.startswith(b"<", a) else msg.find(b", ", a)
+        if ae == 0:
+            ae = msg.find(b", ", a)
+        if ae < 0:
+            raise LineError("ruleset= without its fields")
+        addr = _bare(msg[a:ae])
+        rcpt = msg.startswith(b"rcpt", m + 14)
+        return SendmailLine(
+            s.ts,
+            s.host,
+            qid,
+            "reject",
+            sender="" if rcpt else addr,
+            recipients=(addr,) if rcpt else (),
+            detail=_text(msg[m:]),
+        )
+    ds = msg.find(b": DSN: ", m)
+    if qid and ds > m and is_queue_id(msg[m:ds]):
+        return SendmailLine(
+            s.ts, s.host, qid, "dsn", next_queue_id=_text(msg[m:ds]), detail=_text(msg[ds + 2 :])
+        )
+    return None

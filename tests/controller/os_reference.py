@@ -358,6 +358,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
         "__console_apache_check": Name(["apache2ctl", "-t"], ["apachectl", "-t"], "httpd"),
         # EL: mod_proxy and mod_proxy_http load from conf.modules.d/00-proxy.conf.
         "__console_apache_modules": Name(["proxy", "proxy_http", "headers"], [], "httpd"),
+        "__console_mail_log": Name("/var/log/mail.log", "/var/log/maillog", "rsyslog"),
     },
     "connwatch": {
         "__connwatch_packages": same(["rsyslog"]),

@@ -114,3 +114,23 @@ def test_gateway_sync_writes_the_runtime_rules_file_the_milter_reads():
     assert f"-{folder}" in paths.group(1).split()
     state = milter["antivirus"]["outbreak_state"].rsplit("/", 1)[0]
     assert f"-{state}" in paths.group(1).split()
+
+
+def test_gateway_sync_ships_the_mail_log_connwatch_reads_and_may_save_its_offset(tmp_path):
+    """The message trace reads the same mail log as the connection guard, the package
+    accepts the rendered keys, and the offset's folder is writable in the sandbox."""
+    from passerelle.console.gateway_sync import load_config
+
+    text = render("console", GATEWAY, "gw1")
+    (tmp_path / "gw.toml").write_text(text)
+    cfg = load_config(str(tmp_path / "gw.toml"))
+    assert cfg.mail_log == "/var/log/mail.log"
+    sync = tomllib.loads(text)["gateway_sync"]
+    guard = tomllib.loads(render("connwatch", "connwatch.toml.j2", "gw1"))
+    assert [sync["mail_log"]] == guard["connwatch"]["logs"]
+    server = tomllib.loads(render("console", SERVER, "mon1"))["console"]
+    assert server["trace_retention"] == "7d"  # the console purges: gateways may not delete
+    unit = render("console", "etc/systemd/system/passerelle-console-sync.service.j2", "gw1")
+    paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
+    assert paths is not None
+    assert "-" + sync["trace_state"].rsplit("/", 1)[0] in paths.group(1).split()

@@ -18,6 +18,9 @@ The configuration (TOML)::
     # the greylist and connection-guard pages (console/pages_sync.py; "": that part off)
     greylist_config = "/etc/passerelle/greylist.toml"    # the greylist milter's config
     connwatch_config = "/etc/passerelle/connwatch.toml"  # the connection guard's config
+    # the message trace: the new part of this mail log goes to the console (trace_ship.py)
+    mail_log = "/var/log/mail.log"                       # RedHat: /var/log/maillog
+    trace_state = "/var/lib/passerelle/console-trace.json"  # where the log was read up to
 
 A bad file is a ``ConfigError`` naming the file and the key.
 """
@@ -26,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.console.gateway import CARRY_OUT_LIMIT
@@ -36,6 +40,8 @@ from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 log = logging.getLogger("passerelle.console.gateway_sync")
 DEFAULT_RUNTIME_RULES = "/var/lib/passerelle/console-rules.json"
 DEFAULT_OPS_CONFIG = "/etc/passerelle/ops.toml"
+DEFAULT_MAIL_LOG = "/var/log/mail.log"
+DEFAULT_TRACE_STATE = "/var/lib/passerelle/console-trace.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class SyncConfig:
     ops_config: str = DEFAULT_OPS_CONFIG
     greylist_config: str = ""
     connwatch_config: str = ""
+    mail_log: str = DEFAULT_MAIL_LOG
+    trace_state: str = DEFAULT_TRACE_STATE
 
 
 def load_config(path: str) -> SyncConfig:
@@ -85,8 +93,9 @@ def load_config(path: str) -> SyncConfig:
         for key, value in pages.items():
             if value and not value.startswith("/"):
                 raise ConfigError(f"gateway_sync.{key}", "an absolute path, or empty")
+        trace = _trace_keys(c)
         c.finish()
-    return SyncConfig(
+    cfg = SyncConfig(
         database,
         gateway,
         quarantine_dir,
@@ -98,6 +107,18 @@ def load_config(path: str) -> SyncConfig:
         ops_config,
         **pages,
     )
+    return replace(cfg, **trace)
+
+
+def _trace_keys(c: Section) -> dict[str, Any]:
+    """The message trace's keys: mail_log, trace_state."""
+    mail_log = c.str("mail_log", DEFAULT_MAIL_LOG)
+    if not mail_log.startswith("/") or mail_log.endswith("/"):
+        raise ConfigError("gateway_sync.mail_log", "an absolute file path")
+    state = c.str("trace_state", DEFAULT_TRACE_STATE)
+    if not state.startswith("/") or state.endswith("/"):
+        raise ConfigError("gateway_sync.trace_state", "an absolute file path")
+    return {"mail_log": mail_log, "trace_state": state}
 
 
 def _gid(group: str) -> int | None:
@@ -140,6 +161,23 @@ def _publish_status(conn: object, cfg: SyncConfig, outbreak: object, quarantine:
     return True
 
 
+def _ship_trace(conn: object, cfg: SyncConfig) -> str:
+    """The new part of the mail log to the trace table; what was done, or why it failed."""
+    from passerelle.console.trace_ship import ship
+
+    try:
+        st = ship(conn, cfg.gateway, cfg.mail_log, cfg.trace_state, time.time())
+    except Exception as exc:  # the rest of the pass goes on; the offset is kept
+        log.error("trace: %s not shipped: %s", cfg.mail_log, exc)
+        return ""
+    if st.missing:
+        log.warning("trace: no mail log at %s", cfg.mail_log)
+        return f"trace: no {cfg.mail_log}"
+    return f"trace {st.events} events, {st.skipped} lines skipped" + (
+        ", more next pass" if st.more else ""
+    )
+
+
 def run_sync(config_path: str) -> int:
     """One pass: 0 when every request carried out succeeded and every entry was indexed."""
     from passerelle.antivirus.clamd import ClamdClient
@@ -171,6 +209,7 @@ def run_sync(config_path: str) -> int:
         index.migrate()
         requests.migrate()
         rules_ok = _sync_rules(conn, cfg)  # first: a long pass of requests does not delay it
+        trace = _ship_trace(conn, cfg)  # the message trace: a step of its own
         indexed = index_quarantine(quarantine, index, cfg.gateway, time.time())
         done = carry_out(
             requests,
@@ -208,6 +247,7 @@ def run_sync(config_path: str) -> int:
         + ("" if rules_ok else "; runtime rules not written")
         + ("" if status_ok else "; status not published")
         + "".join(f"; {e}" for e in pages.errors)
+        + (f"; {trace}" if trace else "; trace not shipped")
     )
-    failed = indexed.skipped or done.failed or not (rules_ok and status_ok and pages_ok)
-    return 1 if failed else 0
+    steps_ok = rules_ok and status_ok and pages_ok and bool(trace)
+    return 1 if indexed.skipped or done.failed or not steps_ok else 0

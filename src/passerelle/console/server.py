@@ -16,6 +16,7 @@ The configuration (TOML)::
     url_prefix = ""                                             # "/console" behind a sub-path
     session_lifetime = "8h"
     log_level = "info"
+    trace_retention = "7d"                                      # message trace events kept
 
 A bad file is a ``ConfigError`` naming the file and the key (``check-config`` prints it).
 """
@@ -57,6 +58,7 @@ class ConsoleConfig:
     url_prefix: str
     session_lifetime: int
     log_level: str
+    trace_retention: int = 7 * 86400
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -143,6 +145,9 @@ def load_config(path: str) -> ConsoleConfig:
         accounts_file = c.str("accounts_file")
         secret_file = c.str("secret_file")
         rules_file = c.str("rules_file", "")
+        retention = c.duration("trace_retention", "7d")
+        if retention < 3600:
+            raise ConfigError("console.trace_retention", "at least 1h")
         c.finish()
         secret = _read_secret(secret_file)
     accounts = _read_accounts(accounts_file)
@@ -159,6 +164,7 @@ def load_config(path: str) -> ConsoleConfig:
         prefix,
         lifetime,
         log_level,
+        retention,
     )
 
 
@@ -219,6 +225,7 @@ def build_app(cfg: ConsoleConfig) -> Any:
         trusted_proxies=cfg.trusted_proxies,
         prefix=cfg.url_prefix,
         session_lifetime=float(cfg.session_lifetime),
+        trace_retention=float(cfg.trace_retention),
     )
 
 

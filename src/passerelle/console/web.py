@@ -56,6 +56,7 @@ from passerelle.console.rules import (
     set_enabled,
 )
 from passerelle.console.rules_store import RulesChanged, RuleStore
+from passerelle.console.trace import RETENTION, Purger, TraceStore, trace_page
 from passerelle.console.webio import (
     BadRequest,
     Request,
@@ -140,6 +141,7 @@ class Console:
         prefix: str = "",
         secure_cookies: bool = True,
         session_lifetime: float | None = None,
+        trace_retention: float = RETENTION,
     ) -> None:
         self.connect = connect
         self.accounts = accounts
@@ -154,6 +156,7 @@ class Console:
         self.secure_cookies = secure_cookies
         self._login_key = hmac.new(secret, b"passerelle console login form v1", "sha256").digest()
         self.env = environment()
+        self.trace_purge = Purger(trace_retention)
         self.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
 
     # -- plumbing ------------------------------------------------------------------------
@@ -167,6 +170,7 @@ class Console:
             RuleStore(conn).migrate()
             GatewayStatusTable(conn).migrate()
             PublishedState(conn).migrate()
+            TraceStore(conn).migrate()
         finally:
             conn.close()
 
@@ -274,6 +278,7 @@ class Console:
         return self._get(req, conn, user, now)
 
     def _get(self, req: Request, conn: Any, user: User, now: float) -> Response:
+        self.trace_purge(conn, now)
         parts = [p for p in req.path.split("/") if p]
         if not parts:
             return self._redirect("/quarantine")
@@ -299,6 +304,8 @@ class Console:
             return pages.greylist_page(self, req, conn, user)
         if parts == ["connguard"]:
             return pages.connguard_page(self, req, conn, user)
+        if parts == ["trace"]:
+            return trace_page(self, req, conn, user)
         return self._page("error.html", user, 404, message="no such page")
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
