@@ -1,8 +1,8 @@
-"""The console's message trace (/trace): a message sent from outside through gw1 to alice is
-found by its Message-ID once gw1's side has shipped its mail log (passerelle-console-sync,
-every minute), with its path: gw1's reception from outside, the greylist, antivirus and spam
-verdicts, and the delivery to mailstore1; a greylisted attempt from outside's .245 is found
-by its sender, as not queued.
+"""The console's message trace (/trace): a greylisted attempt from outside's .245 is found by
+its sender, as not queued, once gw1's side has shipped its mail log (one pass of
+passerelle-console-sync run at once, as its timer does every minute); a search without a term
+is refused. The path of a delivered message is followed in the browser
+(test_89_console_browser.py).
 
 The browser session and the lab accounts are test_85_console's (a client run inside mon1).
 """
@@ -14,8 +14,8 @@ import time
 import uuid
 from urllib.parse import urlencode
 
-from labsmtp import NET, message, needs, podman_exec, smtp, wait_for_mail
-from test_85_console import ADMIN, BASE, MON, SYNC_TIMER, VIEWER, browse
+from labsmtp import NET, message, needs, podman_exec, smtp
+from test_85_console import ADMIN, BASE, MON, browse
 
 DEADLINE = 150  # s: gateway-sync every minute, plus the pass itself
 SYNC_SERVICE = "passerelle-console-sync.service"
@@ -38,51 +38,13 @@ def _trace(account: tuple[str, str], query: dict[str, str], until: tuple[str, ..
     path = f"{BASE}/trace?{urlencode(query)}"
     deadline = time.monotonic() + DEADLINE
     while True:
+        podman_exec("gw1", "systemctl", "start", SYNC_SERVICE, check=False)  # one pass now
         login, page = browse(["LOGIN", *account], ["GET", path])
         assert login["status"] == 303, login
         assert page["status"] == 200, page
         if all(_rows(page["body"], k) for k in until) or time.monotonic() > deadline:
             return page["body"]
         time.sleep(5)
-
-
-@needs(MON, "gw1", "db1", "mailstore1")
-def test_a_delivered_message_is_traced_by_its_message_id():
-    assert podman_exec("gw1", "systemctl", "is-active", SYNC_TIMER).strip() == "active"
-    tag, text = message("dave@internet.test", "alice@static-a.test")
-    d = smtp("outside", "gw1", "dave@internet.test", ["alice@static-a.test"], data=text)
-    assert d.last[0] == "eom" and d.last[1] == 250, d.transcript
-    wait_for_mail("mailstore1", "alice", tag)
-
-    body = _trace(ADMIN, {"message_id": f"<{tag}@internet.test>"}, KINDS)
-    missing = [k for k in KINDS if not _rows(body, k)]
-    assert not missing, (
-        f"no {missing} step for {tag} within {DEADLINE} s; gateway-sync:\n{_sync_journal()}"
-    )
-    assert f"{tag}@internet.test" in body
-    # gw1 received it from outside (its main address, greylist-whitelisted)
-    (received,) = _rows(body, "from")
-    assert "<td>gw1</td>" in received and f"[{NET}.250]" in received, received
-    assert "dave@internet.test" in received
-    # the verdicts: greylist exemption, clean, a spam score
-    assert any("accepted" in r and f"{NET}.250" in r for r in _rows(body, "greylist"))
-    assert any("antivirus clean" in r for r in _rows(body, "antivirus"))
-    assert any("score=" in r for r in _rows(body, "spam"))
-    # delivered to alice on mailstore1 by gw1
-    sent = _rows(body, "sent")
-    assert any(
-        "<td>gw1</td>" in r and "alice@static-a.test" in r and "mailstore1" in r and "Sent" in r
-        for r in sent
-    ), sent
-    # the path in time order: reception before delivery
-    assert body.index('class="kind-from"') < body.index('class="kind-sent"')
-
-    # a viewer sees the same trace
-    (_login, seen) = browse(
-        ["LOGIN", *VIEWER],
-        ["GET", f"{BASE}/trace?{urlencode({'message_id': f'{tag}@internet.test'})}"],
-    )
-    assert seen["status"] == 200 and _rows(seen["body"], "sent"), seen
 
 
 @needs(MON, "gw1", "db1")
