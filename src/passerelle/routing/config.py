@@ -64,14 +64,48 @@ class LdapSettings:
 
     def read_password(self) -> str:
         """The bind password (first line of password_file); empty for an anonymous search."""
-        if not self.bind_dn:
-            return ""
-        try:
-            return Path(self.password_file).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
-            raise ConfigError(
-                "routing.ldap.password_file", f"cannot read {self.password_file}: {exc}"
-            ) from None
+        return read_bind_password(self.bind_dn, self.password_file, "routing.ldap.password_file")
+
+
+@dataclass(frozen=True)
+class LdapServer:
+    """Where a directory is and how to bind to it: the part of ``[routing.ldap]`` that every
+    user of the directory shares (the console's LDAP login reads its ``[ldap]`` with it)."""
+
+    uri: str
+    bind_dn: str = ""
+    password_file: str = ""
+    timeout: int = LDAP_DEFAULTS["timeout"]
+
+
+def parse_ldap_server(ls: Section, prefix: str) -> LdapServer:
+    """``uri``, ``bind_dn``, ``password_file`` and ``timeout`` of the table ``prefix``,
+    checked by the shared rules; errors name ``prefix.KEY``."""
+    uri = ls.str("uri")
+    problem = ldap_uri_problem(uri)
+    if problem:
+        raise ConfigError(f"{prefix}.uri", f"{uri!r}: {problem}")
+    bind_dn = ls.str("bind_dn", "")
+    password_file = ls.str("password_file", "")
+    if bind_dn and not password_file:
+        raise ConfigError(f"{prefix}.password_file", "is required with bind_dn")
+    timeout = ls.duration("timeout", LDAP_DEFAULTS["timeout"])
+    if not LDAP_TIMEOUT_MIN <= timeout <= LDAP_TIMEOUT_MAX:
+        raise ConfigError(
+            f"{prefix}.timeout",
+            f"must be between {LDAP_TIMEOUT_MIN}s and {LDAP_TIMEOUT_MAX}s",
+        )
+    return LdapServer(uri, bind_dn, password_file, timeout)
+
+
+def read_bind_password(bind_dn: str, password_file: str, key: str) -> str:
+    """The bind password (first line of ``password_file``); empty for an anonymous bind."""
+    if not bind_dn:
+        return ""
+    try:
+        return Path(password_file).read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError) as exc:
+        raise ConfigError(key, f"cannot read {password_file}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -139,32 +173,19 @@ def parse_config(data: dict[str, object], source: str | None = None) -> RoutingC
             for d in domains:
                 if d in mailertable:
                     raise ConfigError("routing.ldap.domains", f"{d} is also in routing.mailertable")
-            uri = ls.str("uri")
-            problem = ldap_uri_problem(uri)
-            if problem:
-                raise ConfigError("routing.ldap.uri", f"{uri!r}: {problem}")
-            bind_dn = ls.str("bind_dn", "")
-            password_file = ls.str("password_file", "")
-            if bind_dn and not password_file:
-                raise ConfigError("routing.ldap.password_file", "is required with bind_dn")
+            server = parse_ldap_server(ls, "routing.ldap")
             attrs = {}
             for key in LDAP_NAME_KEYS:
                 attrs[key] = ls.str(key, LDAP_DEFAULTS[key])
                 if not LDAP_ATTRIBUTE.match(attrs[key]):
                     raise ConfigError(f"routing.ldap.{key}", f"{attrs[key]!r} is not a name")
-            timeout = ls.duration("timeout", LDAP_DEFAULTS["timeout"])
-            if not LDAP_TIMEOUT_MIN <= timeout <= LDAP_TIMEOUT_MAX:
-                raise ConfigError(
-                    "routing.ldap.timeout",
-                    f"must be between {LDAP_TIMEOUT_MIN}s and {LDAP_TIMEOUT_MAX}s",
-                )
             ldap = LdapSettings(
                 domains=domains,
-                uri=uri,
+                uri=server.uri,
                 base=ls.str("base"),
-                bind_dn=bind_dn,
-                password_file=password_file,
-                timeout=timeout,
+                bind_dn=server.bind_dn,
+                password_file=server.password_file,
+                timeout=server.timeout,
                 **attrs,
             )
             ls.finish()
