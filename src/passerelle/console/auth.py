@@ -7,13 +7,18 @@
   constant time; a malformed hash is a ``HashFormatError`` that never shows the hash.
 - Two roles: ``admin`` acts, ``viewer`` reads (``can``).
 - Sessions are signed tokens (HMAC-SHA256 with a key derived from the server secret) that
-  carry the account, when they were issued, when they expire and a random session id; the
-  role is looked up in the accounts at each request, so a removed account or a changed role
-  takes effect at once.
+  carry the account, when they were issued, when they expire, a random session id and where
+  the account comes from: ``local`` (the inventory's), whose role is looked up in the
+  accounts at each request, so a removed account or a changed role takes effect at once; or
+  ``ldap`` (the organisation's directory, ``ldapauth.py``), whose role, read from its groups
+  at login, is carried in the signed token until it expires.
 - A CSRF token is the HMAC of the session id (another derived key): bound to the session,
   checked with ``compare_digest``.
 - Logins are rate limited per client address (IPv6 by /64) and per account name, over a
-  sliding window, with a bounded number of keys.
+  sliding window, with a bounded number of keys. A name that is not a local account is
+  checked against the directory when there is one (``Login(directory=...)``): local accounts
+  always win, so an admin logs in while the directory is down; the directory's refusals
+  count in the same limits, and a directory that does not answer is ``DirectoryUnavailable``.
 
 Every time is passed in (``now``): nothing here reads the clock.
 """
@@ -30,6 +35,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 SCHEME = "pbkdf2-sha256"
 ITERATIONS = 600_000  # OWASP's figure for PBKDF2-HMAC-SHA256 (2023)
@@ -69,6 +75,14 @@ class HashFormatError(ValueError):
 
 class AccountError(ValueError):
     """The inventory's accounts are malformed (the message names the account, not its hash)."""
+
+
+class DirectoryUnavailable(Exception):
+    """The directory did not answer a login (down, timeout, service bind refused); the
+    message says why, for the log and the audit row (never shown to the person logging in)."""
+
+
+SOURCES = ("local", "ldap")
 
 
 # -- password hashes -----------------------------------------------------------------------
@@ -231,6 +245,8 @@ class Session:
     issued: float
     expires: float
     sid: str  # random session id (hex), what the CSRF token is bound to
+    source: str = "local"  # local: the inventory's account; ldap: the directory's
+    role: str = ""  # an ldap session's role (from its groups at login); "" for local
 
 
 def _b64url(data: bytes) -> str:
@@ -261,15 +277,27 @@ class Sessions:
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._session_key, payload, "sha256").digest()
 
-    def issue(self, account: str, now: float) -> tuple[str, Session]:
-        """A new session for ``account`` (after a successful login): (token, session)."""
+    def issue(
+        self, account: str, now: float, source: str = "local", role: str = ""
+    ) -> tuple[str, Session]:
+        """A new session for ``account`` (after a successful login): (token, session).
+        ``source`` ``ldap`` carries the ``role`` the directory's groups gave."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown account source {source!r}")
+        if (source == "ldap") != (role in ROLES):
+            raise ValueError("an ldap session carries its role, a local one none")
         session = Session(
             check_account_name(account),
             float(now),
             float(now) + self.lifetime,
             secrets.token_hex(16),
+            source,
+            role,
         )
-        payload = f"v1|{session.account}|{session.issued!r}|{session.expires!r}|{session.sid}"
+        payload = (
+            f"v2|{session.account}|{session.issued!r}|{session.expires!r}|{session.sid}"
+            f"|{session.source}|{session.role}"
+        )
         data = payload.encode("ascii")
         return f"{_b64url(data)}.{_b64url(self._mac(data))}", session
 
@@ -282,11 +310,18 @@ class Sessions:
         if data is None or mac is None or not hmac.compare_digest(mac, self._mac(data)):
             return None
         try:
-            version, account, issued, expires, sid = data.decode("ascii").split("|")
-            session = Session(account, float(issued), float(expires), sid)
+            fields = data.decode("ascii").split("|")
+            if fields[0] == "v1" and len(fields) == 5:  # issued before LDAP logins: local
+                fields += ["local", ""]
+            version, account, issued, expires, sid, source, role = fields
+            session = Session(account, float(issued), float(expires), sid, source, role)
         except ValueError:  # signed by us, so only an older format could land here
             return None
-        if version != "v1" or not session.issued - CLOCK_SKEW <= now < session.expires:
+        if version not in ("v1", "v2") or source not in SOURCES:
+            return None
+        if (source == "ldap") != (role in ROLES):
+            return None
+        if not session.issued - CLOCK_SKEW <= now < session.expires:
             return None
         return session
 
@@ -382,10 +417,32 @@ class LoginResult:
     token: str | None = None
     session: Session | None = None
     retry_after: float = 0.0
+    unavailable: bool = False  # the directory did not answer (the page says so: 503)
+    detail: str = ""  # why, for the log and the audit row only
+
+
+WRONG = "wrong account name or password"
+UNAVAILABLE = "the directory is unavailable: try again in a moment (local accounts still log in)"
+
+
+class DirectoryUser(Protocol):
+    """What a directory says about a login it accepted (``ldapauth.LdapUser``)."""
+
+    name: str
+    role: str
+
+
+class Directory(Protocol):
+    """A directory that checks logins (``ldapauth.LdapAuthenticator``)."""
+
+    def authenticate(self, name: str, password: object) -> DirectoryUser | None:
+        """The user when the password is right and a group gives a role, else None;
+        ``DirectoryUnavailable`` when the directory does not answer."""
 
 
 class Login:
-    """The login form's logic: rate limits, password check, session."""
+    """The login form's logic: rate limits, password check (local account, else the
+    directory when there is one), session."""
 
     def __init__(
         self,
@@ -393,12 +450,19 @@ class Login:
         sessions: Sessions,
         per_client: SlidingWindow | None = None,
         per_account: SlidingWindow | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.accounts = accounts
         self.sessions = sessions
         # "is None", not "or": an empty SlidingWindow is falsy (it has a length)
         self.per_client = SlidingWindow(20, 300.0) if per_client is None else per_client
         self.per_account = SlidingWindow(5, 300.0) if per_account is None else per_account
+        self.directory = directory
+
+    def _refused(self, ck: str, ak: str, now: float) -> LoginResult:
+        self.per_client.hit(ck, now)
+        self.per_account.hit(ak, now)
+        return LoginResult(False, WRONG)
 
     def attempt(self, name: object, password: object, client: object, now: float) -> LoginResult:
         ck, ak = client_key(client), account_key(name)
@@ -407,13 +471,26 @@ class Login:
             return LoginResult(
                 False, f"too many failed logins: try again in {int(wait) + 1} s", retry_after=wait
             )
-        account = self.accounts.authenticate(name, password)
-        if account is None:
+        local = isinstance(name, str) and self.accounts.get(name) is not None
+        if local or self.directory is None:
+            account = self.accounts.authenticate(name, password)
+            if account is None:
+                return self._refused(ck, ak, now)
+            self.per_account.clear(ak)
+            token, session = self.sessions.issue(account.name, now)
+            return LoginResult(True, "", token, session)
+        if not isinstance(name, str) or not _ACCOUNT.fullmatch(name):
+            return self._refused(ck, ak, now)  # not a name a session can carry
+        try:
+            user = self.directory.authenticate(name, password)
+        except DirectoryUnavailable as exc:
+            # The client's limit only: a dead directory must not lock the account out.
             self.per_client.hit(ck, now)
-            self.per_account.hit(ak, now)
-            return LoginResult(False, "wrong account name or password")
+            return LoginResult(False, UNAVAILABLE, unavailable=True, detail=str(exc))
+        if user is None or user.role not in ROLES:
+            return self._refused(ck, ak, now)
         self.per_account.clear(ak)
-        token, session = self.sessions.issue(account.name, now)
+        token, session = self.sessions.issue(name, now, "ldap", user.role)
         return LoginResult(True, "", token, session)
 
 

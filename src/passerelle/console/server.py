@@ -18,6 +18,16 @@ The configuration (TOML)::
     log_level = "info"
     trace_retention = "7d"                                      # message trace events kept
 
+    [ldap]                                  # optional: logins of names that are not local
+    uri = "ldaps://ldap.example.org"        # accounts, checked against the directory
+    base = "ou=people,dc=example,dc=org"    # (ldapauth.py); where users are searched
+    bind_dn = "cn=passerelle,ou=services,dc=example,dc=org"   # "" = anonymous search
+    password_file = "/etc/passerelle/console-ldap.secret"     # not world-readable
+    timeout = "5s"                          # to connect, and for each operation
+    user_filter = "(uid={name})"            # {name}: the name typed, escaped (RFC 4515)
+    admin_group = "cn=console-admins,ou=groups,dc=example,dc=org"    # member: admin
+    viewer_group = "cn=console-viewers,ou=groups,dc=example,dc=org"  # member: viewer
+
 A bad file is a ``ConfigError`` naming the file and the key (``check-config`` prints it).
 """
 
@@ -39,6 +49,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.console.auth import SECRET_MIN, AccountError, Accounts
 from passerelle.console.cli import add_commands
+from passerelle.console.ldapauth import LdapLoginSettings, parse_ldap_section, read_password
 from passerelle.console.rules import ContentRule, RuleError, inventory_rules
 from passerelle.dburl import StoreURL, StoreURLError, parse_store_url
 
@@ -59,6 +70,8 @@ class ConsoleConfig:
     session_lifetime: int
     log_level: str
     trace_retention: int = 7 * 86400
+    ldap: LdapLoginSettings | None = None  # no [ldap]: local accounts only
+    ldap_password: str = ""  # the service bind's (from ldap.password_file)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -78,15 +91,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
-def _read_secret(path: str) -> bytes:
+def _read_private(path: str, key: str) -> bytes:
+    """A secret file's content; refused when everyone may read it."""
     p = Path(path)
     try:
         mode = p.stat().st_mode
         data = p.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError("console.secret_file", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
     if mode & 0o004:
-        raise ConfigError("console.secret_file", f"{path} is readable by everyone: chmod o-r")
+        raise ConfigError(key, f"{path} is readable by everyone: chmod o-r")
+    return data
+
+
+def _read_secret(path: str) -> bytes:
+    data = _read_private(path, "console.secret_file")
     if len(data) < SECRET_MIN:
         raise ConfigError("console.secret_file", f"{path}: at least {SECRET_MIN} bytes")
     return data
@@ -120,6 +139,7 @@ def load_config(path: str) -> ConsoleConfig:
     with naming_file(path):
         top = Section(load_toml(path))
         c = top.table("console")
+        ldap_section = top.table("ldap") if top.has("ldap") else None
         top.finish()
         try:
             database = parse_store_url(c.str("database"))
@@ -150,6 +170,12 @@ def load_config(path: str) -> ConsoleConfig:
             raise ConfigError("console.trace_retention", "at least 1h")
         c.finish()
         secret = _read_secret(secret_file)
+        ldap = ldap_password = None
+        if ldap_section is not None:
+            ldap = parse_ldap_section(ldap_section)
+            if ldap.bind_dn:
+                _read_private(ldap.password_file, "ldap.password_file")  # its mode
+            ldap_password = read_password(ldap)
     accounts = _read_accounts(accounts_file)
     with naming_file(path):
         inventory = _read_rules(rules_file) if rules_file else ()
@@ -165,6 +191,8 @@ def load_config(path: str) -> ConsoleConfig:
         lifetime,
         log_level,
         retention,
+        ldap,
+        ldap_password or "",
     )
 
 
@@ -217,6 +245,11 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 8025) -> None:
 def build_app(cfg: ConsoleConfig) -> Any:
     from passerelle.console.web import make_app  # needs Jinja2 (python3-jinja2)
 
+    directory = None
+    if cfg.ldap is not None:
+        from passerelle.console.ldapauth import LdapAuthenticator
+
+        directory = LdapAuthenticator(cfg.ldap, cfg.ldap_password)
     return make_app(
         connection_factory(cfg.database),
         cfg.accounts,
@@ -226,6 +259,7 @@ def build_app(cfg: ConsoleConfig) -> Any:
         prefix=cfg.url_prefix,
         session_lifetime=float(cfg.session_lifetime),
         trace_retention=float(cfg.trace_retention),
+        directory=directory,
     )
 
 

@@ -2,10 +2,12 @@
 no JavaScript. ``make_app`` builds it from its dependencies (a database connection factory,
 the accounts, the server secret, a clock), so a test drives it with environ dicts.
 
-- Login (rate limited by ``auth.Login``), then a signed session cookie (HttpOnly, Secure,
-  SameSite=Strict). The login form carries a token bound to a cookie of its own; every other
-  form carries the session's CSRF token. A POST whose token is missing or wrong is refused
-  (403) before anything is read or changed.
+- Login (rate limited by ``auth.Login``: a local account, else the directory when the
+  console has one, ``ldapauth.py``; a directory that does not answer is a 503 with the form
+  again), then a signed session cookie (HttpOnly, Secure, SameSite=Strict). The login form
+  carries a token bound to a cookie of its own; every other form carries the session's CSRF
+  token. A POST whose token is missing or wrong is refused (403) before anything is read or
+  changed.
 - Roles (``auth.can``): a viewer sees no action button, and its POST is refused (403).
 - Actions (release, delete, a runtime rule added or switched) go through the domain modules
   (``requests.RequestTable``, ``rules``), which refuse bad input with a message shown on the
@@ -30,7 +32,7 @@ import jinja2
 
 from passerelle.console import fleet, pages
 from passerelle.console.audit import AuditError, AuditLog
-from passerelle.console.auth import Accounts, Login, Session, Sessions, can
+from passerelle.console.auth import Accounts, Directory, Login, Session, Sessions, can
 from passerelle.console.gateway_status import GatewayStatusTable
 from passerelle.console.published import PublishedState
 from passerelle.console.quarantine_index import (
@@ -85,9 +87,19 @@ class User:
     role: str
     session: Session
     csrf: str
+    source: str = "local"  # ldap: an account of the directory
 
     def can(self, action: str) -> bool:
         return can(self.role, action)
+
+    @property
+    def who(self) -> str:
+        """The account as the audit log names it (``name (ldap)`` for the directory's)."""
+        return who(self.account, self.source)
+
+
+def who(account: str, source: str) -> str:
+    return f"{account} (ldap)" if source == "ldap" else account
 
 
 @dataclass(frozen=True)
@@ -142,13 +154,14 @@ class Console:
         secure_cookies: bool = True,
         session_lifetime: float | None = None,
         trace_retention: float = RETENTION,
+        directory: Directory | None = None,
     ) -> None:
         self.connect = connect
         self.accounts = accounts
         self.sessions = (
             Sessions(secret) if session_lifetime is None else Sessions(secret, session_lifetime)
         )
-        self.login = login or Login(accounts, self.sessions)
+        self.login = login or Login(accounts, self.sessions, directory=directory)
         self.now = now
         self.inventory = tuple(inventory)
         self.trusted_proxies = tuple(trusted_proxies)
@@ -223,10 +236,19 @@ class Console:
         session = self.sessions.check(req.cookies.get(SESSION_COOKIE), now)
         if session is None:
             return None
-        role = self.accounts.role_of(session.account)
+        if session.source == "ldap":
+            # Its role is the one its groups gave at login. Refused once the console has no
+            # directory, or when a local account of that name now exists (local wins).
+            if self.login.directory is None or self.accounts.get(session.account) is not None:
+                return None
+            role: str | None = session.role
+        else:
+            role = self.accounts.role_of(session.account)
         if role is None:  # the account was removed since
             return None
-        return User(session.account, role, session, self.sessions.csrf_token(session))
+        return User(
+            session.account, role, session, self.sessions.csrf_token(session), session.source
+        )
 
     def _audit(
         self,
@@ -241,7 +263,7 @@ class Console:
         who: str | None = None,
     ) -> None:
         AuditLog(conn).append(
-            who if who is not None else (user.account if user else "-"),
+            who if who is not None else (user.who if user else "-"),
             user.role if user else "-",
             action,
             target,
@@ -365,15 +387,22 @@ class Console:
                 req, name, 403, "the login form expired: log in again from this page"
             )
         result = self.login.attempt(name, req.field("password"), req.client, now)
-        if not result.ok or result.token is None:
-            self._audit(conn, None, "login", "", False, result.message, req.client, now, name)
-            status = 429 if result.retry_after > 0 else 401
+        if not result.ok or result.token is None or result.session is None:
+            text = result.message
+            if result.unavailable:
+                log.warning("console: login of %r: directory unavailable: %s", name, result.detail)
+                text = f"directory unavailable: {result.detail}"
+            self._audit(conn, None, "login", "", False, text, req.client, now, name)
+            status = 429 if result.retry_after > 0 else 503 if result.unavailable else 401
             resp = self._login_form(req, name, status, result.message)
             if result.retry_after > 0:
                 resp.headers.append(("Retry-After", str(int(result.retry_after) + 1)))
             return resp
-        role = self.accounts.role_of(name) or "-"
-        AuditLog(conn).append(name, role, "login", "", True, "", req.client, now)
+        session = result.session
+        role = session.role if session.source == "ldap" else self.accounts.role_of(name) or "-"
+        AuditLog(conn).append(
+            who(session.account, session.source), role, "login", "", True, "", req.client, now
+        )
         max_age = int(self.sessions.lifetime)
         return self._redirect(
             "/quarantine",

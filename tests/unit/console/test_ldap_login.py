@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from pathlib import Path
 
 import ldap
 import pytest
@@ -476,8 +477,8 @@ def test_ldap_section_loads(files):
 
 def test_no_ldap_section_no_directory(files):
     path = write_config(files)
-    text = open(path).read().split("\n[ldap]")[0]
-    open(path, "w").write(text)
+    text = Path(path).read_text().split("\n[ldap]")[0]
+    Path(path).write_text(text)
     cfg = load_config(path)
     assert cfg.ldap is None and cfg.ldap_password == ""
 
@@ -510,5 +511,5 @@ def test_bad_ldap_section_is_a_config_error_naming_the_key(files, over, key):
 
 def test_ldap_secret_readable_by_everyone_is_refused(files):
     (files / "console-ldap.secret").chmod(0o644)
-    with pytest.raises(ConfigError, match="ldap.password_file: .* readable by everyone"):
+    with pytest.raises(ConfigError, match=r"ldap\.password_file: .* readable by everyone"):
         load_config(write_config(files))
