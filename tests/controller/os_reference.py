@@ -351,6 +351,7 @@ REFERENCE: dict[str, dict[str, Name]] = {
             ["python3-jinja2", "python3-pymysql"], ["python3-jinja2", "python3-PyMySQL"], "python"
         ),
         "__console_gateway_packages": Name(["python3-pymysql"], ["python3-PyMySQL"], "python"),
+        "__console_ldap_packages": same(["python3-ldap"]),
         "__console_apache_site_includes": Name(
             "/etc/apache2/passerelle-site.d", "/etc/httpd/passerelle-site.d", "httpd"
         ),

@@ -134,3 +134,54 @@ def test_gateway_sync_ships_the_mail_log_connwatch_reads_and_may_save_its_offset
     paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
     assert paths is not None
     assert "-" + sync["trace_state"].rsplit("/", 1)[0] in paths.group(1).split()
+
+
+def test_ldap_login_uses_the_routings_directory_and_the_labs_groups(tmp_path):
+    """[ldap] from passerelle_ldap (its uri, service bind and timeout) and the console's
+    groups, whose DNs the lab's slapd creates; the package reads it (its own parser)."""
+    from passerelle.console.server import load_config
+
+    lab = inventory_vars("mon1")
+    ldap = tomllib.loads(render("console", SERVER, "mon1"))["ldap"]
+    directory = lab["passerelle_ldap"]
+    assert (ldap["uri"], ldap["bind_dn"], ldap["base"]) == (
+        directory["uri"],
+        directory["bind_dn"],
+        directory["base"],
+    )
+    assert ldap["timeout"] == "5s" and ldap["user_filter"] == "(uid={name})"
+    assert ldap["password_file"] == "/etc/passerelle/console-ldap.secret"
+    slapd = inventory_vars("ldap1")
+    # the group DNs are the console's own variables there (one place), unrendered here
+    groups = {slapd[g["dn"].strip("{} ")]: g["members"] for g in slapd["slapd_groups"]}
+    assert groups[ldap["admin_group"]] == ["lea"] and groups[ldap["viewer_group"]] == ["leo"]
+    assert {u["uid"] for u in slapd["slapd_login_users"]} >= {"lea", "leo", "noa"}
+    # the package accepts it (a copy of the service bind's password beside it)
+    secret = tmp_path / "console-ldap.secret"
+    secret.write_text(directory["bind_password"] + "\n")
+    secret.chmod(0o640)
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(render("console", "etc/passerelle/console-accounts.toml.j2", "mon1"))
+    key = tmp_path / "console.secret"
+    key.write_text(lab["passerelle_console_session_secret"] + "\n")
+    key.chmod(0o640)
+    text = render(
+        "console",
+        SERVER,
+        "mon1",
+        __console_ldap_secret_file=str(secret),
+        __console_accounts_file=str(accounts),
+        __console_secret_file=str(key),
+        __console_db_host="",
+    )
+    (tmp_path / "console.toml").write_text(text)
+    cfg = load_config(str(tmp_path / "console.toml"))
+    assert cfg.ldap is not None and cfg.ldap_password == directory["bind_password"]
+
+
+def test_no_ldap_section_without_passerelle_ldap_or_without_a_group():
+    assert "ldap" not in tomllib.loads(render("console", SERVER, "mon1", passerelle_ldap=None))
+    no_group = render(
+        "console", SERVER, "mon1", console_ldap_admin_group="", console_ldap_viewer_group=""
+    )
+    assert "ldap" not in tomllib.loads(no_group)

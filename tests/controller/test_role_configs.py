@@ -97,7 +97,14 @@ def role_files(role: str, src: str, host: str, tmp_path: Path) -> dict[str, str]
     secret = tmp_path / "console.secret"
     secret.write_text(inventory_vars(host)["passerelle_console_session_secret"] + "\n")
     secret.chmod(0o640)
-    return {"__console_accounts_file": str(accounts), "__console_secret_file": str(secret)}
+    ldap_secret = tmp_path / "console-ldap.secret"
+    ldap_secret.write_text(inventory_vars(host)["passerelle_ldap"]["bind_password"] + "\n")
+    ldap_secret.chmod(0o640)
+    return {
+        "__console_accounts_file": str(accounts),
+        "__console_secret_file": str(secret),
+        "__console_ldap_secret_file": str(ldap_secret),
+    }
 
 
 def render_config(role: str, src: str, host: str, tmp_path: Path) -> str:

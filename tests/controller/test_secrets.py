@@ -33,12 +33,16 @@ SECRETS = {
 }
 
 
-def _validate(tmp_path: Path, host_vars: dict, inventory: Path | None = None):
+def _validate(
+    tmp_path: Path,
+    host_vars: dict,
+    inventory: Path | None = None,
+    groups: tuple[str, ...] = ("gateways", "greylist_db", "monitoring"),
+):
     if inventory is None:
         inventory = tmp_path / "hosts.yml"
         # One host in every group that needs a secret; the groups' other members make the
         # secrets "needed" (a database serving gateways, a gateway using the database).
-        groups = ["gateways", "greylist_db", "monitoring"]
         inventory.write_text(
             yaml.safe_dump(
                 {
@@ -96,6 +100,17 @@ def test_missing_secret_stops_the_run_naming_it(tmp_path, change, named):
     # The values never reach the output.
     for value in ("0123456789abcdef-test", "not-a-real-password"):
         assert value not in out
+
+
+def test_console_ldap_login_needs_the_directorys_bind_password(tmp_path):
+    """A monitoring host alone: its console binds to the directory only for LDAP logins."""
+    ldap = {**SECRETS["passerelle_ldap"], "bind_password": ""}
+    host_vars = {**SECRETS, "passerelle_ldap": ldap}
+    rc, out = _validate(tmp_path, host_vars, groups=("monitoring",))
+    assert rc == 0, out  # no LDAP login: the console does not bind
+    host_vars["console_ldap_viewer_group"] = "cn=console-viewers,dc=test"
+    rc, out = _validate(tmp_path, host_vars, groups=("monitoring",))
+    assert rc != 0 and "needs the secret passerelle_ldap.bind_password" in out, out
 
 
 def test_production_example_without_its_vault_names_the_secrets(tmp_path):
