@@ -95,10 +95,10 @@ class User:
     @property
     def who(self) -> str:
         """The account as the audit log names it (``name (ldap)`` for the directory's)."""
-        return who(self.account, self.source)
+        return audit_name(self.account, self.source)
 
 
-def who(account: str, source: str) -> str:
+def audit_name(account: str, source: str) -> str:
     return f"{account} (ldap)" if source == "ldap" else account
 
 
@@ -401,7 +401,7 @@ class Console:
         session = result.session
         role = session.role if session.source == "ldap" else self.accounts.role_of(name) or "-"
         AuditLog(conn).append(
-            who(session.account, session.source), role, "login", "", True, "", req.client, now
+            audit_name(session.account, session.source), role, "login", "", True, "", req.client, now
         )
         max_age = int(self.sessions.lifetime)
         return self._redirect(
