@@ -401,7 +401,14 @@ class Console:
         session = result.session
         role = session.role if session.source == "ldap" else self.accounts.role_of(name) or "-"
         AuditLog(conn).append(
-            audit_name(session.account, session.source), role, "login", "", True, "", req.client, now
+            audit_name(session.account, session.source),
+            role,
+            "login",
+            "",
+            True,
+            "",
+            req.client,
+            now,
         )
         max_age = int(self.sessions.lifetime)
         return self._redirect(
