@@ -66,6 +66,14 @@ BAD = [
         },
         "http://d",
     ),
+    # No LDAP-routed domain: the console's LDAP login (the lab's groups) still checks it.
+    (
+        {
+            "passerelle_domains": [{"name": "static-a.test", "server": "mailstore1"}],
+            "passerelle_ldap": {"uri": "ldapx://d", "base": "dc=x"},
+        },
+        "ldapx://d",
+    ),
     ({"passerelle_blacklist": ["192.0.2.300"]}, "192.0.2.300"),
     ({"passerelle_blacklist": [{"entry": "10.0.0.1/8"}]}, "10.0.0.1/8"),
     ({"passerelle_smtpx_allowed_networks": ["not a network!"]}, "not a network!"),
