@@ -169,6 +169,8 @@ class LdapAuthenticator:
         ``DirectoryUnavailable`` when the directory does not answer."""
         if not isinstance(password, str) or not password or len(password) > PASSWORD_MAX:
             return None  # never a bind without a password: that would be anonymous
+        if "\x00" in password:
+            return None  # no one's password, and python-ldap would refuse to send it
         if not isinstance(name, str) or not name:
             return None
         ldap = self._ldap
@@ -210,6 +212,9 @@ class LdapAuthenticator:
             why = f"{s.uri}: {error_text(exc)}"
             log.warning("console: LDAP login %r: directory unavailable: %s", name, why)
             raise DirectoryUnavailable(why) from None
+        except Exception as exc:  # a bug here or in python-ldap: contained, never a login
+            log.exception("console: LDAP login %r failed", name)
+            raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
         return LdapUser(name, dn, role)
 
 

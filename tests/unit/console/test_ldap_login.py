@@ -197,6 +197,20 @@ def test_the_name_is_escaped_in_the_filter(d, name):
     assert "*" not in sent and sent.count("(") == 1
 
 
+def test_a_password_with_a_nul_is_refused_without_a_bind(d):
+    assert authenticator(d).authenticate("lea", "pw-lea\x00") is None
+    assert d.connections == 0
+
+
+def test_an_unexpected_error_is_contained_as_directory_unavailable(d):
+    def connect():
+        raise RuntimeError("bug")
+
+    auth = LdapAuthenticator(settings(), SERVICE_PW, connect=connect)
+    with pytest.raises(DirectoryUnavailable, match="unexpected RuntimeError"):
+        auth.authenticate("lea", "pw-lea")
+
+
 def test_several_entries_for_one_name_are_refused(d):
     d.entries[f"uid=lea,ou=other,{PEOPLE}"] = {"uid": ["lea"]}
     assert authenticator(d).authenticate("lea", "pw-lea") is None
