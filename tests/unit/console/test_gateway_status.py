@@ -5,7 +5,6 @@ stored one row per gateway (upserted) on SQLite and MariaDB, stale after 3 timer
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 import sqlite3
@@ -28,28 +27,9 @@ from passerelle.console.gateway_status import (
     status_from_json,
     status_to_json,
 )
-from passerelle.dburl import parse_store_url
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_764_633_600.0
-_databases = itertools.count(1)
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def conn(request, tmp_path):
-    """Each dialect's connection, as test_tables_on_each_database makes them (a database of
-    its own on the throwaway MariaDB)."""
-    if request.param == "sqlite":
-        c = sqlite3.connect(str(tmp_path / "console.db"), isolation_level=None)
-    else:
-        import pymysql
-
-        m = request.getfixturevalue("greylist_mariadb")
-        name = f"consolestatus{os.getpid()}_{next(_databases)}"
-        m.sql(f"CREATE DATABASE `{name}`")
-        c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
-    yield c
-    c.close()
 
 
 SHOW = (

@@ -4,31 +4,9 @@ version table of their own."""
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
-
-import pytest
-
 from passerelle.console.published import PublishedState
-from passerelle.dburl import parse_store_url
 
 T0 = 1_764_633_600.0
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def conn(request, tmp_path):
-    """As test_tables_on_each_database's, with database names of its own."""
-    if request.param == "sqlite":
-        c = sqlite3.connect(str(tmp_path / "console.db"), isolation_level=None)
-    else:
-        import pymysql
-
-        m = request.getfixturevalue("greylist_mariadb")
-        name = f"consolepublished_{uuid.uuid4().hex[:12]}"
-        m.sql(f"CREATE DATABASE `{name}`")
-        c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
-    yield c
-    c.close()
 
 
 def test_published_state(conn):

@@ -4,35 +4,14 @@ forward-only states, compare-and-set)."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import sqlite3
-
 import pytest
 
 from passerelle.console.audit import AuditLog
 from passerelle.console.quarantine_index import HeldMessage, Part, QuarantineIndex, QueryError
 from passerelle.console.rules import RuntimeRules, add_rule, make_rule
 from passerelle.console.rules_store import RulesChanged, RuleStore
-from passerelle.dburl import parse_store_url
 
 T0 = 1_764_633_600.0
-_databases = itertools.count(1)
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def conn(request, tmp_path):
-    if request.param == "sqlite":
-        c = sqlite3.connect(str(tmp_path / "console.db"), isolation_level=None)
-    else:
-        import pymysql
-
-        m = request.getfixturevalue("greylist_mariadb")
-        name = f"consoletables{os.getpid()}_{next(_databases)}"
-        m.sql(f"CREATE DATABASE `{name}`")
-        c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
-    yield c
-    c.close()
 
 
 def held(n: int, **kw) -> HeldMessage:

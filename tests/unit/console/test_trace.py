@@ -5,7 +5,6 @@ message's path, and the /trace page."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 
@@ -19,7 +18,6 @@ from passerelle.console.trace import (
     parse_query,
 )
 from passerelle.console.trace_ship import ShipState, load_state, read_new, save_state, ship
-from passerelle.dburl import parse_store_url
 from passerelle.maillog import TimestampReader, parse_sendmail
 from plugins import load
 
@@ -253,22 +251,6 @@ def test_state_file_round_trip_and_a_bad_one_starts_over(tmp_path):
 
 
 # -- storage on both dialects ---------------------------------------------------------------------
-_databases = itertools.count(1)
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def conn(request, tmp_path):
-    if request.param == "sqlite":
-        c = sqlite3.connect(str(tmp_path / "console.db"), isolation_level=None)
-    else:
-        import pymysql
-
-        m = request.getfixturevalue("greylist_mariadb")
-        name = f"consoletrace{os.getpid()}_{next(_databases)}"
-        m.sql(f"CREATE DATABASE `{name}`")
-        c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
-    yield c
-    c.close()
 
 
 def lines_of(*lines: str) -> list[bytes]:
