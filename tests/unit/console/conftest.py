@@ -1,7 +1,8 @@
 """Console unit-test fixtures: the throwaway MariaDB of the greylist tests
 (tests/protocol/greylist_fixtures.py), for the console tables' MariaDB dialect, and ``conn``:
 one connection of each dialect (SQLite in the test's folder; a database of its own on the
-throwaway MariaDB) for the tests that run a table set on both."""
+throwaway MariaDB) for the tests that run a table set on both; ``db``: a connection factory
+on one SQLite file (what the web application is given), its connections closed after."""
 
 from __future__ import annotations
 
@@ -31,3 +32,18 @@ def conn(request, tmp_path):
         c = pymysql.connect(**parse_store_url(m.url(name)).pymysql_args(10.0))
     yield c
     c.close()
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = str(tmp_path / "console.sqlite")
+    opened = []
+
+    def connect():
+        c = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        opened.append(c)
+        return c
+
+    yield connect
+    for c in opened:
+        c.close()

@@ -12,7 +12,7 @@ from plugins import load
 
 web = load("tests/unit/console/test_web.py")
 # the console's own fixtures (a SQLite file, a clock, the app with an admin and a viewer)
-db, clock, app = web.db, web.clock, web.app
+clock, app = web.clock, web.app  # db: conftest.py
 T0, QID, QID2 = web.T0, web.QID, web.QID2
 
 

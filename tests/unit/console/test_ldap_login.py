@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import ldap
@@ -353,21 +352,6 @@ def test_v1_session_tokens_still_read_as_local():
 
 
 # -- the web flow ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path):
-    path = str(tmp_path / "console.sqlite")
-    opened = []
-
-    def connect():
-        c = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        opened.append(c)
-        return c
-
-    yield connect
-    for c in opened:
-        c.close()
 
 
 class Clock:

@@ -3,8 +3,6 @@ forms filing requests; the viewer's refused; CSRF; bad input shown and nothing f
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from passerelle.console.audit import AuditLog
@@ -53,21 +51,6 @@ GUARD = {
         {"ip": "198.51.100.7", "count": 3000, "since": T0, "expires": T0 + 86400, "reason": "x"}
     ],
 }
-
-
-@pytest.fixture
-def db(tmp_path):
-    path = str(tmp_path / "console.sqlite")
-    opened = []
-
-    def connect():
-        c = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        opened.append(c)
-        return c
-
-    yield connect
-    for c in opened:
-        c.close()
 
 
 @pytest.fixture

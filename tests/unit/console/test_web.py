@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from passerelle.console.audit import AuditLog
@@ -27,21 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture
-def db(tmp_path):
-    path = str(tmp_path / "console.sqlite")
-    opened = []
-
-    def connect():
-        c = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        opened.append(c)
-        return c
-
-    yield connect
-    for c in opened:
-        c.close()
 
 
 @pytest.fixture
