@@ -83,9 +83,11 @@ GROUPS: dict[str, dict[str, Any]] = {
         "supervised": True,
         "lab_only": True,
     },
+    # Nagios, and the web console behind the same Apache (role console)
     "monitoring": {
         "supervision": "monitoring",
-        "daemons": ("nagios", "apache2"),
+        "daemons": ("nagios", "apache2", "console"),
+        "checks": ("console",),
         "supervised": True,
         "lab_only": False,
     },

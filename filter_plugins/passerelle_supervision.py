@@ -95,6 +95,12 @@ _COMMON: dict[str, Any] = {
     "smtp_tls": True,
     "smtp_cert_warning": 30,
     "smtp_cert_critical": 14,
+    # the web console's host (role console): a gateway's report older than this is WARNING
+    # (the fleet page's "stale"), older than critical CRITICAL; a request still open after
+    # request_age is WARNING (no gateway carries it out)
+    "console_stale": "3m",
+    "console_critical": "15m",
+    "console_request_age": "5m",
 }
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "gateway": {**_COMMON, "queue_warning": 500, "queue_critical": 2000},
@@ -111,7 +117,9 @@ DAEMONS: dict[str, tuple[str, str, str]] = {
     "greylist": ("greylist milter", "passerelle-greylist.service", "-a 'greylist milter'"),
     "antivirus": ("antivirus milter", "passerelle-antivirus.service", "-a 'antivirus milter'"),
     "spam": ("spam milter", "passerelle-spam.service", "-a 'spam milter'"),
+    "console": ("web console", "passerelle-console.service", "-a 'console serve'"),
 }
+CONSOLE_CONFIG = "/etc/passerelle/console.toml"  # roles/console's __console_config
 MILTER_SOCKETS = {
     "greylist": "unix:/run/passerelle/greylist.sock",
     "antivirus": "unix:/run/passerelle/antivirus.sock",
@@ -252,6 +260,14 @@ def passerelle_checks(
             "Connection guard",
             f"{PASSERELLE} check status-file {STATUS_DIR}/connwatch.status --label CONNWATCH "
             f"--max-age {s['connwatch_max_age']}",
+        )
+    if "console" in extra:
+        add(
+            "console",
+            "Web console",
+            f"{PASSERELLE} check console --config {CONSOLE_CONFIG} --stale {s['console_stale']}"
+            f" --critical {s['console_critical']} --request-age {s['console_request_age']}",
+            sudo=True,  # console.toml and the database password are the console's group's
         )
     if "backup" in extra:
         add(

@@ -129,3 +129,31 @@ def test_an_unknown_os_family_is_named():
     for family in (None, "", "Suse", "../../etc"):
         with pytest.raises(AnsibleFilterError, match="os_family"):
             sv.passerelle_checks(["gateways"], os_family=family)
+
+
+def test_the_console_host_checks_the_console():
+    """The monitoring hosts run the web console (role console): its process, kept running by
+    the process watch, and its own check (answering, its database, the gateways' reports),
+    run as root (console.toml is the console's group's only)."""
+    checks = {c["name"]: c for c in sv.passerelle_checks(["monitoring"], os_family="Debian")}
+    proc = checks["proc_console"]
+    assert proc["description"] == "Process web console"
+    assert proc["unit"] == "passerelle-console.service"
+    assert proc["command"].endswith("check_procs -c 1: -a 'console serve'")
+    check = checks["console"]
+    assert check["description"] == "Web console"
+    assert check["sudo"] is True
+    assert check["command"] == (
+        "/usr/local/bin/passerelle check console --config /etc/passerelle/console.toml"
+        " --stale 3m --critical 15m --request-age 5m"
+    )
+    custom = sv.passerelle_checks(
+        ["monitoring"], {"console_stale": "5m", "console_request_age": "1h"}, os_family="Debian"
+    )
+    cmd = next(c["command"] for c in custom if c["name"] == "console")
+    assert "--stale 5m --critical 15m --request-age 1h" in cmd
+    assert "passerelle-console.service" in sv.passerelle_watch_units(
+        ["monitoring"], os_family="Debian"
+    )
+    for groups in (["gateways"], ["smtpx"], ["greylist_db"], ["ldap"]):
+        assert "console" not in names(sv.passerelle_checks(groups, os_family="Debian"))

@@ -69,6 +69,8 @@ def test_every_lab_host_is_supervised():
     ):
         assert want in gw, f"gw1 lacks {want!r}: {sorted(gw)}"
     assert ("db1", "Process mariadb") in services
+    assert ("mon1", "Web console") in services
+    assert ("mon1", "Process web console") in services
     assert ("smtpx1", "Milter antivirus socket") in services
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 
-from labsmtp import needs, podman_exec
+from labsmtp import PREFIX, container_run, needs, podman_exec
 from test_85_console import ADMIN, BASE, MON, SYNC_TIMER, VIEWER, browse
 
 GATEWAYS = ("gw1", "gw2")
@@ -50,6 +50,37 @@ def test_fleet_lists_both_gateways_with_a_fresh_report_and_sendmail_active():
         assert "unknown: ops config" not in row, row  # ops.toml (role ops_reports) was read
     # both pages are in the navigation
     assert f'href="{BASE}/fleet"' in page["body"] and f'href="{BASE}/outbreak"' in page["body"]
+
+
+def _check_console(*extra: str) -> tuple[int, str]:
+    """``passerelle check console`` on mon1 as NRPE runs it (root, through sudo there)."""
+    res = container_run(PREFIX + MON, ["/usr/local/bin/passerelle", "check", "console", *extra])
+    return res.returncode, res.stdout.decode("utf-8", "replace").strip()
+
+
+@needs(MON, *GATEWAYS)
+def test_the_console_nagios_check_judges_the_real_console():
+    for gw in GATEWAYS:
+        podman_exec(gw, "systemctl", "start", "passerelle-console-sync.service")
+    rc, out = _check_console()
+    assert rc == 0, out
+    assert out.startswith("CONSOLE OK - answering; 2 gateway(s) reporting"), out
+    # The same reports judged with a one-second "stale": both gateways named, WARNING.
+    time.sleep(2)
+    rc, out = _check_console("--stale", "1s")
+    assert rc == 1, out
+    assert "no report for over 1 s from gw1, gw2" in out, out
+    podman_exec(MON, "systemctl", "stop", "passerelle-console.service")
+    try:
+        rc, out = _check_console()
+        assert rc == 2, out
+        assert "CONSOLE CRITICAL - the console does not answer its login page" in out, out
+    finally:
+        podman_exec(MON, "systemctl", "start", "passerelle-console.service")
+    deadline = time.monotonic() + 30
+    while (rc := _check_console()[0]) != 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert rc == 0, _check_console()[1]
 
 
 @needs(MON, *GATEWAYS)

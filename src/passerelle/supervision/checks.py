@@ -18,8 +18,9 @@ tests drive them with fixtures.
 - ``backup``: the newest complete backup of the host (role ``backup``) is younger than
   ``max_age`` (about a day and two hours for a nightly run), and the last run did not fail.
 
-``mailflow`` (a probe message through this host, followed in the mail log) has its own
-module, ``passerelle.supervision.mailflow``.
+``console`` (the web console answers, its database is read, every gateway's side reports) is
+``passerelle.console.health``; ``mailflow`` (a probe message through this host, followed in
+the mail log) has its own module, ``passerelle.supervision.mailflow``.
 """
 
 from __future__ import annotations

@@ -88,6 +88,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     bk.add_argument("--max-age", type=_duration, default=26 * 3600, help="older: CRITICAL")
     bk.set_defaults(func=cmd_backup)
 
+    co = kinds.add_parser(
+        "console",
+        help="the web console answers, its database is read, every gateway reports",
+        description="See passerelle.console.health (run on the console's host, as root).",
+    )
+    co.add_argument("--config", default="/etc/passerelle/console.toml")
+    co.add_argument("--stale", type=_duration, default=180, help="a report older: WARNING")
+    co.add_argument("--critical", type=_duration, default=900, help="a report older: CRITICAL")
+    co.add_argument(
+        "--request-age", type=_duration, default=300, help="a request open longer: WARNING"
+    )
+    co.add_argument("--timeout", type=float, default=10.0)
+    co.set_defaults(func=cmd_console)
+
     w = sub.add_parser(
         "watch",
         help="process watch: start wanted daemons found down, remember restarts",
@@ -170,6 +184,15 @@ def cmd_status_file(a: argparse.Namespace) -> int:
 
 def cmd_backup(a: argparse.Namespace) -> int:
     return _emit("BACKUP", checks.check_backup(a.config, time.time(), a.max_age))
+
+
+def cmd_console(a: argparse.Namespace) -> int:
+    from passerelle.console.health import check_console
+
+    return _emit(
+        "CONSOLE",
+        check_console(a.config, time.time, a.stale, a.critical, a.request_age, a.timeout),
+    )
 
 
 def cmd_watch_run(a: argparse.Namespace) -> int:
