@@ -12,11 +12,13 @@ as ``passerelle greylist whitelist`` does), read by ``greylist.config.load_confi
 What is published (``published.PublishedState``, row ``greylist``): the whitelist table
 (``SQLStore.whitelist_list``), the report of the last 24 hours (``greylist.report.
 build_report``: decisions, whitelisted machines, machines that came back, clients that never
-retried, the delay distribution) and whitelist suggestions: client groups whose delayed
-triplets passed most often over the last 7 days (``SQLStore.came_back``) that no whitelist
-entry covers yet. The whitelist is published on every pass; the report, which reads the
-greylist table, at most every ``REPORT_EVERY`` seconds (every gateway publishes the same
-shared store: the newest row wins).
+retried, the delay distribution), the daily history of the last 14 UTC days
+(``greylist.report.read_history``, ``greylist.stats.HISTORY_DAYS``: per day the decisions,
+whitelisted hits, machines that came back and their delays; about a kilobyte a day) and
+whitelist suggestions: client groups whose delayed triplets passed most often over the last
+7 days (``SQLStore.came_back``) that no whitelist entry covers yet. The whitelist is published
+on every pass; the report and the history, which read the greylist table, at most every
+``REPORT_EVERY`` seconds (every gateway publishes the same shared store: the newest row wins).
 """
 
 from __future__ import annotations
@@ -90,9 +92,9 @@ def greylist_body(
     now: float,
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """What is published: the whitelist, and the report (read again when ``previous`` has
-    none or an older one than ``REPORT_EVERY``)."""
-    from passerelle.greylist.report import build_report
+    """What is published: the whitelist, the report and the daily history (both read again
+    when ``previous`` lacks one of them or has them older than ``REPORT_EVERY``)."""
+    from passerelle.greylist.report import build_report, read_history
 
     entries = store.whitelist_list()
     body: dict[str, Any] = {
@@ -104,9 +106,10 @@ def greylist_body(
     fresh = isinstance(old.get("report_at"), (int, float)) and (
         0 <= now - float(old["report_at"]) < REPORT_EVERY
     )
-    if fresh and isinstance(old.get("report"), dict):
+    if fresh and isinstance(old.get("report"), dict) and isinstance(old.get("history"), dict):
         body.update(
             report=old["report"],
+            history=old["history"],
             report_at=old["report_at"],
             suggestions=old.get("suggestions", []),
         )
@@ -117,6 +120,7 @@ def greylist_body(
     for key in ("whitelisted", "came_back", "never_retried"):  # the page shows the first ones
         report[key] = report[key][:LIST_MAX]
     body["report"] = report
+    body["history"] = read_history(store, now)
     body["report_at"] = now
     body["suggestions"] = suggestions(store.came_back(now - SUGGEST_SINCE), wl)
     return body

@@ -18,17 +18,28 @@ on the page (400) and changes nothing; every action, refused or not, is audited.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from passerelle.console.published import PublishedState
 from passerelle.console.requests import RequestError, RequestTable
 from passerelle.console.targets import WHITELIST_REQUESTS, unblock_target, whitelist_target
+from passerelle.greylist.stats import HISTORY_DAYS_MAX
 from passerelle.greylist.whitelist import KINDS as WHITELIST_KINDS
 
 GREYLIST = "greylist"  # greylist_side.NAME (not imported: the console needs no gateway code)
 CONNGUARD = "connguard:"  # connguard_side.PREFIX
 BAR_WIDTH = 300  # pixels of the longest bar
 RECENT_REQUESTS = 200  # newest requests looked at for the pages' own
+# the daily history's series (greylist.report.build_history): key, chart title
+HISTORY_SERIES = (
+    ("greylisted", "Delayed (temporarily refused: new, early, restart)"),
+    ("passed", "Passed (accepted after their delay, or known)"),
+    ("whitelisted", "Whitelisted hits (exempt from greylisting)"),
+    ("returned", "Returning machines (client groups back after their delay)"),
+)
+HISTORY_RANGES_MAX = 12  # delay histogram columns shown at most
 
 
 def _int(value: object) -> int:
@@ -42,7 +53,8 @@ def _int(value: object) -> int:
 def _num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 def _rows(items: object, text: tuple[str, ...], numbers: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -64,6 +76,60 @@ def bars(rows: list[tuple[str, int]]) -> list[dict[str, Any]]:
         {"label": label, "count": n, "width": round(BAR_WIDTH * n / top) if top else 0}
         for label, n in rows
     ]
+
+
+def _date(value: object) -> str:
+    """The UTC date of a published day (epoch seconds); "" when it is not one."""
+    t = _num(value)
+    if t is None:
+        return ""
+    try:
+        return time.strftime("%Y-%m-%d", time.gmtime(t))
+    except (OverflowError, ValueError, OSError):
+        return ""
+
+
+def history(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The daily history a gateway published (``greylist.report.build_history``), each day
+    checked (at most ``HISTORY_DAYS_MAX``); None when there is none to show: a body from a
+    gateway that publishes none yet, or one not of that shape."""
+    hist = body.get("history")
+    published = hist.get("by_day") if isinstance(hist, dict) else None
+    if not isinstance(published, list):
+        return None
+    days = []
+    for d in published[-HISTORY_DAYS_MAX:]:
+        date = _date(d.get("day")) if isinstance(d, dict) else ""
+        if not date:
+            continue
+        delays = d.get("delays") if isinstance(d.get("delays"), dict) else {}
+        rows = _rows(delays.get("buckets"), ("range",), ("count",))[:HISTORY_RANGES_MAX]
+        days.append(
+            {
+                "date": date,
+                **{k: _int(d.get(k)) for k, _title in HISTORY_SERIES},
+                "came_back": _int(d.get("came_back")),  # triplets accepted after a delay
+                "delay_count": _int(delays.get("count")),  # their delays read (a sample?)
+                "p50": _num(delays.get("p50")),
+                "p90": _num(delays.get("p90")),
+                "sampled": d.get("delays_sampled") is True,
+                "buckets": {r["range"][:40]: _int(r["count"]) for r in rows if r["range"]},
+            }
+        )
+    if not days:
+        return None
+    ranges: list[str] = []  # the histogram's columns, in the order published
+    for d in days:
+        ranges += [r for r in d["buckets"] if r not in ranges]
+    return {
+        "days": len(days),
+        "by_day": days,
+        "ranges": ranges[:HISTORY_RANGES_MAX],
+        "charts": [
+            {"title": title, "rows": bars([(d["date"], d[k]) for d in days])}
+            for k, title in HISTORY_SERIES
+        ],
+    }
 
 
 def _recent(conn: Any, kinds: tuple[str, ...]) -> list[Any]:
@@ -101,6 +167,7 @@ def greylist_page(
         whitelisted=_rows(report.get("whitelisted"), ("client",), ("hits",))[:20],
         suggestions=_rows(body.get("suggestions"), ("entry",), ("triplets", "max_delay")),
         report_at=_num(body.get("report_at")),
+        history=history(body),
         kinds=WHITELIST_KINDS,
         form={k: req.field(k) for k in ("kind", "entry", "comment")},
         requests=_recent(conn, WHITELIST_REQUESTS),

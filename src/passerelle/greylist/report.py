@@ -1,14 +1,29 @@
 """``passerelle greylist report``: whitelisted machines, machines that came back, clients
-that never retried, delay distribution."""
+that never retried, delay distribution; and the daily history of the console's greylist
+page (``build_history``)."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from passerelle.durations import format_duration
-from passerelle.greylist.stats import delay_distribution
+from passerelle.greylist.stats import (
+    DAY,
+    HISTORY_DAYS,
+    DayStats,
+    day_start,
+    delay_distribution,
+    history_days,
+)
 from passerelle.greylist.store import SQLStore
+
+# decision reasons (policy.evaluate) folded into the history's series
+GREYLISTED = ("new", "early", "restart")  # delayed: temporarily refused
+PASSED = ("delayed", "passed")  # accepted by the greylist check (after a delay, or known)
+DECISIONS_MAX = 20  # reasons kept per day (most hits first): a bounded body
 
 
 def build_report(store: SQLStore, now: float, since: float, min_delay: float) -> dict[str, Any]:
@@ -28,6 +43,42 @@ def build_report(store: SQLStore, now: float, since: float, min_delay: float) ->
         ],
         "delays": delay_distribution(store.delays(start)),
     }
+
+
+def build_history(rows: Sequence[DayStats], now: float, days: int = HISTORY_DAYS) -> dict[str, Any]:
+    """The last ``days`` UTC days up to the day of ``now`` (today included, oldest first; the
+    bound of ``history_days``) from the store's ``DayStats``: a day without a row is all zeros,
+    a row outside those days is left out."""
+    n = history_days(days)
+    today = day_start(now)
+    first = today - (n - 1) * DAY
+    by_day = {r.day: r for r in rows if first <= r.day <= today}
+    out = []
+    for i in range(n):
+        day = first + i * DAY
+        r = by_day.get(day) or DayStats(day)
+        top = sorted(r.decisions.items(), key=lambda kv: (-kv[1], kv[0]))[:DECISIONS_MAX]
+        out.append(
+            {
+                "day": day,
+                "date": time.strftime("%Y-%m-%d", time.gmtime(day)),
+                "decisions": dict(sorted((str(k)[:64], int(v)) for k, v in top)),
+                "greylisted": sum(r.decisions.get(k, 0) for k in GREYLISTED),
+                "passed": sum(r.decisions.get(k, 0) for k in PASSED),
+                "whitelisted": r.whitelisted,
+                "returned": r.returned,
+                "came_back": r.passed,
+                "delays": delay_distribution(r.delays),
+                "delays_sampled": r.passed > len(r.delays),
+            }
+        )
+    return {"days": n, "since": first, "until": now, "by_day": out}
+
+
+def read_history(store: SQLStore, now: float, days: int = HISTORY_DAYS) -> dict[str, Any]:
+    """``build_history`` of what ``store.daily_stats`` counts for those days."""
+    n = history_days(days)
+    return build_history(store.daily_stats(day_start(now) - (n - 1) * DAY, n), now, n)
 
 
 def _d(v: float | None) -> str:

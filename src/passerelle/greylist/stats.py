@@ -1,16 +1,23 @@
-"""Counters kept in memory and flushed to the store, and the delay distribution of reports."""
+"""Counters kept in memory and flushed to the store, the delay distribution of reports and
+the UTC days of the daily history."""
 
 from __future__ import annotations
 
 import math
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from passerelle.durations import format_duration
 
 # upper bounds (seconds) of the delay buckets in reports; the last bucket is open
 DELAY_BUCKETS: tuple[int, ...] = (45 * 60, 3600, 2 * 3600, 4 * 3600, 8 * 3600)
+
+DAY = 86400  # a UTC day: the stats buckets (whole hours since the epoch) never straddle two
+HISTORY_DAYS = 14  # days of the daily history by default (today included)
+HISTORY_DAYS_MAX = 60  # at most (the stats table keeps 400 days; the cost is per day)
+DELAYS_PER_DAY = 2000  # delays read per day for its distribution (a sample beyond)
 
 
 class Counters:
@@ -73,3 +80,32 @@ def delay_distribution(
         out.update(min=None, p50=None, p90=None, p99=None, max=None)
     out["buckets"] = [{"range": lbl, "count": c} for lbl, c in zip(labels, counts)]
     return out
+
+
+def day_start(t: float) -> int:
+    """The UTC midnight (epoch seconds) that starts the day of ``t``."""
+    return int(t // DAY * DAY)
+
+
+def history_days(days: object) -> int:
+    """``days`` bounded to 1..``HISTORY_DAYS_MAX`` (``HISTORY_DAYS`` when not a number)."""
+    if isinstance(days, bool) or not isinstance(days, int):
+        return HISTORY_DAYS
+    return max(1, min(days, HISTORY_DAYS_MAX))
+
+
+@dataclass
+class DayStats:
+    """What the store counted for one UTC day (``day``: its midnight, epoch seconds).
+
+    ``decisions``: hits per decision reason (the ``decision`` counters); ``whitelisted``: hits
+    of whitelisted machines; ``returned``: distinct client groups with a triplet that passed
+    that day after its delay, ``passed``: those triplets; ``delays``: their delays (seconds),
+    at most ``DELAYS_PER_DAY`` of them (a sample when ``passed`` is more)."""
+
+    day: int
+    decisions: dict[str, int] = field(default_factory=dict)
+    whitelisted: int = 0
+    returned: int = 0
+    passed: int = 0
+    delays: list[float] = field(default_factory=list)

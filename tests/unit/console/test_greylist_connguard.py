@@ -4,6 +4,7 @@ what the gateway publishes for the pages."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -229,6 +230,23 @@ def test_greylist_body_reuses_the_report_and_suggests(store):
     store.whitelist_add("sender", "@example.org", "", T0)
     again = greylist_body(store, Whitelist, 1200, T0 + 10, body)
     assert again["report_at"] == T0 and len(again["whitelist"]) == 2
+
+
+def test_greylist_body_publishes_the_daily_history_with_the_report(store):
+    store.add_stats([(int(T0) + 3600, "decision", "new", 9)])
+    body = greylist_body(store, Whitelist, 1200, T0 + 7200, None)
+    history = body["history"]
+    assert history["days"] == 14 and len(history["by_day"]) == 14
+    assert history["by_day"][-1]["day"] == T0 and history["by_day"][-1]["greylisted"] == 9
+    assert len(json.dumps(history)) < 14 * 1024  # bounded: about a kilobyte a day
+    # within REPORT_EVERY the history is reused, like the report
+    store.add_stats([(int(T0) + 3600, "decision", "new", 1)])
+    again = greylist_body(store, Whitelist, 1200, T0 + 7210, body)
+    assert again["history"] is body["history"] and again["report_at"] == T0 + 7200
+    # a previous body from a gateway that published no history: both are read again
+    older = {k: v for k, v in body.items() if k != "history"}
+    fresh = greylist_body(store, Whitelist, 1200, T0 + 7220, older)
+    assert fresh["report_at"] == T0 + 7220 and fresh["history"]["by_day"][-1]["greylisted"] == 10
 
 
 def test_suggestions_leave_out_what_is_whitelisted():

@@ -10,6 +10,8 @@ from passerelle.console.auth import Accounts, hash_password
 from passerelle.console.published import PublishedState
 from passerelle.console.requests import RequestTable
 from passerelle.console.web import make_app
+from passerelle.greylist.report import build_history
+from passerelle.greylist.stats import DAY, DayStats
 from plugins import load
 
 Client = load("tests/unit/console/webclient.py").Client
@@ -235,6 +237,89 @@ def test_a_malformed_publication_is_shown_not_crashed(app, db):
     )
     page = logged_in(app).get("/greylist")
     assert page.status == 200 and "192.0.2.9" in page.text
+
+
+# what a gateway publishes (greylist_side: report.build_history), three days up to T0's
+HISTORY = build_history(
+    [
+        DayStats(int(T0) - DAY, {"new": 30, "early": 5, "passed": 12}, 4, 3, 2, [1300.0, 3000.0]),
+        DayStats(int(T0), {"new": 7, "delayed": 1}, 2, 1, 5, [1250.0]),  # 5 back, 1 delay read
+    ],
+    T0 + 3600,
+    3,
+)
+
+
+def test_greylist_page_shows_the_daily_history(app, db):
+    PublishedState(db()).publish("greylist", "gw1", {**GREYLIST, "history": HISTORY}, T0)
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200 and "<script" not in page.text
+    assert "Last 3 days" in page.text and "No history published yet" not in page.text
+    assert page.text.count("<svg") == 2 + 4  # the 24 hours' two charts, the history's four
+    assert "2025-11-30" in page.text and "2025-12-01" in page.text and "2025-12-02" in page.text
+    # 2025-12-01: delayed 35 (new + early), passed 12, whitelisted 4, 3 machines back,
+    # 2 triplets back, p50 1300 s, p90 3000 s, one delay in 0s-45m and one in 45m-1h
+    row = page.text.split("<tr><td>2025-12-01</td>")[1].split("</tr>")[0]
+    assert row == (
+        "<td>35</td><td>12</td><td>4</td><td>3</td><td>2</td><td>1300</td><td>3000</td>"
+        "<td>1</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td>"
+    )
+    today = page.text.split("<tr><td>2025-12-02</td>")[1].split("</tr>")[0]
+    assert "<td>5 (delays of 1 of them)</td>" in today  # a sample: said so
+    empty = page.text.split("<tr><td>2025-11-30</td>")[1].split("</tr>")[0]
+    assert empty.startswith("<td>0</td><td>0</td><td>0</td><td>0</td><td>0</td><td>-</td>")
+    assert "<th>0s-45m</th>" in page.text and "<th>&gt;=8h</th>" in page.text
+
+
+def test_a_gateway_without_history_shows_none_yet(app):
+    page = logged_in(app).get("/greylist")  # GREYLIST: an older gateway's body, no history
+    assert page.status == 200 and "No history published yet" in page.text
+    assert "Last 14 days" in page.text
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "x",
+        [HISTORY],
+        {"by_day": "x"},
+        {"by_day": {"0": HISTORY["by_day"][0]}},
+        {"by_day": [1, None, "x", [], {"day": "x"}, {"day": None}, {"day": True}]},
+        {"by_day": [{"day": 1e300}, {"day": float("inf")}, {"day": float("nan")}]},
+        {"days": 3},
+    ],
+)
+def test_a_malformed_history_shows_none_yet(app, db, hostile):
+    PublishedState(db()).publish("greylist", "gw1", {**GREYLIST, "history": hostile}, T0)
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200 and "No history published yet" in page.text
+    assert page.text.count("<svg") == 2
+
+
+def test_a_malformed_history_day_is_shown_with_what_it_holds(app, db):
+    day = {
+        "day": T0,
+        "greylisted": "many",
+        "passed": -5,
+        "whitelisted": 1e300,
+        "returned": [3],
+        "came_back": None,
+        "delays": {
+            "count": "x",
+            "p50": "1300",
+            "p90": float("inf"),
+            "buckets": [7, {"range": "<b>0s-45m</b>", "count": "2"}, {"count": 1}],
+        },
+        "delays_sampled": "yes",
+    }
+    hostile = {"by_day": [day, {"day": T0 + DAY, "delays": "x"}]}
+    PublishedState(db()).publish("greylist", "gw1", {**GREYLIST, "history": hostile}, T0)
+    page = logged_in(app).get("/greylist")
+    assert page.status == 200 and "Last 2 days" in page.text and "<b>0s" not in page.text
+    assert "<th>&lt;b&gt;0s-45m&lt;/b&gt;</th>" in page.text
+    row = page.text.split("<tr><td>2025-12-02</td>")[1].split("</tr>")[0]
+    assert row.startswith("<td>0</td><td>0</td><td>1000000000")  # no negative, no crash
+    assert row.endswith("<td>-</td><td>-</td><td>0</td>")  # p50, p90, "2": not numbers
 
 
 def test_a_malformed_guard_publication_is_shown_not_crashed(app, db):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from passerelle.greylist.policy import Outcome, Record, Timing, evaluate
+from passerelle.greylist.stats import DAY, DELAYS_PER_DAY, DayStats, day_start, history_days
 
 SCHEMA_VERSION = 1
 DISPLAY_BYTES = 255  # sender/recipient kept for reports (the key hashes the full value)
@@ -417,6 +418,56 @@ class SQLStore:
             "SELECT passed_at - first_seen FROM greylist WHERE passed_at >= ?", (since,)
         )
         return [float(r[0]) for r in cur.fetchall()]
+
+    def daily_stats(
+        self, first_day: float, days: int, delays_per_day: int = DELAYS_PER_DAY
+    ) -> list[DayStats]:
+        """One ``DayStats`` per UTC day from the day of ``first_day``, for ``days`` days (bounded
+        by ``history_days``), the days without data included (zeros).
+
+        Bounded: two grouped reads of the stats table (one row per hour, and per decision
+        reason) and, per day, a count and at most ``delays_per_day`` delays of the greylist
+        table (its passed_at index). The stats table keeps its hourly counters ``stats_ttl``;
+        the greylist table only the triplets not purged yet (a passed one ``pass_ttl`` after
+        its last use): for the older days, machines back and delays are those still kept."""
+        start = day_start(first_day)
+        n = history_days(days)
+        end = start + n * DAY
+        out = {start + i * DAY: DayStats(start + i * DAY) for i in range(n)}
+        cur = self.execute(
+            "SELECT bucket, subject, SUM(hits) FROM stats WHERE kind = ? AND bucket >= ?"
+            " AND bucket < ? GROUP BY bucket, subject",
+            ("decision", start, end),
+        )
+        for bucket, subject, hits in cur.fetchall():
+            d = out.get(day_start(int(bucket)))
+            if d is not None:
+                d.decisions[str(subject)] = d.decisions.get(str(subject), 0) + int(hits)
+        cur = self.execute(
+            "SELECT bucket, SUM(hits) FROM stats WHERE kind = ? AND bucket >= ? AND bucket < ?"
+            " GROUP BY bucket",
+            ("whitelisted", start, end),
+        )
+        for bucket, hits in cur.fetchall():
+            d = out.get(day_start(int(bucket)))
+            if d is not None:
+                d.whitelisted += int(hits)
+        for day, d in out.items():
+            cur = self.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT client) FROM greylist"
+                " WHERE passed_at >= ? AND passed_at < ?",
+                (day, day + DAY),
+            )
+            passed, returned = cur.fetchone()
+            d.passed, d.returned = int(passed or 0), int(returned or 0)
+            if d.passed and delays_per_day > 0:
+                cur = self.execute(
+                    "SELECT passed_at - first_seen FROM greylist"
+                    " WHERE passed_at >= ? AND passed_at < ? LIMIT ?",
+                    (day, day + DAY, delays_per_day),
+                )
+                d.delays = [float(r[0]) for r in cur.fetchall()]
+        return list(out.values())
 
     # -- maintenance -------------------------------------------------------------------
     def purge(
