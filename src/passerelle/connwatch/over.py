@@ -113,7 +113,7 @@ def read_over(path: str | Path) -> dict[str, Any]:
         raise OverFileError(f"{path}: larger than {FILE_MAX} bytes")
     try:
         rec = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: [[[[...
         raise OverFileError(f"{path}: not JSON") from None
     if not isinstance(rec, dict) or rec.get("version") != VERSION:
         raise OverFileError(f"{path}: not a version {VERSION} over file")
