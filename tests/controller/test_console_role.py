@@ -185,3 +185,21 @@ def test_no_ldap_section_without_passerelle_ldap_or_without_a_group():
         "console", SERVER, "mon1", console_ldap_admin_group="", console_ldap_viewer_group=""
     )
     assert "ldap" not in tomllib.loads(no_group)
+
+
+def test_the_guards_over_file_is_written_where_gateway_sync_reads_it(tmp_path):
+    """The guard's rendered config names the over file (beside its status file) the package
+    accepts; the guard's sandbox may write its folder; gateway-sync reads that same config."""
+    from passerelle.connwatch.guard import load_config
+
+    text = render("connwatch", "connwatch.toml.j2", "gw1")
+    (tmp_path / "connwatch.toml").write_text(text)
+    cfg = load_config(tmp_path / "connwatch.toml")
+    assert tomllib.loads(text)["connwatch"]["over_file"] == cfg.over_file
+    assert cfg.over_file == "/var/lib/passerelle-status/connwatch-over.json"
+    assert cfg.over_file.rsplit("/", 1)[0] == cfg.status_file.rsplit("/", 1)[0]
+    unit = render("connwatch", "passerelle-connwatch.service.j2", "gw1")
+    paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M)
+    assert paths is not None and "-/var/lib/passerelle-status" in paths.group(1).split()
+    sync = tomllib.loads(render("console", GATEWAY, "gw1"))["gateway_sync"]
+    assert sync["connwatch_config"] == "/etc/passerelle/connwatch.toml"

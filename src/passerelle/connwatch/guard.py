@@ -24,6 +24,8 @@ check-config``), every key with its default::
     map_type = "hash"              # hash | btree
     reload_command = ["systemctl", "reload", "sendmail"]
     status_file = "/var/lib/passerelle/connwatch.status"   # one Nagios line
+    over_file = "/var/lib/passerelle/connwatch-over.json"   # unset: status_file's folder;
+                                   # the last run's clients over alert_threshold (connwatch.over)
     admin_mail = []                # addresses mailed on alerts, blocks, unblocks, errors
     mail_from = "root"
     mail_command = ["/usr/sbin/sendmail", "-oi", "-t"]
@@ -42,7 +44,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -60,6 +62,7 @@ from passerelle.connwatch.blocks import (
     save_state,
     state_lock,
 )
+from passerelle.connwatch.over import over_record, write_over
 from passerelle.connwatch.sink import CountSink, LocalSink, MariaDBSink, SinkError
 from passerelle.dburl import StoreURLError, parse_store_url
 from passerelle.durations import format_duration
@@ -68,6 +71,7 @@ from passerelle.rootfiles import UnsafeFileError, open_trusted_file
 from passerelle.runner import Runner, run_command
 
 DEFAULT_CONFIG = "/etc/passerelle/connwatch.toml"
+OVER_NAME = "connwatch-over.json"  # the over file's default name, beside the status file
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # Python 3.9: no | at run time
 
 
@@ -87,6 +91,7 @@ class Config:
     map_type: str = "hash"
     reload_command: tuple[str, ...] = ("systemctl", "reload", "sendmail")
     status_file: str = "/var/lib/passerelle/connwatch.status"
+    over_file: str = "/var/lib/passerelle/connwatch-over.json"
     admin_mail: tuple[str, ...] = ()
     mail_from: str = "root"
     mail_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-oi", "-t")
@@ -135,6 +140,11 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
                 raise ConfigError(
                     "connwatch.whitelist", f"not a network (CIDR) or address: {net!r}"
                 ) from None
+        status_file = s.str("status_file", d.status_file)
+        over_file = s.str("over_file", "") or str(Path(status_file).parent / OVER_NAME)
+        state = s.str("state", d.state)
+        if over_file in (status_file, state):
+            raise ConfigError("connwatch.over_file", "must differ from status_file and state")
         admin_mail = s.str_list("admin_mail", [])
         for addr in admin_mail:
             if "@" not in addr and addr != "root":
@@ -148,12 +158,13 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
             block=s.bool("block", d.block),
             direction=s.str("direction", d.direction, choices=("inbound", "outbound")),
             hostname=s.str("hostname", "") or socket.gethostname(),
-            state=s.str("state", d.state),
+            state=state,
             map=s.str("map", d.map),
             makemap=s.str("makemap", d.makemap),
             map_type=s.str("map_type", d.map_type, choices=("hash", "btree")),
             reload_command=tuple(reload_command),
-            status_file=s.str("status_file", d.status_file),
+            status_file=status_file,
+            over_file=over_file,
             admin_mail=tuple(admin_mail),
             mail_from=s.str("mail_from", d.mail_from),
             mail_command=tuple(mail_command),
@@ -330,6 +341,7 @@ class Outcome:
     reloaded: bool = False
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    over: dict[str, Any] = field(default_factory=dict)  # the over file's content (over.py)
 
     @property
     def exit_code(self) -> int:
@@ -441,6 +453,7 @@ def run_once(cfg: Config, now: float, deps: Deps | None = None, dry_run: bool = 
         stats = counter.stats
         errors.extend(stats.errors)
         notes: list[str] = []
+        fleet = cfg.sink != "local"
         try:
             if not dry_run:
                 deps.sink.publish(cfg.hostname, cfg.direction, now, counter.counts)
@@ -452,17 +465,33 @@ def run_once(cfg: Config, now: float, deps: Deps | None = None, dry_run: bool = 
                 counts = deps.sink.totals(cfg.direction, now, cfg.window)
         except SinkError as exc:
             counts = dict(counter.counts)
+            fleet = False
             notes.append(f"shared counts unavailable, local counts used ({exc})")
         decisions = decide(counts, cfg.alert_threshold, cfg.block_threshold, cfg.whitelist)
         plan = plan_blocks(current, decisions, now, cfg)
         out = Outcome(counts, stats, decisions, plan, "", notes=notes)
+        # The blocks in force after the run: the earlier ones when this run's are not applied
+        # (a dry run: those it would apply).
+        in_force: Collection[str] = plan.blocks if dry_run else current
         if not dry_run and state_ok:
             try:
                 out.map_rebuilt, out.reloaded = apply_blocks(
                     cfg, plan.blocks, plan.set_changed, deps
                 )
+                in_force = plan.blocks
             except BlockError as exc:
                 errors.append(str(exc))
+        out.over = over_record(
+            decisions,
+            in_force,
+            current,
+            at=now,
+            window=cfg.window,
+            direction=cfg.direction,
+            alert_threshold=cfg.alert_threshold,
+            block_threshold=cfg.block_threshold,
+            counts="fleet" if fleet else "local",
+        )
     out.errors = errors
     out.status = status_line(cfg, counts, decisions, plan, out.notes)
     if errors:
@@ -522,6 +551,11 @@ def _report(cfg: Config, out: Outcome, now: float, deps: Deps, dry_run: bool) ->
         log.error("connwatch: %s", e)
     if dry_run:
         return
+    try:
+        write_over(cfg.over_file, out.over)
+    except OSError as exc:
+        out.errors.append(f"{cfg.over_file}: {exc}")
+        log.error("connwatch: cannot write %s: %s", cfg.over_file, exc)
     try:
         alerts.write_status(cfg.status_file, out.status)
     except OSError as exc:

@@ -8,8 +8,12 @@ rebuilt, sendmail reloaded), as ``passerelle connwatch unblock IP`` does.
 
 Published (row ``connguard:GATEWAY``): the blocks read with the guard's own
 ``connwatch.blocks.load_state``, the thresholds and window of its configuration
-(``connwatch.guard.load_config``), and the last run's status line (the Nagios line of
-``connwatch.alerts``, which names the clients over the alert and block thresholds).
+(``connwatch.guard.load_config``), the last run's status line (the Nagios line of
+``connwatch.alerts``), and ``over``: the clients over the alert threshold in the last run, as
+that run wrote them (``connwatch.over``: ip, count, decision; the run's time, window and
+whether the counts are the fleet's), read bounded; when the file cannot be read (no run yet,
+unreadable, too large, of another shape) ``over`` is ``{"unknown": why}`` and the rest is
+published all the same.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ def _status_line(path: str) -> str:
     return lines[0] if lines else ""
 
 
+def _over(path: str) -> dict[str, Any]:
+    """The last run's over file, or ``{"unknown": why}``; never raises."""
+    from passerelle.connwatch.over import OverFileError, read_over
+
+    try:
+        return read_over(path)
+    except OverFileError as exc:
+        return {"unknown": str(exc)}
+    except Exception as exc:  # contained: the blocks are still published
+        log.exception("connection guard: %s not read", path)
+        return {"unknown": f"{path}: not read ({type(exc).__name__})"}
+
+
 def connguard_body(cfg: Any) -> dict[str, Any]:
     """This gateway's guard state (``cfg``: a ``connwatch.guard.Config``); raises
     ``connwatch.blocks.BlockError`` when the state file cannot be read."""
@@ -55,6 +72,7 @@ def connguard_body(cfg: Any) -> dict[str, Any]:
         "block_for": cfg.block_for,
         "blocking": cfg.block,
         "status": _status_line(cfg.status_file),
+        "over": _over(cfg.over_file),
         "blocks": [
             {
                 "ip": b.ip,

@@ -25,6 +25,7 @@ from typing import Any
 from passerelle.console.published import PublishedState
 from passerelle.console.requests import RequestError, RequestTable
 from passerelle.console.targets import WHITELIST_REQUESTS, unblock_target, whitelist_target
+from passerelle.durations import format_duration
 from passerelle.greylist.stats import HISTORY_DAYS_MAX
 from passerelle.greylist.whitelist import KINDS as WHITELIST_KINDS
 
@@ -51,10 +52,14 @@ def _int(value: object) -> int:
 
 
 def _num(value: object) -> float | None:
+    """A number from a published body; None for anything else (JSON's Infinity and NaN too)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    v = float(value)
-    return v if math.isfinite(v) else None
+    try:
+        f = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _rows(items: object, text: tuple[str, ...], numbers: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -225,6 +230,34 @@ def greylist_post(app: Any, req: Any, conn: Any, user: Any, now: float) -> Any:
 
 # -- connection guard ----------------------------------------------------------------------
 
+OVER_SHOWN = 500  # rows of a gateway's clients over the thresholds (connwatch.over.OVER_MAX)
+
+
+def _over(value: object) -> dict[str, Any] | None:
+    """A gateway's published ``over`` (the last run's clients over the alert threshold),
+    sanitized: None when not published (an older gateway, another shape); ``unknown`` (why)
+    when the gateway could not read the run's file; else its run time, window, whether the
+    counts are the fleet's, rows (ip, decision, count) and how many more were over."""
+    if not isinstance(value, dict):
+        return None
+    if "unknown" in value:
+        return {"unknown": str(value["unknown"])[:300]}
+    at, items = _num(value.get("at")), value.get("clients")
+    if at is None or not isinstance(items, list):
+        return None
+    clients = [
+        {**c, "count": _int(c["count"])}
+        for c in _rows(items, ("ip", "decision"), ("count",))[:OVER_SHOWN]
+    ]
+    return {
+        "unknown": "",
+        "at": at,
+        "window": format_duration(_int(value.get("window"))),
+        "fleet": value.get("counts") == "fleet",
+        "clients": clients,
+        "more": max(0, _int(value.get("total")) - len(clients)),
+    }
+
 
 def connguard_page(
     app: Any, req: Any, conn: Any, user: Any, status: int = 200, error: str = ""
@@ -243,6 +276,7 @@ def connguard_page(
                 "block_threshold": _int(b.get("block_threshold")),
                 "blocking": bool(b.get("blocking", True)),
                 "blocks": _rows(b.get("blocks"), ("ip", "reason"), ("count", "since", "expires")),
+                "over": _over(b.get("over")),
             }
         )
     filed = req.arg("filed", "")
@@ -267,7 +301,7 @@ def connguard_post(app: Any, req: Any, conn: Any, user: Any, now: float) -> Any:
         holders = [
             p.gateway
             for p in PublishedState(conn).starting(CONNGUARD)
-            if any(isinstance(b, dict) and b.get("ip") == ip for b in p.body.get("blocks", []))
+            if any(b["ip"] == ip for b in _rows(p.body.get("blocks"), ("ip",), ()))
         ]
         if not holders:
             raise ValueError(f"{ip} is not blocked on any gateway")

@@ -113,7 +113,10 @@ class Outcome:
 def _utc(ts: float | None) -> str:
     if ts is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts)))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(ts)))
+    except (TypeError, ValueError, OverflowError, OSError):  # a published body's time: input
+        return "?"
 
 
 def _size(n: int) -> str:

@@ -12,7 +12,8 @@ import pytest
 
 from passerelle.connwatch.blocks import Block, load_state, save_state
 from passerelle.connwatch.guard import Config as GuardConfig
-from passerelle.connwatch.guard import Deps
+from passerelle.connwatch.guard import Decision, Deps
+from passerelle.connwatch.over import FILE_MAX, over_record, write_over
 from passerelle.console.connguard_side import connguard_body, publish_connguard, unblock_request
 from passerelle.console.gateway import carry_out
 from passerelle.console.greylist_side import greylist_body, publish_greylist, suggestions
@@ -186,6 +187,7 @@ def _guard(tmp_path) -> GuardConfig:
         state=str(state),
         map=str(tmp_path / "connwatch"),
         status_file=str(tmp_path / "connwatch.status"),
+        over_file=str(tmp_path / "connwatch-over.json"),
         hostname="gw1",
     )
     save_state(
@@ -268,6 +270,73 @@ def test_connguard_body_reads_the_guard_state(tmp_path):
     assert (body["alert_threshold"], body["block_threshold"]) == (500, 2500)
 
 
+def _write_over(cfg, clients):
+    rec = over_record(
+        [Decision(ip, n, action) for ip, n, action in clients],
+        {"198.51.100.7"},
+        {"198.51.100.7"},
+        at=T0 - 60,
+        window=3600,
+        direction="inbound",
+        alert_threshold=500,
+        block_threshold=2500,
+        counts="local",
+    )
+    write_over(cfg.over_file, rec)
+    return rec
+
+
+def test_connguard_body_publishes_the_last_runs_clients_over(tmp_path):
+    cfg = _guard(tmp_path)
+    rec = _write_over(cfg, [("198.51.100.7", 3000, "block"), ("192.0.2.10", 600, "alert")])
+    over = connguard_body(cfg)["over"]
+    assert over == rec
+    assert [(c["ip"], c["decision"]) for c in over["clients"]] == [
+        ("198.51.100.7", "already blocked"),
+        ("192.0.2.10", "alert"),
+    ]
+    assert (over["at"], over["window"], over["counts"], over["total"]) == (
+        T0 - 60,
+        3600,
+        "local",
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (None, "no run has written it yet"),
+        (b'{"version": 1, "clients": [', "not JSON"),
+        (b"[" * 200_000, "not JSON"),
+        (b" " * (FILE_MAX + 1), f"larger than {FILE_MAX} bytes"),
+        (b'{"version": 1, "at": 0}', "is not a number"),
+    ],
+)
+def test_an_unreadable_over_file_is_published_as_unknown_with_why(tmp_path, content, why):
+    cfg = _guard(tmp_path)
+    if content is not None:
+        Path(cfg.over_file).write_bytes(content)
+    body = connguard_body(cfg)
+    assert body["over"]["unknown"].startswith(cfg.over_file + ": ")
+    assert why in body["over"]["unknown"]
+    assert len(body["blocks"]) == 2 and body["status"].startswith("CRITICAL")  # the rest is there
+
+
+def test_an_unexpected_error_reading_the_over_file_is_contained(tmp_path, monkeypatch):
+    import passerelle.connwatch.over as over
+
+    def boom(path):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(over, "read_over", boom)
+    body = connguard_body(_guard(tmp_path))
+    assert body["over"] == {
+        "unknown": f"{tmp_path / 'connwatch-over.json'}: not read (MemoryError)"
+    }
+    assert len(body["blocks"]) == 2
+
+
 def test_publish_replaces_the_row(conn, store, tmp_path):
     state = PublishedState(conn)
     publish_greylist(store, state, "gw1", Whitelist, 1200, T0)
@@ -319,6 +388,10 @@ def test_pages_sync_with_the_greylist_and_guard_configs(conn, tmp_path):
     ]
     guard_row = state.get("connguard:gw1")
     assert guard_row is not None and len(guard_row.body["blocks"]) == 2
+    # over_file unset: beside the status file, where no run has written yet
+    assert guard_row.body["over"] == {
+        "unknown": f"{tmp_path / 'connwatch-over.json'}: no run has written it yet"
+    }
 
 
 def test_pages_sync_says_why_when_a_config_cannot_be_read(conn, tmp_path):

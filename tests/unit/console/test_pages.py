@@ -52,6 +52,21 @@ GUARD = {
     "blocks": [
         {"ip": "198.51.100.7", "count": 3000, "since": T0, "expires": T0 + 86400, "reason": "x"}
     ],
+    "over": {
+        "version": 1,
+        "at": T0 - 120,
+        "window": 3600,
+        "direction": "inbound",
+        "alert_threshold": 500,
+        "block_threshold": 2500,
+        "counts": "fleet",
+        "total": 5,
+        "clients": [
+            {"ip": "198.51.100.7", "count": 3000, "decision": "already blocked"},
+            {"ip": "10.0.0.5", "count": 2900, "decision": "whitelisted"},
+            {"ip": "192.0.2.10", "count": 600, "decision": "alert"},
+        ],
+    },
 }
 
 
@@ -67,7 +82,8 @@ def app(db):
     state = PublishedState(db())
     state.publish("greylist", "gw1", GREYLIST, T0)
     state.publish("connguard:gw1", "gw1", GUARD, T0)
-    state.publish("connguard:gw2", "gw2", {**GUARD, "blocks": []}, T0)
+    old_gateway = {k: v for k, v in GUARD.items() if k != "over"}  # publishes no ``over``
+    state.publish("connguard:gw2", "gw2", {**old_gateway, "blocks": []}, T0)
     return app
 
 
@@ -171,6 +187,61 @@ def test_connguard_page_shows_blocks_and_status(app):
     assert "198.51.100.7" in page.text and "CRITICAL - inbound gw1" in page.text
     assert "No active block." in page.text  # gw2
     assert 'action="/connguard/unblock"' in page.text
+
+
+def test_connguard_page_shows_the_clients_over_the_thresholds(app):
+    page = logged_in(app).get("/connguard")
+    text = page.text
+    assert (
+        "Clients over the thresholds (last run at 2025-12-01 23:58:00 UTC, window 1h,"
+        " sum over the gateways)" in text
+    )
+    over = text[text.index("Clients over the thresholds (last run") :]
+    over = over[: over.index("</table>")]
+    assert "<td>192.0.2.10</td><td>600</td><td>alert</td>" in over
+    assert "<td>10.0.0.5</td><td>2900</td><td>whitelisted</td>" in over
+    assert "and 2 more" in over
+    # Unblock only where the console's unblock applies: a client this gateway blocks
+    assert over.count('action="/connguard/unblock"') == 1
+    assert 'name="ip" value="198.51.100.7"' in over and 'value="192.0.2.10"' not in over
+    # gw2 (an older gateway) publishes no list
+    assert "Clients over the thresholds: not published yet." in text
+
+
+def test_connguard_page_with_nobody_over_and_with_an_unreadable_list(app, db):
+    state = PublishedState(db())
+    over = {**GUARD["over"], "total": 0, "clients": [], "counts": "local"}
+    state.publish("connguard:gw1", "gw1", {**GUARD, "over": over}, T0)
+    unknown = {"unknown": "/var/lib/passerelle/connwatch-over.json: not JSON <b>"}
+    state.publish("connguard:gw2", "gw2", {**GUARD, "over": unknown}, T0)
+    text = logged_in(app).get("/connguard").text
+    assert "window 1h, this gateway&#39;s counts)" in text
+    assert "No client over the alert threshold in the last run." in text and "more" not in text
+    assert "Clients over the thresholds: unknown (<code>/var/lib/passerelle/" in text
+    assert "not JSON &lt;b&gt;" in text
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        "x",
+        [],
+        None,
+        {},
+        {"clients": "x", "at": T0},
+        {"at": "soon", "clients": []},
+        {"at": True, "clients": []},
+        {"unknown": 7},
+        {"at": 1e300, "window": "1h", "total": "all", "clients": [{"ip": 5, "count": "many"}, 3]},
+        {"at": float("inf"), "clients": []},
+        {"at": T0, "window": -5, "total": 10**30, "clients": [{"ip": "192.0.2.1", "count": 1e400}]},
+        {"at": T0, "window": 10**400, "clients": [{"decision": {"x": 1}, "count": -3}]},
+    ],
+)
+def test_a_hostile_over_is_shown_not_crashed(app, db, over):
+    PublishedState(db()).publish("connguard:gw3", "gw3", {**GUARD, "over": over}, T0)
+    page = logged_in(app).get("/connguard")
+    assert page.status == 200 and "<h2>gw3 (inbound)</h2>" in page.text
 
 
 def test_unblock_files_a_request_for_the_gateway_holding_the_block(app, db):
@@ -328,6 +399,18 @@ def test_a_malformed_guard_publication_is_shown_not_crashed(app, db):
     )
     page = logged_in(app).get("/connguard")
     assert page.status == 200 and "192.0.2.66" in page.text
+    odd = {"blocks": [{"ip": "192.0.2.67", "count": 1e400, "since": 1e300}]}
+    PublishedState(db()).publish("connguard:gw4", "gw4", odd, T0)
+    page = logged_in(app).get("/connguard")
+    assert page.status == 200 and "192.0.2.67" in page.text
+
+
+def test_unblock_with_a_malformed_guard_publication_is_refused_not_crashed(app, db):
+    PublishedState(db()).publish("connguard:gw3", "gw3", {"blocks": 7}, T0)
+    c = logged_in(app)
+    r = c.post("/connguard/unblock", {"csrf": c.get("/connguard").csrf(), "ip": "198.51.100.7"})
+    assert r.status == 303
+    assert [(q.target, q.gateway) for q in requests(db)] == [("198.51.100.7", "gw1")]
 
 
 def test_round_trip_as_the_lab_test_sees_it(app, db, tmp_path):
