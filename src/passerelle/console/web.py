@@ -6,7 +6,8 @@ the accounts, the server secret, a clock), so a test drives it with environ dict
   console has one, ``ldapauth.py``; a directory that does not answer is a 503 with the form
   again), then a signed session cookie (HttpOnly, Secure, SameSite=Strict). Logout revokes
   the session server-side (``session_store.py``): its token is refused afterwards, even a
-  copy. The login form
+  copy. An LDAP session's groups are read again every ``[ldap] recheck``: a new role
+  applies at once, a user in no console group any more (or gone) is logged out. The login form
   carries a token bound to a cookie of its own; every other form carries the session's CSRF
   token. A POST whose token is missing or wrong is refused (403) before anything is read or
   changed.
@@ -60,7 +61,7 @@ from passerelle.console.rules import (
     set_enabled,
 )
 from passerelle.console.rules_store import RulesChanged, RuleStore
-from passerelle.console.session_store import SessionPurger, SessionStore
+from passerelle.console.session_store import SessionPurger, SessionStore, recheck
 from passerelle.console.trace import RETENTION, Purger, TraceStore, trace_page
 from passerelle.console.webio import (
     BadRequest,
@@ -244,11 +245,31 @@ class Console:
         if SessionStore(conn).is_revoked(session.sid):  # logged out (a copied token)
             return None
         if session.source == "ldap":
-            # Its role is the one its groups gave at login. Refused once the console has no
-            # directory, or when a local account of that name now exists (local wins).
-            if self.login.directory is None or self.accounts.get(session.account) is not None:
+            # Refused once the console has no directory, or when a local account of that
+            # name now exists (local wins). Its role: its groups, read again every
+            # [ldap] recheck (session_store.recheck).
+            directory = self.login.directory
+            if directory is None or self.accounts.get(session.account) is not None:
                 return None
-            role: str | None = session.role
+            verdict = recheck(SessionStore(conn), directory, session, now)
+            who = audit_name(session.account, session.source)
+            if verdict.role is None:
+                AuditLog(conn).append(
+                    who, verdict.was, "session_end", "", True, verdict.ended, req.client, now
+                )
+                return None
+            if verdict.was:
+                AuditLog(conn).append(
+                    who,
+                    verdict.role,
+                    "ldap_role",
+                    "",
+                    True,
+                    f"role {verdict.was} -> {verdict.role} (directory groups)",
+                    req.client,
+                    now,
+                )
+            role: str | None = verdict.role
         else:
             role = self.accounts.role_of(session.account)
         if role is None:  # the account was removed since

@@ -145,3 +145,34 @@ def test_expired_revocations_are_purged_by_the_pages(app, db, clock):
     c3 = logged_in(app)
     assert c3.get("/quarantine").status == 200
     assert rows(db) == 0
+
+
+def test_a_database_at_version_1_gains_the_ldap_session_table(conn):
+    from passerelle.console import schema
+    from passerelle.console.session_store import MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, VERSION_TABLE
+
+    s = SessionStore(conn)
+    first = {1: (MYSQL_MIGRATIONS if s.mysql else SQLITE_MIGRATIONS)[1]}
+    assert schema.migrate(conn, s.mysql, VERSION_TABLE, s.SCHEMA_LOCK, first, s.WHAT) == (0, 1)
+    s.revoke(SID1, T0 + HOUR)  # a logout under the first version
+    assert s.migrate() == (1, 2)
+    assert s.is_revoked(SID1)
+    cur = conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM console_ldap_session")
+    assert cur.fetchone()[0] == 0
+
+
+def test_ldap_session_rows_on_each_database(conn):
+    from passerelle.console.auth import Session
+
+    s = SessionStore(conn)
+    s.migrate()
+    session = Session("lea", T0, T0 + HOUR, SID1, "ldap", "admin")
+    first = s.ldap_state(session)  # made at the first request: checked at login
+    assert (first.role, first.checked_at, first.tried_at) == ("admin", T0, T0)
+    s.ldap_tried(SID1, T0 + 400)
+    assert s.ldap_state(session).tried_at == T0 + 400
+    s.ldap_checked(SID1, "viewer", T0 + 500)
+    assert s.ldap_state(session) == type(first)("viewer", T0 + 500, T0 + 500)
+    assert s.purge(T0 + HOUR) == 1
+    assert s.ldap_state(session).role == "admin"  # gone: made again from the token
