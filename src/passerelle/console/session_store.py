@@ -17,7 +17,8 @@ this one is updated every interval by the requests of a live session, and the re
 lookup of every session (local ones too) stays one primary-key lookup of a table holding
 only logged-out ids. An LDAP session's request adds one primary-key lookup of its own row.
 Its row is made at its first request (checked at login: the token's role, ``checked_at``
-its issue time), so a token issued before this table existed is checked at once. Outcomes
+its issue time), so a token issued before this table existed is checked at its next request
+once its login is older than the interval. Outcomes
 of a check:
 
 - the same group: carry on (``checked_at`` now);
