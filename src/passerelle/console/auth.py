@@ -11,7 +11,9 @@
   the account comes from: ``local`` (the inventory's), whose role is looked up in the
   accounts at each request, so a removed account or a changed role takes effect at once; or
   ``ldap`` (the organisation's directory, ``ldapauth.py``), whose role, read from its groups
-  at login, is carried in the signed token until it expires.
+  at login, is carried in the signed token; the console keeps it server-side and reads the
+  groups again every ``[ldap] recheck`` (``session_store.recheck``). A logged-out session
+  is revoked server-side (``session_store.SessionStore``).
 - A CSRF token is the HMAC of the session id (another derived key): bound to the session,
   checked with ``compare_digest``.
 - Logins are rate limited per client address (IPv6 by /64) and per account name, over a
@@ -433,10 +435,19 @@ class DirectoryUser(Protocol):
 
 
 class Directory(Protocol):
-    """A directory that checks logins (``ldapauth.LdapAuthenticator``)."""
+    """A directory that checks logins (``ldapauth.LdapAuthenticator``) and, every
+    ``recheck`` seconds, an LDAP session's groups."""
+
+    @property
+    def recheck(self) -> float:
+        """Seconds between two reads of an LDAP session's groups."""
 
     def authenticate(self, name: str, password: object) -> DirectoryUser | None:
         """The user when the password is right and a group gives a role, else None;
+        ``DirectoryUnavailable`` when the directory does not answer."""
+
+    def role_of(self, name: str) -> DirectoryUser | None:
+        """The user now (its role from its groups), None when gone or in no console group;
         ``DirectoryUnavailable`` when the directory does not answer."""
 
 

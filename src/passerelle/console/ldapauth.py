@@ -10,9 +10,17 @@ admin logs in while the directory is down) is checked here:
    the name escaped per RFC 4515 (``ldap.filter.escape_filter_chars``): exactly one entry, or
    the login is refused;
 3. its role from group membership, read with the service bind: a member (attribute
-   ``member``, groupOfNames) of ``admin_group`` is an admin, else of ``viewer_group`` a
-   viewer, else refused (with the wrong-password message);
+   ``member`` of a groupOfNames, or ``uniqueMember`` of a groupOfUniqueNames: one base
+   search of the group with ``(|(member=DN)(uniqueMember=DN))``, the DN escaped per RFC 4515)
+   of ``admin_group`` is an admin, else of ``viewer_group`` a viewer, else refused (with the
+   wrong-password message);
 4. a simple bind as that entry's DN with the password typed.
+
+An LDAP session's role is then re-read (``role_of``: steps 2 and 3 with the service bind,
+no password) when its last check is older than ``recheck`` (default 5 minutes, 30 s to
+1 h), so a user removed from a group stops acting within that interval rather than when the
+session expires; ``session_store.recheck`` decides what follows (same role, new role,
+session ended, directory unavailable).
 
 The connection (``routing.directory.open_connection``: LDAPv3, no referrals, network and
 operation timeouts) and the settings' common part (``routing.config.parse_ldap_server``) are
@@ -37,7 +45,11 @@ from passerelle.routing.directory import error_text, open_connection
 log = logging.getLogger("passerelle.console.ldap")
 
 DEFAULT_USER_FILTER = "(uid={name})"
-MEMBER_ATTRIBUTE = "member"  # groupOfNames (the lab's slapd); a DN per member
+# groupOfNames (the lab's slapd) and groupOfUniqueNames: a DN per member
+MEMBER_ATTRIBUTES = ("member", "uniqueMember")
+RECHECK_DEFAULT = "5m"  # an LDAP session's groups are read again after this
+RECHECK_MIN = 30
+RECHECK_MAX = 3600
 NAME = "{name}"
 
 
@@ -51,6 +63,7 @@ class LdapLoginSettings:
     bind_dn: str = ""
     password_file: str = ""
     timeout: int = 5
+    recheck: int = 300  # s between two reads of an LDAP session's groups
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,9 @@ def parse_ldap_section(ls: Section) -> LdapLoginSettings:
             raise ConfigError(f"ldap.{key}", f"{groups[key]!r}: {problem}")
     if not groups["admin_group"] and not groups["viewer_group"]:
         raise ConfigError("ldap.admin_group", "set admin_group, viewer_group or both")
+    recheck = ls.duration("recheck", RECHECK_DEFAULT)
+    if not RECHECK_MIN <= recheck <= RECHECK_MAX:
+        raise ConfigError("ldap.recheck", f"must be between {RECHECK_MIN}s and {RECHECK_MAX}s")
     ls.finish()
     return LdapLoginSettings(
         uri=server.uri,
@@ -125,6 +141,7 @@ def parse_ldap_section(ls: Section) -> LdapLoginSettings:
         bind_dn=server.bind_dn,
         password_file=server.password_file,
         timeout=server.timeout,
+        recheck=recheck,
     )
 
 
@@ -154,10 +171,16 @@ class LdapAuthenticator:
         results = conn.search_st(base, scope, flt, ["1.1"], timeout=self.settings.timeout)
         return [dn for dn, _attrs in results if dn]  # skip search references
 
+    @property
+    def recheck(self) -> float:
+        """Seconds between two reads of an LDAP session's groups (``[ldap] recheck``)."""
+        return float(self.settings.recheck)
+
     def _member(self, conn: Any, group: str, dn: str) -> bool:
         if not group:
             return False
-        flt = f"({MEMBER_ATTRIBUTE}={self._ldap.filter.escape_filter_chars(dn)})"
+        value = self._ldap.filter.escape_filter_chars(dn)
+        flt = "(|" + "".join(f"({attr}={value})" for attr in MEMBER_ATTRIBUTES) + ")"
         try:
             return bool(self._search(conn, group, self._ldap.SCOPE_BASE, flt))
         except self._ldap.NO_SUCH_OBJECT:
@@ -175,27 +198,13 @@ class LdapAuthenticator:
             return None
         ldap = self._ldap
         s = self.settings
-        flt = s.user_filter.replace(NAME, ldap.filter.escape_filter_chars(name))
         try:
             conn = self._connect()
             try:
-                conn.simple_bind_s(s.bind_dn, self._bind_password)
-                try:
-                    found = self._search(conn, s.base, ldap.SCOPE_SUBTREE, flt)
-                except ldap.NO_SUCH_OBJECT:
-                    log.warning("console: LDAP base %s does not exist", s.base)
-                    found = []
-                if len(found) != 1:
-                    log.info("console: LDAP login %r: %d entries found, refused", name, len(found))
+                found = self._lookup(conn, name, "login")
+                if found is None:
                     return None
-                dn = found[0]
-                if self._member(conn, s.admin_group, dn):
-                    role = "admin"
-                elif self._member(conn, s.viewer_group, dn):
-                    role = "viewer"
-                else:
-                    log.info("console: LDAP login %r (%s): in no console group, refused", name, dn)
-                    return None
+                dn, role = found
                 try:
                     conn.simple_bind_s(dn, password)
                 except (
@@ -216,6 +225,53 @@ class LdapAuthenticator:
             log.exception("console: LDAP login %r failed", name)
             raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
         return LdapUser(name, dn, role)
+
+    def _lookup(self, conn: Any, name: str, what: str) -> tuple[str, str] | None:
+        """Service bind, the one entry of ``name``, its role from the groups: (dn, role), or
+        None (no entry, several, in no console group). LDAP errors propagate."""
+        ldap = self._ldap
+        s = self.settings
+        flt = s.user_filter.replace(NAME, ldap.filter.escape_filter_chars(name))
+        conn.simple_bind_s(s.bind_dn, self._bind_password)
+        try:
+            found = self._search(conn, s.base, ldap.SCOPE_SUBTREE, flt)
+        except ldap.NO_SUCH_OBJECT:
+            log.warning("console: LDAP base %s does not exist", s.base)
+            found = []
+        if len(found) != 1:
+            log.info("console: LDAP %s %r: %d entries found, refused", what, name, len(found))
+            return None
+        dn = found[0]
+        if self._member(conn, s.admin_group, dn):
+            return dn, "admin"
+        if self._member(conn, s.viewer_group, dn):
+            return dn, "viewer"
+        log.info("console: LDAP %s %r (%s): in no console group, refused", what, name, dn)
+        return None
+
+    def role_of(self, name: str) -> LdapUser | None:
+        """An LDAP session's user as the directory sees it now (service bind only): None when
+        the entry is gone (or no longer unique) or in no console group;
+        ``DirectoryUnavailable`` when the directory does not answer."""
+        ldap = self._ldap
+        s = self.settings
+        if not isinstance(name, str) or not name:
+            return None
+        try:
+            conn = self._connect()
+            try:
+                found = self._lookup(conn, name, "session")
+            finally:
+                with contextlib.suppress(ldap.LDAPError):
+                    conn.unbind_s()
+        except ldap.LDAPError as exc:
+            why = f"{s.uri}: {error_text(exc)}"
+            log.warning("console: LDAP session %r: directory unavailable: %s", name, why)
+            raise DirectoryUnavailable(why) from None
+        except Exception as exc:  # a bug here or in python-ldap: contained, as unavailable
+            log.exception("console: LDAP session check of %r failed", name)
+            raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
+        return None if found is None else LdapUser(name, found[0], found[1])
 
 
 __all__ = [

@@ -27,6 +27,10 @@ The configuration (TOML)::
     user_filter = "(uid={name})"            # {name}: the name typed, escaped (RFC 4515)
     admin_group = "cn=console-admins,ou=groups,dc=example,dc=org"    # member: admin
     viewer_group = "cn=console-viewers,ou=groups,dc=example,dc=org"  # member: viewer
+                                            # (member, or uniqueMember: groupOfUniqueNames)
+    recheck = "5m"                          # an LDAP session's groups read again after
+                                            # this (30s to 1h); directory down: one more
+                                            # interval, then the session ends
 
 A bad file is a ``ConfigError`` naming the file and the key (``check-config`` prints it).
 """

@@ -4,7 +4,10 @@ the accounts, the server secret, a clock), so a test drives it with environ dict
 
 - Login (rate limited by ``auth.Login``: a local account, else the directory when the
   console has one, ``ldapauth.py``; a directory that does not answer is a 503 with the form
-  again), then a signed session cookie (HttpOnly, Secure, SameSite=Strict). The login form
+  again), then a signed session cookie (HttpOnly, Secure, SameSite=Strict). Logout revokes
+  the session server-side (``session_store.py``): its token is refused afterwards, even a
+  copy. An LDAP session's groups are read again every ``[ldap] recheck``: a new role
+  applies at once, a user in no console group any more (or gone) is logged out. The login form
   carries a token bound to a cookie of its own; every other form carries the session's CSRF
   token. A POST whose token is missing or wrong is refused (403) before anything is read or
   changed.
@@ -58,6 +61,7 @@ from passerelle.console.rules import (
     set_enabled,
 )
 from passerelle.console.rules_store import RulesChanged, RuleStore
+from passerelle.console.session_store import SessionPurger, SessionStore, recheck
 from passerelle.console.trace import RETENTION, Purger, TraceStore, trace_page
 from passerelle.console.webio import (
     BadRequest,
@@ -173,6 +177,7 @@ class Console:
         self._login_key = hmac.new(secret, b"passerelle console login form v1", "sha256").digest()
         self.env = environment()
         self.trace_purge = Purger(trace_retention)
+        self.session_purge = SessionPurger()
         self.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
 
     # -- plumbing ------------------------------------------------------------------------
@@ -187,6 +192,7 @@ class Console:
             GatewayStatusTable(conn).migrate()
             PublishedState(conn).migrate()
             TraceStore(conn).migrate()
+            SessionStore(conn).migrate()
         finally:
             conn.close()
 
@@ -235,16 +241,38 @@ class Console:
     def _redirect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
         return redirect(self.prefix + path, headers)
 
-    def _user(self, req: Request, now: float) -> User | None:
+    def _user(self, req: Request, conn: Any, now: float) -> User | None:
         session = self.sessions.check(req.cookies.get(SESSION_COOKIE), now)
         if session is None:
             return None
+        if SessionStore(conn).is_revoked(session.sid):  # logged out (a copied token)
+            return None
         if session.source == "ldap":
-            # Its role is the one its groups gave at login. Refused once the console has no
-            # directory, or when a local account of that name now exists (local wins).
-            if self.login.directory is None or self.accounts.get(session.account) is not None:
+            # Refused once the console has no directory, or when a local account of that
+            # name now exists (local wins). Its role: its groups, read again every
+            # [ldap] recheck (session_store.recheck).
+            directory = self.login.directory
+            if directory is None or self.accounts.get(session.account) is not None:
                 return None
-            role: str | None = session.role
+            verdict = recheck(SessionStore(conn), directory, session, now)
+            who = audit_name(session.account, session.source)
+            if verdict.role is None:
+                AuditLog(conn).append(
+                    who, verdict.was, "session_end", "", True, verdict.ended, req.client, now
+                )
+                return None
+            if verdict.was:
+                AuditLog(conn).append(
+                    who,
+                    verdict.role,
+                    "ldap_role",
+                    "",
+                    True,
+                    f"role {verdict.was} -> {verdict.role} (directory groups)",
+                    req.client,
+                    now,
+                )
+            role: str | None = verdict.role
         else:
             role = self.accounts.role_of(session.account)
         if role is None:  # the account was removed since
@@ -283,7 +311,7 @@ class Console:
             if req.method == "POST":
                 return self._login_post(req, conn, now)
             return self._login_form(req, None, 200, "")
-        user = self._user(req, now)
+        user = self._user(req, conn, now)
         if user is None:
             if req.method == "POST":
                 return self._page("error.html", None, 403, message="log in first")
@@ -304,6 +332,7 @@ class Console:
 
     def _get(self, req: Request, conn: Any, user: User, now: float) -> Response:
         self.trace_purge(conn, now)
+        self.session_purge(conn, now)
         parts = [p for p in req.path.split("/") if p]
         if not parts:
             return self._redirect("/quarantine")
@@ -335,6 +364,8 @@ class Console:
 
     def _post(self, req: Request, conn: Any, user: User, now: float) -> Response:
         if req.path == "/logout":
+            # Server-side: the token stays refused if someone kept a copy.
+            SessionStore(conn).revoke(user.session.sid, user.session.expires)
             self._audit(conn, user, "logout", "", True, "", req.client, now)
             return self._redirect(
                 "/login", [cookie_header(SESSION_COOKIE, "", 0, secure=self.secure_cookies)]

@@ -38,7 +38,9 @@ VIEWERS = f"cn=console-viewers,{GROUPS}"
 SERVICE = "cn=passerelle,ou=services,dc=lab,dc=test"
 SERVICE_PW = "service-pw"
 
-_SIMPLE = re.compile(r"^\(([A-Za-z][A-Za-z0-9-]*)=((?:[^()*\\]|\\[0-9a-fA-F]{2})*|\*)\)$")
+_ITEM = r"\(([A-Za-z][A-Za-z0-9-]*)=((?:[^()*\\]|\\[0-9a-fA-F]{2})*|\*)\)"
+_SIMPLE = re.compile(f"^{_ITEM}$")
+_OR = re.compile(r"^\(\|((?:\([^()]*\))+)\)$")
 
 
 def _unescape(value: str) -> str:
@@ -47,9 +49,9 @@ def _unescape(value: str) -> str:
 
 class FakeDirectory:
     """A directory in memory: ``entries`` {dn: {attribute: [values]}}, ``passwords``
-    {dn: password}. Understands only ``(attr=value)`` filters (``*`` alone: any value), as
-    the console sends them; anything else is a FILTER_ERROR, as a server would answer a
-    filter an unescaped name broke."""
+    {dn: password}. Understands only ``(attr=value)`` filters (``*`` alone: any value) and
+    an OR of them, ``(|(a=x)(b=y))``, as the console sends them; anything else is a
+    FILTER_ERROR, as a server would answer a filter an unescaped name broke."""
 
     def __init__(self, entries: dict, passwords: dict) -> None:
         self.entries = entries
@@ -77,10 +79,14 @@ class FakeConnection:
 
     def search_st(self, base, scope, filterstr, attrlist=None, attrsonly=0, timeout=-1):
         self.d.filters.append(filterstr)
-        m = _SIMPLE.match(filterstr)
-        if not m:
-            raise ldap.FILTER_ERROR({"desc": "Bad search filter"})
-        attr, raw = m.group(1).lower(), m.group(2)
+        either = _OR.match(filterstr)
+        items = re.findall(r"\([^()]*\)", either.group(1)) if either else [filterstr]
+        terms = []
+        for item in items:
+            m = _SIMPLE.match(item)
+            if not m:
+                raise ldap.FILTER_ERROR({"desc": "Bad search filter"})
+            terms.append((m.group(1).lower(), m.group(2)))
         if not any(dn.lower().endswith(base.lower()) for dn in self.d.entries) and (
             base.lower() not in (d.lower() for d in self.d.entries)
         ):
@@ -91,9 +97,11 @@ class FakeConnection:
                 continue
             if scope == ldap.SCOPE_SUBTREE and not dn.lower().endswith(base.lower()):
                 continue
-            values = [v.lower() for k, vs in attrs.items() if k.lower() == attr for v in vs]
-            if (raw == "*" and values) or _unescape(raw).lower() in values:
-                out.append((dn, {}))
+            for attr, raw in terms:
+                values = [v.lower() for k, vs in attrs.items() if k.lower() == attr for v in vs]
+                if (raw == "*" and values) or _unescape(raw).lower() in values:
+                    out.append((dn, {}))
+                    break
         return out
 
     def unbind_s(self) -> None:
@@ -471,6 +479,8 @@ def test_ldap_section_loads(files):
         ADMINS,
     )
     assert cfg.ldap_password == "service-pw"
+    assert cfg.ldap.recheck == 300  # the default: 5 minutes
+    assert load_config(write_config(files, recheck="90s")).ldap.recheck == 90
 
 
 def test_no_ldap_section_no_directory(files):
@@ -498,6 +508,9 @@ def test_no_ldap_section_no_directory(files):
         ({"viewer_group": 3}, "ldap.viewer_group"),
         ({"admin_group": "", "viewer_group": ""}, "ldap.admin_group"),
         ({"colour": "blue"}, "ldap.colour"),
+        ({"recheck": "10s"}, "ldap.recheck"),
+        ({"recheck": "2h"}, "ldap.recheck"),
+        ({"recheck": "soon"}, "ldap.recheck"),
     ],
 )
 def test_bad_ldap_section_is_a_config_error_naming_the_key(files, over, key):
@@ -511,3 +524,202 @@ def test_ldap_secret_readable_by_everyone_is_refused(files):
     (files / "console-ldap.secret").chmod(0o644)
     with pytest.raises(ConfigError, match=r"ldap\.password_file: .* readable by everyone"):
         load_config(write_config(files))
+
+
+# -- groupOfUniqueNames ----------------------------------------------------------------------
+
+
+def test_unique_member_groups_give_their_role(d):
+    noa = f"uid=noa,{PEOPLE}"
+    d.entries[ADMINS] = {"uniqueMember": [noa]}  # a groupOfUniqueNames
+    d.entries[VIEWERS] = {"member": [f"uid=leo,{PEOPLE}"]}
+    auth = authenticator(d)
+    assert auth.authenticate("noa", "pw-noa").role == "admin"
+    assert d.filters[-1] == f"(|(member={noa})(uniqueMember={noa}))"
+    assert auth.authenticate("lea", "pw-lea") is None
+    assert auth.role_of("noa").role == "admin"
+
+
+def test_the_member_dn_is_escaped_in_the_group_filter(d):
+    odd = f"uid=st*r\\2C(x),{PEOPLE}"
+    d.entries[odd] = {"uid": ["star"]}
+    d.passwords[odd] = "pw-star"
+    d.entries[VIEWERS] = {"uniqueMember": [odd]}
+    assert authenticator(d).authenticate("star", "pw-star").role == "viewer"
+    escaped = ldap.filter.escape_filter_chars(odd)
+    assert d.filters[-1] == f"(|(member={escaped})(uniqueMember={escaped}))"
+    assert "*" not in d.filters[-1]
+
+
+# -- LDAP sessions re-checked ----------------------------------------------------------------
+
+RECHECK = 300.0
+LEA = f"uid=lea,{PEOPLE}"
+
+
+class Tick:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def rechecking_web(db, d: FakeDirectory, clock: Tick, recheck: int = 300):
+    return make_app(db, accounts(), SECRET, clock, directory=authenticator(d, recheck=recheck))
+
+
+def audit_rows(db) -> list:
+    return AuditLog(db()).list(50)[0]
+
+
+def test_the_groups_are_read_again_after_the_interval_only(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    assert c.login("lea", "pw-lea").status == 303
+    after_login = d.connections
+    clock.t = T0 + RECHECK - 1
+    assert c.get("/quarantine").status == 200
+    assert d.connections == after_login  # within the interval: the directory is not asked
+    clock.t = T0 + RECHECK
+    assert c.get("/quarantine").status == 200
+    assert d.connections == after_login + 1
+    assert d.binds[-1] == SERVICE  # the service bind only: no password is kept
+    clock.t = T0 + 2 * RECHECK - 1
+    assert c.get("/quarantine").status == 200
+    assert d.connections == after_login + 1  # the interval counts from the last check
+    clock.t = T0 + 2 * RECHECK
+    c.get("/quarantine")
+    assert d.connections == after_login + 2
+
+
+def test_the_interval_is_configurable(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock, recheck=60))
+    c.login("lea", "pw-lea")
+    n = d.connections
+    clock.t = T0 + 60
+    c.get("/quarantine")
+    assert d.connections == n + 1
+
+
+def test_a_demoted_admin_is_a_viewer_at_the_next_check(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("lea", "pw-lea")
+    csrf = c.get("/quarantine").csrf()
+    d.entries[ADMINS]["member"].remove(LEA)  # still in the viewers' group
+    item = {"csrf": csrf, "action": "release", "item": "gw1/20251202T101500-0123456789ab"}
+    clock.t = T0 + RECHECK - 1
+    assert c.post("/quarantine/action", item).status == 404  # an admin's, on no message
+    clock.t = T0 + RECHECK
+    r = c.post("/quarantine/action", item)
+    assert r.status == 403 and "a viewer cannot release" in r.text
+    page = c.get("/quarantine")
+    assert page.status == 200 and "lea (viewer, LDAP)" in page.text
+    rows = [(e.action, e.role, e.result) for e in audit_rows(db)]
+    assert ("ldap_role", "viewer", "role admin -> viewer (directory groups)") in rows
+    assert ("release", "viewer", "not allowed for this role") in [r[:3] for r in rows]
+
+
+def test_a_viewer_made_admin_acts_at_the_next_check(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("leo", "pw-leo")
+    d.entries[ADMINS]["member"].append(f"uid=leo,{PEOPLE}")
+    clock.t = T0 + RECHECK
+    assert "Release selected" in c.get("/quarantine").text
+
+
+@pytest.mark.parametrize("how", ["no group", "entry deleted"])
+def test_a_user_removed_from_the_groups_is_logged_out(db, d, how):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("lea", "pw-lea")
+    if how == "no group":
+        d.entries[ADMINS]["member"].remove(LEA)
+        d.entries[VIEWERS]["member"].remove(LEA)
+    else:
+        del d.entries[LEA]
+    clock.t = T0 + RECHECK
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.header("Location") == "/login"
+    row = audit_rows(db)[0]
+    assert (row.who, row.role, row.action) == ("lea (ldap)", "admin", "session_end")
+    assert row.result == "ldap session ended: no longer in a console group"
+    # ended for good: put back in the group, the token is still refused
+    d.entries[LEA] = {"uid": ["lea"]}
+    d.entries[ADMINS]["member"].append(LEA)
+    clock.t += 1
+    assert c.get("/quarantine").status == 303
+    assert len([e for e in audit_rows(db) if e.action == "session_end"]) == 1
+
+
+def test_directory_down_keeps_the_role_one_more_interval_then_ends_it(db, d, caplog):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("lea", "pw-lea")
+    d.down = True
+    clock.t = T0 + RECHECK
+    assert "lea (admin, LDAP)" in c.get("/quarantine").text  # within the grace
+    assert "directory unavailable" in caplog.text and "role admin kept" in caplog.text
+    tries = d.connections
+    clock.t = T0 + RECHECK + 10
+    assert c.get("/quarantine").status == 200
+    assert d.connections == tries  # not asked at every request while it is down
+    clock.t = T0 + RECHECK + 30
+    assert c.get("/quarantine").status == 200
+    assert d.connections == tries + 1
+    clock.t = T0 + 2 * RECHECK - 1
+    assert c.get("/quarantine").status == 200
+    clock.t = T0 + 2 * RECHECK  # one more interval: fail closed
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.header("Location") == "/login"
+    row = audit_rows(db)[0]
+    assert (row.who, row.action) == ("lea (ldap)", "session_end")
+    assert row.result.startswith("ldap session ended: directory unavailable")
+    d.down = False
+    clock.t += 1
+    assert c.get("/quarantine").status == 303  # ended for good
+
+
+def test_directory_back_within_the_grace_carries_on(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("lea", "pw-lea")
+    d.down = True
+    clock.t = T0 + RECHECK
+    assert c.get("/quarantine").status == 200
+    d.down = False
+    clock.t = T0 + RECHECK + 30
+    assert c.get("/quarantine").status == 200  # checked: a new interval starts
+    d.down = True
+    clock.t = T0 + 3 * RECHECK  # 2 intervals after the login, 1 after the last check
+    assert c.get("/quarantine").status == 200
+    assert not [e for e in audit_rows(db) if e.action == "session_end"]
+
+
+def test_a_local_session_never_asks_the_directory(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("alice", "pw-a")
+    clock.t = T0 + 10 * RECHECK
+    assert c.get("/quarantine").status == 200
+    assert d.connections == 0
+
+
+def test_ldap_session_rows_are_purged_after_expiry(db, d):
+    clock = Tick()
+    c = Client(rechecking_web(db, d, clock))
+    c.login("lea", "pw-lea")
+    c.get("/quarantine")
+
+    def ldap_rows() -> int:
+        return int(db().execute("SELECT COUNT(*) FROM console_ldap_session").fetchone()[0])
+
+    assert ldap_rows() == 1
+    clock.t = T0 + 8 * 3600  # the session expired
+    c2 = Client(rechecking_web(db, d, clock))
+    c2.login("alice", "pw-a")
+    c2.get("/quarantine")
+    assert ldap_rows() == 0
