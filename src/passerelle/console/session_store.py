@@ -38,12 +38,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 from dataclasses import dataclass
-from typing import Any
 
 from passerelle.console import schema
 from passerelle.console.auth import ROLES, Directory, DirectoryUnavailable, Session
+from passerelle.console.purge import PeriodicPurge
 
 log = logging.getLogger("passerelle.console.sessions")
 
@@ -217,25 +216,14 @@ def recheck(store: SessionStore, directory: Directory, session: Session, now: fl
     return Verdict(user.role)
 
 
-class SessionPurger:
-    """The console's purge of expired session rows, run from the pages served at most every
-    ``PURGE_EVERY`` seconds per process (as ``trace.Purger``); a failure is logged, never
-    shown on the page."""
+class SessionPurger(PeriodicPurge):
+    """The console's purge of expired session rows, run from the pages served
+    (``purge.PeriodicPurge``, as the trace's)."""
 
     def __init__(self) -> None:
-        self._last = float("-inf")
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: Any, now: float) -> int:
-        with self._lock:
-            if 0 <= now - self._last < PURGE_EVERY:
-                return 0
-            self._last = now
-        try:
-            return SessionStore(conn).purge(now)
-        except Exception as exc:  # the page is served anyway; tried again later
-            log.error("console sessions: purge failed: %s", exc)
-            return 0
+        super().__init__(
+            "console sessions", lambda conn, now: SessionStore(conn).purge(now), PURGE_EVERY
+        )
 
 
 __all__ = ["LdapCheck", "SessionPurger", "SessionStore", "Verdict", "check_sid", "recheck"]

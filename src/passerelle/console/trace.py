@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from passerelle.console.purge import PeriodicPurge
 from passerelle.console.schema import ConsoleTable
 from passerelle.maillog import is_queue_id
 
@@ -368,26 +368,15 @@ class TraceStore(ConsoleTable):
         return out
 
 
-class Purger:
+class Purger(PeriodicPurge):
     """The console's purge of events older than ``retention``: the gateways only insert (their
-    database users may not delete). Run from the pages served, at most every ``PURGE_EVERY``
-    seconds per process; a failure is logged, never shown on the page."""
+    database users may not delete). Run from the pages served (``purge.PeriodicPurge``)."""
 
     def __init__(self, retention: float = RETENTION) -> None:
         self.retention = retention
-        self._last = float("-inf")
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: Any, now: float) -> int:
-        with self._lock:
-            if 0 <= now - self._last < PURGE_EVERY:
-                return 0
-            self._last = now
-        try:
-            return TraceStore(conn).purge(now - self.retention)
-        except Exception as exc:  # the page is served anyway; tried again later
-            log.error("trace: purge failed: %s", exc)
-            return 0
+        super().__init__(
+            "trace", lambda conn, now: TraceStore(conn).purge(now - self.retention), PURGE_EVERY
+        )
 
 
 def sort_steps(steps: Iterable[TraceEvent]) -> list[TraceEvent]:
