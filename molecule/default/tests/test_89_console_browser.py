@@ -229,6 +229,17 @@ def _delete_held(sender: str) -> None:
         podman_exec("gw1", "passerelle", "quarantine", "delete", item["id"], check=False)
 
 
+def test_a_session_logged_out_is_refused_even_with_its_old_cookie(console: Console):
+    console.log_in(VIEWER)
+    cookies = console.d.get_cookies()
+    console.press("form.logout button[type=submit]")
+    assert console.url == f"{ORIGIN}{BASE}/login", console.url
+    for cookie in cookies:  # the cookie copied before the logout, put back
+        console.d.add_cookie(cookie)
+    console.open("/quarantine")
+    assert console.url == f"{ORIGIN}{BASE}/login", (console.url, console.text())
+
+
 def test_the_login_page_and_a_wrong_password(console: Console):
     console.d.delete_all_cookies()
     console.open("/quarantine")  # not logged in: sent to the login page
@@ -549,6 +560,15 @@ def test_a_client_whitelisted_in_the_browser_is_no_longer_greylisted(console: Co
             lambda: f"client {SOURCE} molecule {tag}" in console.text(),
             30,
         )
+        # The day-by-day history: today's row (UTC) counts this test's greylisted triplet.
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        history = [
+            str(r.text)
+            for r in console.d.find_elements("css selector", "tr")
+            if str(r.text).startswith(today)
+        ]
+        assert "Last 14 days" in console.text(), console.text()
+        assert history and int(history[0].split()[1]) >= 1, history  # Delayed, today
         console.shot("greylist")
         # gw1's milter reloads the table every 60 s: each attempt is a new triplet; the first
         # one accepted is accepted at once, without a 451.
@@ -633,5 +653,7 @@ def test_the_fleet_and_connection_guard_pages(console: Console):
     console.shot("fleet")
     console.open("/connguard")
     assert "Connection guard" in console.text()
+    # gw1's last guard run (test_80_connwatch) published its clients over the thresholds.
+    assert "Clients over the thresholds (last run at" in console.text(), console.text()
     assert not console.present(f"form[action='{BASE}/connguard/unblock']")  # a viewer
     console.shot("connguard")
