@@ -2,8 +2,9 @@
 host): the console answers, its database is readable, every gateway's side is alive.
 
 - The console's listener (``listen`` of console.toml, 127.0.0.1:8025 by default) answers
-  ``GET <url_prefix>/login`` with 200 within the timeout: CRITICAL otherwise (the service is
-  down or hung; Apache in front of it would answer 502).
+  ``GET /login`` with 200 within the timeout (Apache strips ``url_prefix`` before it proxies,
+  so the listener's own paths have none): CRITICAL otherwise (the service is down or hung;
+  Apache in front of it would answer 502).
 - The console's database: the gateways' last reports (``console_gateway_status``) and the
   open requests (``console_requests``) are read with the console's own configuration; an
   unreachable database is CRITICAL (every page needs it).
@@ -161,7 +162,7 @@ def check_console(
         cfg = load_config(config_path)
     except (ConfigError, OSError) as exc:
         return Result(UNKNOWN, f"configuration: {exc}")
-    status = probe_http(cfg.host, cfg.port, f"{cfg.url_prefix}/login", timeout)
+    status = probe_http(cfg.host, cfg.port, "/login", timeout)
     try:
         reports, count, oldest = read_database(connection_factory(cfg.database, timeout))
         seen = Observed(status, reports, count, oldest)

@@ -91,7 +91,8 @@ def _db(path) -> sqlite3.Connection:
 
 def test_the_check_against_a_real_console(files, capsys):
     port = _free_port()
-    config = write_config(files, listen=f"127.0.0.1:{port}")
+    # behind Apache at /console/ (which strips the prefix): the listener's login is /login
+    config = write_config(files, listen=f"127.0.0.1:{port}", url_prefix="/console")
     args = ["check", "console", "--config", config]
 
     # Nothing listens yet: CRITICAL (and the database has no tables: also said).
