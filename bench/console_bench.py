@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import random
@@ -49,11 +48,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from passerelle.console.auth import Accounts, hash_password  # noqa: E402
 from passerelle.console.quarantine_index import (  # noqa: E402
     FIELDS,
+    INSERT_SQL,
     REASONS,
     HeldMessage,
     Part,
     QuarantineIndex,
-    check_message,
+    insert_values,
     parse_query,
 )
 from passerelle.console.server import connection_factory  # noqa: E402
@@ -137,40 +137,6 @@ def fill(path: str, rows: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-# The columns QuarantineIndex.upsert inserts, in its order; ``row`` gives the same values.
-INSERT = (
-    "INSERT INTO console_quarantine (queue_id, message_id, sender, recipients,"
-    " subject, reason, rule, size, held_at, headers, parts, sender_lc,"
-    " recipients_lc, subject_lc, updated, gateway, qid, state)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-
-
-def row(message: HeldMessage, now: float) -> tuple[Any, ...]:
-    """The row ``QuarantineIndex.upsert`` inserts for a new message (checked the same way)."""
-    m = check_message(message)
-    return (
-        m.queue_id,
-        m.message_id,
-        m.sender,
-        json.dumps(list(m.recipients), ensure_ascii=False),
-        m.subject,
-        m.reason,
-        m.rule,
-        m.size,
-        m.held_at,
-        m.headers,
-        json.dumps([[p.name, p.type, p.size] for p in m.parts], ensure_ascii=False),
-        m.sender.casefold(),
-        "\n".join(r.casefold() for r in m.recipients),
-        m.subject.casefold(),
-        now,
-        m.gateway,
-        m.qid,
-        m.state,
-    )
-
-
 def fill_mariadb(connect: Callable[[], Any], rows: int, seed: int, batch: int = 1000) -> float:
     """The same messages as ``fill``, in one multi-row INSERT per ``batch`` (PyMySQL's
     executemany), committed every 10 batches."""
@@ -183,8 +149,11 @@ def fill_mariadb(connect: Callable[[], Any], rows: int, seed: int, batch: int = 
         conn.begin()
         for first in range(0, rows, batch):
             cur.executemany(
-                INSERT,
-                [row(message(n, rng), T_END) for n in range(first, min(rows, first + batch))],
+                INSERT_SQL.replace("?", "%s"),  # PyMySQL's placeholders
+                [
+                    insert_values(message(n, rng), T_END)
+                    for n in range(first, min(rows, first + batch))
+                ],
             )
             if first // batch % 10 == 9:
                 conn.commit()

@@ -389,6 +389,42 @@ def _row(row: Sequence[Any]) -> HeldMessage:
     )
 
 
+# A new message's row: ``insert_values`` gives the values in this order.
+INSERT_SQL = (
+    "INSERT INTO console_quarantine (queue_id, message_id, sender, recipients,"
+    " subject, reason, rule, size, held_at, headers, parts, sender_lc,"
+    " recipients_lc, subject_lc, updated, gateway, qid, state)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _row_values(m: HeldMessage, now: float) -> tuple[Any, ...]:
+    """The columns a checked message sets on insert and update (before gateway, qid)."""
+    return (
+        m.queue_id,
+        m.message_id,
+        m.sender,
+        json.dumps(list(m.recipients), ensure_ascii=False),
+        m.subject,
+        m.reason,
+        m.rule,
+        m.size,
+        m.held_at,
+        m.headers,
+        _parts_json(m.parts),
+        _fold(m.sender),
+        "\n".join(_fold(r) for r in m.recipients),
+        _fold(m.subject),
+        now,
+    )
+
+
+def insert_values(message: HeldMessage, now: float) -> tuple[Any, ...]:
+    """The row of a new message in ``INSERT_SQL``'s order (checked as ``upsert`` checks it)."""
+    m = check_message(message)
+    return (*_row_values(m, now), m.gateway, m.qid, m.state)
+
+
 class QuarantineIndex(schema.ConsoleTable):
     """The index on one DB-API connection (autocommit, as ``RequestTable`` wants it)."""
 
@@ -401,31 +437,9 @@ class QuarantineIndex(schema.ConsoleTable):
     def upsert(self, message: HeldMessage, now: float) -> None:
         """Index a held message, or update its row: same (gateway, qid), same row."""
         m = check_message(message)
-        values = (
-            m.queue_id,
-            m.message_id,
-            m.sender,
-            json.dumps(list(m.recipients), ensure_ascii=False),
-            m.subject,
-            m.reason,
-            m.rule,
-            m.size,
-            m.held_at,
-            m.headers,
-            _parts_json(m.parts),
-            _fold(m.sender),
-            "\n".join(_fold(r) for r in m.recipients),
-            _fold(m.subject),
-            now,
-        )
+        values = _row_values(m, now)
         try:
-            self._execute(
-                "INSERT INTO console_quarantine (queue_id, message_id, sender, recipients,"
-                " subject, reason, rule, size, held_at, headers, parts, sender_lc,"
-                " recipients_lc, subject_lc, updated, gateway, qid, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, m.gateway, m.qid, m.state),
-            )
+            self._execute(INSERT_SQL, (*values, m.gateway, m.qid, m.state))
             return
         except self._integrity:
             pass
