@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +187,28 @@ class LdapAuthenticator:
             log.warning("console: LDAP group %s does not exist (or is not readable)", group)
             return False
 
+    @contextlib.contextmanager
+    def _directory(self, name: str, what: str) -> Iterator[Any]:
+        """A connection for the ``what`` ("login", "session") of ``name``, unbound after; an
+        LDAP error is ``DirectoryUnavailable`` (logged), and so is any other error (a bug
+        here or in python-ldap: contained, logged with its traceback, never a login)."""
+        ldap = self._ldap
+        s = self.settings
+        try:
+            conn = self._connect()
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(ldap.LDAPError):
+                    conn.unbind_s()
+        except ldap.LDAPError as exc:
+            why = f"{s.uri}: {error_text(exc)}"
+            log.warning("console: LDAP %s %r: directory unavailable: %s", what, name, why)
+            raise DirectoryUnavailable(why) from None
+        except Exception as exc:
+            log.exception("console: LDAP %s of %r failed", what, name)
+            raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
+
     def authenticate(self, name: str, password: object) -> LdapUser | None:
         """The user when the password is right and a group gives a role; None else;
         ``DirectoryUnavailable`` when the directory does not answer."""
@@ -197,33 +219,20 @@ class LdapAuthenticator:
         if not isinstance(name, str) or not name:
             return None
         ldap = self._ldap
-        s = self.settings
-        try:
-            conn = self._connect()
+        with self._directory(name, "login") as conn:
+            found = self._lookup(conn, name, "login")
+            if found is None:
+                return None
+            dn, role = found
             try:
-                found = self._lookup(conn, name, "login")
-                if found is None:
-                    return None
-                dn, role = found
-                try:
-                    conn.simple_bind_s(dn, password)
-                except (
-                    ldap.INVALID_CREDENTIALS,
-                    ldap.UNWILLING_TO_PERFORM,
-                    ldap.INAPPROPRIATE_AUTH,
-                ):
-                    log.info("console: LDAP login %r (%s): wrong password", name, dn)
-                    return None
-            finally:
-                with contextlib.suppress(ldap.LDAPError):
-                    conn.unbind_s()
-        except ldap.LDAPError as exc:
-            why = f"{s.uri}: {error_text(exc)}"
-            log.warning("console: LDAP login %r: directory unavailable: %s", name, why)
-            raise DirectoryUnavailable(why) from None
-        except Exception as exc:  # a bug here or in python-ldap: contained, never a login
-            log.exception("console: LDAP login %r failed", name)
-            raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
+                conn.simple_bind_s(dn, password)
+            except (
+                ldap.INVALID_CREDENTIALS,
+                ldap.UNWILLING_TO_PERFORM,
+                ldap.INAPPROPRIATE_AUTH,
+            ):
+                log.info("console: LDAP login %r (%s): wrong password", name, dn)
+                return None
         return LdapUser(name, dn, role)
 
     def _lookup(self, conn: Any, name: str, what: str) -> tuple[str, str] | None:
@@ -253,24 +262,10 @@ class LdapAuthenticator:
         """An LDAP session's user as the directory sees it now (service bind only): None when
         the entry is gone (or no longer unique) or in no console group;
         ``DirectoryUnavailable`` when the directory does not answer."""
-        ldap = self._ldap
-        s = self.settings
         if not isinstance(name, str) or not name:
             return None
-        try:
-            conn = self._connect()
-            try:
-                found = self._lookup(conn, name, "session")
-            finally:
-                with contextlib.suppress(ldap.LDAPError):
-                    conn.unbind_s()
-        except ldap.LDAPError as exc:
-            why = f"{s.uri}: {error_text(exc)}"
-            log.warning("console: LDAP session %r: directory unavailable: %s", name, why)
-            raise DirectoryUnavailable(why) from None
-        except Exception as exc:  # a bug here or in python-ldap: contained, as unavailable
-            log.exception("console: LDAP session check of %r failed", name)
-            raise DirectoryUnavailable(f"{s.uri}: unexpected {type(exc).__name__}") from None
+        with self._directory(name, "session") as conn:
+            found = self._lookup(conn, name, "session")
         return None if found is None else LdapUser(name, found[0], found[1])
 
 
