@@ -190,6 +190,14 @@ class GatewayStatusTable(schema.ConsoleTable):
         ).fetchall()
         return [status_from_json(str(g), float(t), str(s)) for g, t, s in rows]
 
+    def report_times(self) -> list[tuple[str, float]]:
+        """Each gateway's last report time, by name (what supervision needs: no report read)."""
+        rows = self._execute(
+            "SELECT gateway, reported_at FROM console_gateway_status ORDER BY gateway LIMIT ?",
+            (GATEWAYS_MAX,),
+        ).fetchall()
+        return [(str(g), float(t)) for g, t in rows]
+
     def gateways(self) -> list[str]:
         """The gateways that reported at least once, by name."""
         rows = self._execute(

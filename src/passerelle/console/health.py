@@ -128,20 +128,13 @@ def probe_http(host: str, port: int, path: str, timeout: float = HTTP_TIMEOUT) -
 def read_database(connect: Callable[[], Any]) -> tuple[list[tuple[str, float]], int, float | None]:
     """The gateways' report times and the open requests (count, oldest) from the console's
     database; raises what the driver raises when it cannot be read."""
+    from passerelle.console.gateway_status import GatewayStatusTable
+    from passerelle.console.requests import RequestTable
+
     conn = connect()
     try:
-        cur = conn.cursor()
-        cur.execute(
-            "SELECT gateway, reported_at FROM console_gateway_status ORDER BY gateway LIMIT 1000"
-        )
-        reports = [(str(g), float(t)) for g, t in cur.fetchall()]
-        cur.execute(
-            "SELECT COUNT(*), MIN(requested_at) FROM console_requests"
-            " WHERE status IN ('pending', 'claimed')"
-        )
-        row = cur.fetchone() or (0, None)
-        count = int(row[0] or 0)
-        return reports, count, (float(row[1]) if row[1] is not None else None)
+        count, oldest = RequestTable(conn).open_requests()
+        return GatewayStatusTable(conn).report_times(), count, oldest
     finally:
         conn.close()
 

@@ -371,6 +371,15 @@ class RequestTable:
         params.append(limit)
         return [_row_to_request(r) for r in self._execute(sql, params).fetchall()]
 
+    def open_requests(self) -> tuple[int, float | None]:
+        """The requests not finished (pending or claimed): how many, and the oldest one's
+        request time (None when there is none)."""
+        row = self._execute(
+            "SELECT COUNT(*), MIN(requested_at) FROM console_requests"
+            " WHERE status IN ('pending', 'claimed')"
+        ).fetchone() or (0, None)
+        return int(row[0] or 0), (None if row[1] is None else float(row[1]))
+
     def target_state(self, target: str) -> tuple[str, int] | None:
         """A message's (state, open request id or 0); None when no request named it yet."""
         row = self._execute(

@@ -140,3 +140,22 @@ def test_the_check_against_a_real_console(files, capsys):
 def test_an_unreadable_configuration_is_unknown(tmp_path, capsys):
     assert cli.main(["check", "console", "--config", str(tmp_path / "none.toml")]) == UNKNOWN
     assert capsys.readouterr().out.startswith("CONSOLE UNKNOWN - configuration:")
+
+
+def test_what_the_check_reads_on_each_database(conn):
+    """``read_database``'s two reads (the end-to-end test above covers it on SQLite)."""
+    status, requests = GatewayStatusTable(conn), RequestTable(conn)
+    status.migrate()
+    requests.migrate()
+    assert (status.report_times(), requests.open_requests()) == ([], (0, None))
+    status.upsert(GatewayStatus("gw2", NOW - 5))
+    status.upsert(GatewayStatus("gw1", NOW - 50))
+    first = requests.submit("outbreak_on", None, "gw1", "alice", NOW - 900)
+    requests.submit("outbreak_on", None, "gw2", "alice", NOW - 100)
+    assert status.report_times() == [("gw1", NOW - 50), ("gw2", NOW - 5)]
+    assert requests.open_requests() == (2, NOW - 900)
+    claimed = requests.claim("gw1", NOW)
+    assert claimed is not None and claimed.id == first
+    assert requests.open_requests() == (2, NOW - 900)  # claimed: still open
+    requests.complete(claimed.id, "gw1", True, "done", NOW)
+    assert requests.open_requests() == (1, NOW - 100)
