@@ -2,12 +2,16 @@
 over the milter's unix socket, SQLite then MariaDB (throwaway server, like the tests).
 
     .venv/bin/python bench/greylist_bench.py [--records 1000000] [--seconds 20]
-        [--clients 4] [--stores sqlite,mariadb] [--mode messages|one-rcpt]
+        [--clients 4] [--stores sqlite,mariadb] [--mode messages|one-rcpt] [--no-store]
 
 Modes:
 - ``messages``: 10 messages per connection, 5 recipients each (half known triplets);
 - ``one-rcpt``: the common greylisted session: connect, HELO, MAIL, ONE RCPT, then abort and
   QUIT; a new connection each time (half known triplets, half new ones).
+
+``--no-store``: the same sessions with every client trusted, so no decision reaches the store:
+what is left is the milter's own cost per session (pymilter, libmilter's thread per
+connection, the exemption path).
 
 Prints decisions/s (one decision = one RCPT answered), sessions/s (connections), p50/p99 RCPT
 latency, the milter's CPU (user + system, from /proc) per session and per decision, its RSS,
@@ -321,6 +325,7 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
             f'[greylist]\nstore = "{url}"\nsocket = "unix:{sock}"\nhostname = "bench"\n'
             f'store_threads = {args.store_threads}\nlog_level = "warning"\n'
             "auto_whitelist_after = 0\n"
+            + ('[whitelist]\ntrusted_networks = ["10.0.0.0/8"]\n' if args.no_store else "")
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "passerelle.cli", "greylist", "milter", "--config", str(cfg)],
@@ -411,6 +416,13 @@ def main() -> int:
         "same --records every time)",
     )
     ap.add_argument("--mode", choices=("messages", "one-rcpt"), default="messages")
+    ap.add_argument(
+        "--no-store",
+        action="store_true",
+        help="every client trusted (the generated ones are in 10.0.0.0/8): the same sessions "
+        "without a store call, to tell the milter's own cost (pymilter, libmilter's thread per "
+        "connection) from the store's",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="glbench") as d:
         for kind in args.stores.split(","):
