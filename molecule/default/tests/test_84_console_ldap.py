@@ -5,12 +5,16 @@ Lab people and groups (inventory/lab/group_vars/ldap.yml, all/console.yml): lea 
 console-admins (admin), leo in console-viewers (viewer), noa in neither (refused). A wrong
 password and a user in no group get the wrong-password message; with slapd stopped, an LDAP
 login is a 503 with the form again while the local admin still logs in. The audit log names
-an LDAP account ``NAME (ldap)``.
+an LDAP account ``NAME (ldap)``. A session's groups are read again every ``[ldap] recheck``
+(the lab's: 30 s, group_vars/all/console.yml): a group changed in slapd changes the role of a
+session already open, or ends it.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import time
 
 from labsmtp import needs, podman_exec
 from test_60_ldap import _start_slapd, _stop_slapd
@@ -21,6 +25,10 @@ LEA = ("lea", "lab-ldap-lea-not-a-secret")  # console-admins
 LEO = ("leo", "lab-ldap-leo-not-a-secret")  # console-viewers
 NOA = ("noa", "lab-ldap-noa-not-a-secret")  # in no console group
 WRONG = "wrong account name or password"
+PEOPLE = "ou=people,dc=lab,dc=passerelle,dc=test"
+ADMINS = "cn=console-admins,ou=groups,dc=lab,dc=passerelle,dc=test"
+VIEWERS = "cn=console-viewers,ou=groups,dc=lab,dc=passerelle,dc=test"
+RECHECK = 30  # console_ldap_recheck in the lab (group_vars/all/console.yml)
 
 
 @needs(MON)
@@ -108,3 +116,47 @@ def test_directory_down_is_503_and_local_accounts_still_log_in():
     assert again["status"] == 303, again
     journal = podman_exec(MON, "journalctl", "-t", "passerelle-console", "-n", "200", "--no-pager")
     assert "directory unavailable" in journal, journal[-3000:]
+
+
+def _set_members(group: str, *uids: str) -> None:
+    """Replace ``group``'s members in slapd (as root over ldapi, as the slapd role does)."""
+    members = "".join(f"member: uid={u},{PEOPLE}\n" for u in uids)
+    ldif = f"dn: {group}\nchangetype: modify\nreplace: member\n{members}"
+    podman_exec(LDAP, "ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///", stdin=ldif)
+
+
+def _open_session(account: tuple[str, str]) -> dict[str, str]:
+    login, jar = browse(["LOGIN", *account], ["JAR"])
+    assert login["status"] == 303, login
+    return json.loads(jar["body"])
+
+
+@needs(MON, LDAP)
+def test_open_sessions_follow_the_directory_groups():
+    # leo (viewer) and lea (admin) log in; then, in slapd, leo joins console-admins and lea
+    # leaves it. Within one recheck interval their open sessions follow: leo's pages are an
+    # admin's, lea's session is over (back to the login page, the cookie dropped); both in
+    # the audit log. The groups are put back whatever happens.
+    leo, lea = _open_session(LEO), _open_session(LEA)
+    changed = time.monotonic()
+    try:
+        _set_members(ADMINS, LEO[0])
+        time.sleep(max(0.0, RECHECK + 2 - (time.monotonic() - changed)))
+        leo_page, leo_jar = browse(["GET", f"{BASE}/quarantine"], ["JAR"], jar=leo)
+        lea_page, lea_jar = browse(["GET", f"{BASE}/quarantine"], ["JAR"], jar=lea)
+    finally:
+        _set_members(ADMINS, LEA[0])
+        _set_members(VIEWERS, LEO[0])
+    assert leo_page["status"] == 200, leo_page
+    assert "leo (admin, LDAP)" in leo_page["body"], leo_page["body"][-2000:]
+    assert "Release selected" in leo_page["body"]  # the admin's actions, in the same session
+    assert lea_page["status"] == 303, lea_page
+    assert lea_page["location"].endswith(f"{BASE}/login"), lea_page
+    assert json.loads(lea_jar["body"]) == {}, lea_jar  # the ended session's cookie cleared
+    assert json.loads(leo_jar["body"]) == leo, leo_jar  # the same session carries on
+    (audit,) = browse(["LOGIN", *ADMIN], ["GET", f"{BASE}/audit"])[1:]
+    rows = html.unescape(audit["body"]).split("<tr")
+    assert any(
+        "leo (ldap)" in r and "ldap_role" in r and "role viewer -> admin" in r for r in rows
+    ), rows[:20]
+    assert any("lea (ldap)" in r and "session_end" in r for r in rows), rows[:20]

@@ -26,13 +26,14 @@ LAB_PKI = os.environ.get("PASSERELLE_LAB_PKI", os.path.expanduser("~/.cache/pass
 
 # Runs inside mon1: one browser session (its cookies kept), steps given as JSON on stdin:
 #   ["GET", path] | ["POST", path, {field: value or [values]}] | ["LOGIN", name, password]
+#   | ["JAR"] (the cookies held now, as JSON in "body": a later browse(jar=...) resumes them)
 # A POST field "{csrf}" takes the form token of the last page seen. Prints one result per
 # step: {status, location, body}.
 CLIENT = r"""
 import http.client, json, re, ssl, sys, urllib.parse
 a = json.loads(sys.stdin.read())
 ctx = ssl.create_default_context(cadata=a["ca"])
-jar = {}
+jar = dict(a["jar"])
 last = {"body": ""}
 
 def call(method, path, fields=None):
@@ -69,6 +70,8 @@ for step in a["steps"]:
         out.append(call("POST", a["base"] + "/login", fields))
     elif step[0] == "GET":
         out.append(call("GET", step[1]))
+    elif step[0] == "JAR":
+        out.append({"status": 0, "location": "", "body": json.dumps(jar)})
     else:
         out.append(call("POST", step[1], step[2]))
 print(json.dumps(out))
@@ -80,9 +83,10 @@ def _ca() -> str:
         return fh.read()
 
 
-def browse(*steps: list) -> list[dict]:
-    """Run ``steps`` in one session on mon1; one {status, location, body} per step."""
-    args = {"ca": _ca(), "base": BASE, "steps": [list(s) for s in steps]}
+def browse(*steps: list, jar: dict[str, str] | None = None) -> list[dict]:
+    """Run ``steps`` in one session on mon1 (starting with the cookies ``jar``, from an
+    earlier ``["JAR"]`` step); one {status, location, body} per step."""
+    args = {"ca": _ca(), "base": BASE, "steps": [list(s) for s in steps], "jar": jar or {}}
     return json.loads(podman_exec(MON, "python3", "-c", CLIENT, stdin=json.dumps(args)))
 
 
