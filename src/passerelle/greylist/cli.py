@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 from passerelle.config import check_config_command, load_for_command
 from passerelle.durations import DurationError, parse_duration
 from passerelle.greylist.config import GreylistConfig, load_config
+from passerelle.greylist.stats import HISTORY_DAYS_MAX
 from passerelle.greylist.store import SQLStore, open_store
 from passerelle.greylist.whitelist import KINDS, WhitelistError, validate_entry
+
+clock: Callable[[], float] = time.time  # the time of ``report`` (tests fix it)
+SINCE_DEFAULT = "24h"  # ``report``'s window without --since or --days
 
 
 def _store(cfg: GreylistConfig) -> SQLStore:
@@ -55,7 +60,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if cfg is None:
         return 1
     store = _store(cfg)
-    now = time.time()
+    now = clock()
     try:
         n = store.purge(now, cfg.purge_batch, stats_before=now - cfg.stats_ttl, pause=args.pause)
     except Exception as exc:
@@ -102,26 +107,56 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
         store.close()
 
 
+def history_days_arg(text: str) -> int:
+    """``report --days``: a whole number of days from 1 to ``HISTORY_DAYS_MAX``."""
+    digits = text.isascii() and text.isdigit() and len(text) <= 9  # int() of 5000 digits raises
+    if not digits or not 1 <= int(text) <= HISTORY_DAYS_MAX:
+        raise ValueError(
+            f"expected a whole number of days from 1 to {HISTORY_DAYS_MAX}: {text[:12]!r}"
+        )
+    return int(text)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from passerelle.greylist.report import build_report, format_json, format_text
+    from passerelle.greylist.report import (
+        build_report,
+        format_history_text,
+        format_json,
+        format_text,
+        read_history,
+    )
 
     cfg = load_for_command(args.config, load_config)
     if cfg is None:
         return 1
+    days = None
+    if args.days is not None:
+        try:
+            days = history_days_arg(args.days)
+        except ValueError as exc:
+            print(f"error: --days: {exc}", file=sys.stderr)
+            return 2
     try:
-        since = parse_duration(args.since)
+        since = parse_duration(SINCE_DEFAULT if args.since is None else args.since)
     except DurationError as exc:
         print(f"error: --since: {exc}", file=sys.stderr)
         return 2
     store = _store(cfg)
+    now = clock()
     try:
-        rep = build_report(store, time.time(), since, cfg.min_delay)
+        if days is not None:
+            rep = read_history(store, now, days)
+        else:
+            rep = build_report(store, now, since, cfg.min_delay)
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()
-    sys.stdout.write(format_json(rep) if args.format == "json" else format_text(rep))
+    if args.format == "json":
+        sys.stdout.write(format_json(rep))
+    else:
+        sys.stdout.write(format_history_text(rep) if days is not None else format_text(rep))
     return 0
 
 
@@ -158,6 +193,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = gs.add_parser("report", help="greylisting report")
     r.add_argument("--config", required=True)
-    r.add_argument("--since", default="24h")
+    window = r.add_mutually_exclusive_group()
+    window.add_argument("--since", help=f"summary of this window (default {SINCE_DEFAULT})")
+    window.add_argument(
+        "--days",
+        metavar="N",
+        help=f"the last N UTC days day by day instead, today included (1 to {HISTORY_DAYS_MAX})",
+    )
     r.add_argument("--format", choices=("text", "json"), default="text")
     r.set_defaults(func=cmd_report)

@@ -1,6 +1,6 @@
 """``passerelle greylist report``: whitelisted machines, machines that came back, clients
 that never retried, delay distribution; and the daily history of the console's greylist
-page (``build_history``)."""
+page (``build_history``), also printed by ``report --days`` (``format_history_text``)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,34 @@ def format_text(rep: dict[str, Any]) -> str:
     for b in d["buckets"]:
         lines.append(f"  {b['range']:>12}  {b['count']}")
     return "\n".join(lines) + "\n"
+
+
+def _p(v: float | None) -> str:
+    return "-" if v is None else format_duration(v)
+
+
+def format_history_text(hist: dict[str, Any]) -> str:
+    """``build_history``'s days as a table, one row per day (oldest first); a day's delay
+    percentiles read from a sample (``delays_sampled``) are marked ``*`` and footnoted."""
+    lines = [
+        f"Greylist history by UTC day ({hist['days']} days, today included):",
+        f"{'date':<10}  {'delayed':>8}  {'passed':>8}  {'whitelisted':>11}  {'returning':>9}"
+        f"  {'delay p50':>10}  {'delay p90':>10}",
+    ]
+    notes = []
+    for d in hist["by_day"]:
+        dist = d["delays"]
+        mark = "*" if d["delays_sampled"] else ""
+        lines.append(
+            f"{d['date']:<10}  {d['greylisted']:>8}  {d['passed']:>8}  {d['whitelisted']:>11}"
+            f"  {d['returned']:>9}  {_p(dist['p50']) + mark:>10}  {_p(dist['p90']) + mark:>10}"
+        )
+        if mark:
+            notes.append(
+                f"* {d['date']}: delays of {dist['count']} of the {d['came_back']} triplets"
+                " accepted after their delay"
+            )
+    return "\n".join(lines + notes) + "\n"
 
 
 def format_json(rep: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The daily history of the console's greylist page: the store's per-day counts (SQLite and a
-throwaway MariaDB) and ``report.build_history`` (pure: the clock is passed in)."""
+throwaway MariaDB), ``report.build_history`` (pure: the clock is passed in) and its text form
+for ``passerelle greylist report --days`` (``report.format_history_text``)."""
 
 import pytest
 
 from passerelle.greylist.policy import Timing, triplet_key
-from passerelle.greylist.report import build_history, read_history
+from passerelle.greylist.report import build_history, format_history_text, read_history
 from passerelle.greylist.stats import (
     DAY,
     HISTORY_DAYS,
@@ -94,6 +95,31 @@ def test_build_history_is_bounded():
     many = {f"reason-{i:02}": i for i in range(50)}
     day = build_history([DayStats(MIDNIGHT, many)], MIDNIGHT)["by_day"][-1]
     assert len(day["decisions"]) == 20 and "reason-49" in day["decisions"]
+
+
+def test_format_history_text_days_without_data():
+    assert format_history_text(build_history([], MIDNIGHT + 10 * H, 2)) == (
+        "Greylist history by UTC day (2 days, today included):\n"
+        "date         delayed    passed  whitelisted  returning   delay p50   delay p90\n"
+        "2025-12-01         0         0            0          0           -           -\n"
+        "2025-12-02         0         0            0          0           -           -\n"
+    )
+
+
+def test_format_history_text_one_row_per_day_oldest_first():
+    today = {"new": 3, "early": 1, "restart": 1, "delayed": 2, "passed": 4}
+    rows = [
+        DayStats(MIDNIGHT, today, 5, 2, 2, [7300.0, 2500.0]),
+        DayStats(MIDNIGHT - 2 * DAY, {"new": 12}, 0, 3, 3, [2500.0]),  # 1 delay read of 3
+    ]
+    assert format_history_text(build_history(rows, MIDNIGHT + 23 * H, 3)) == (
+        "Greylist history by UTC day (3 days, today included):\n"
+        "date         delayed    passed  whitelisted  returning   delay p50   delay p90\n"
+        "2025-11-30        12         0            0          3     41m40s*     41m40s*\n"
+        "2025-12-01         0         0            0          0           -           -\n"
+        "2025-12-02         5         6            5          2      41m40s     2h1m40s\n"
+        "* 2025-11-30: delays of 1 of the 3 triplets accepted after their delay\n"
+    )
 
 
 # -- the store, on both dialects ----------------------------------------------------------
