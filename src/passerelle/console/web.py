@@ -7,7 +7,9 @@ the accounts, the server secret, a clock), so a test drives it with environ dict
   again), then a signed session cookie (HttpOnly, Secure, SameSite=Strict). Logout revokes
   the session server-side (``session_store.py``): its token is refused afterwards, even a
   copy. An LDAP session's groups are read again every ``[ldap] recheck``: a new role
-  applies at once, a user in no console group any more (or gone) is logged out. The login form
+  applies at once, a user in no console group any more (or gone) is logged out. A session
+  cookie refused (logged out, ended, expired, unreadable) is cleared in the answer (the login
+  page, or 403 for a POST), so the browser stops sending it. The login form
   carries a token bound to a cookie of its own; every other form carries the session's CSRF
   token. A POST whose token is missing or wrong is refused (403) before anything is read or
   changed.
@@ -241,6 +243,10 @@ class Console:
     def _redirect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
         return redirect(self.prefix + path, headers)
 
+    def _session_cookie(self, token: str, max_age: int) -> tuple[str, str]:
+        """The session cookie's Set-Cookie: the login's, and emptied (``""``, 0) to clear it."""
+        return cookie_header(SESSION_COOKIE, token, max_age, secure=self.secure_cookies)
+
     def _user(self, req: Request, conn: Any, now: float) -> User | None:
         session = self.sessions.check(req.cookies.get(SESSION_COOKIE), now)
         if session is None:
@@ -314,8 +320,12 @@ class Console:
         user = self._user(req, conn, now)
         if user is None:
             if req.method == "POST":
-                return self._page("error.html", None, 403, message="log in first")
-            return self._redirect("/login")
+                resp = self._page("error.html", None, 403, message="log in first")
+            else:
+                resp = self._redirect("/login")
+            if SESSION_COOKIE in req.cookies:  # refused: the browser would send it forever
+                resp.headers.append(self._session_cookie("", 0))
+            return resp
         if req.method == "POST":
             if not self.sessions.check_csrf(user.session, req.field("csrf")):
                 self._audit(conn, user, "csrf", req.path, False, "refused", req.client, now)
@@ -367,9 +377,7 @@ class Console:
             # Server-side: the token stays refused if someone kept a copy.
             SessionStore(conn).revoke(user.session.sid, user.session.expires)
             self._audit(conn, user, "logout", "", True, "", req.client, now)
-            return self._redirect(
-                "/login", [cookie_header(SESSION_COOKIE, "", 0, secure=self.secure_cookies)]
-            )
+            return self._redirect("/login", [self._session_cookie("", 0)])
         if req.path == "/quarantine/action":
             return self._message_action(req, conn, user, now)
         if req.path == "/rules/add":
@@ -448,7 +456,7 @@ class Console:
         return self._redirect(
             "/quarantine",
             [
-                cookie_header(SESSION_COOKIE, result.token, max_age, secure=self.secure_cookies),
+                self._session_cookie(result.token, max_age),
                 cookie_header(LOGIN_COOKIE, "", 0, secure=self.secure_cookies),
             ],
         )

@@ -30,6 +30,8 @@ from plugins import load
 Client = load("tests/unit/console/webclient.py").Client
 
 T0 = 1_764_633_600.0
+# the session cookie the login sets, emptied: the browser drops it
+CLEARED = "passerelle_console=; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=0"
 SECRET = b"s" * 40
 PEOPLE = "ou=people,dc=lab,dc=test"
 GROUPS = "ou=groups,dc=lab,dc=test"
@@ -424,7 +426,8 @@ def test_ldap_session_refused_once_the_directory_is_off(db, d):
     c.login("lea", "pw-lea")
     assert c.get("/quarantine").status == 200
     c.app = web(db, None)  # restarted without [ldap]: LDAP sessions end
-    assert c.get("/quarantine").status == 303
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.set_cookies() == [CLEARED]
 
 
 # -- console.toml's [ldap] -------------------------------------------------------------------
@@ -641,9 +644,11 @@ def test_a_user_removed_from_the_groups_is_logged_out(db, d, how):
         d.entries[VIEWERS]["member"].remove(LEA)
     else:
         del d.entries[LEA]
+    token = c.cookies["passerelle_console"]
     clock.t = T0 + RECHECK
     r = c.get("/quarantine")
     assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == [CLEARED]  # the browser drops the dead cookie
     row = audit_rows(db)[0]
     assert (row.who, row.role, row.action) == ("lea (ldap)", "admin", "session_end")
     assert row.result == "ldap session ended: no longer in a console group"
@@ -651,7 +656,9 @@ def test_a_user_removed_from_the_groups_is_logged_out(db, d, how):
     d.entries[LEA] = {"uid": ["lea"]}
     d.entries[ADMINS]["member"].append(LEA)
     clock.t += 1
-    assert c.get("/quarantine").status == 303
+    c.cookies["passerelle_console"] = token  # a client that kept it
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.set_cookies() == [CLEARED]
     assert len([e for e in audit_rows(db) if e.action == "session_end"]) == 1
 
 
@@ -672,14 +679,17 @@ def test_directory_down_keeps_the_role_one_more_interval_then_ends_it(db, d, cap
     assert d.connections == tries + 1
     clock.t = T0 + 2 * RECHECK - 1
     assert c.get("/quarantine").status == 200
+    token = c.cookies["passerelle_console"]
     clock.t = T0 + 2 * RECHECK  # one more interval: fail closed
     r = c.get("/quarantine")
     assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == [CLEARED]
     row = audit_rows(db)[0]
     assert (row.who, row.action) == ("lea (ldap)", "session_end")
     assert row.result.startswith("ldap session ended: directory unavailable")
     d.down = False
     clock.t += 1
+    c.cookies["passerelle_console"] = token  # a client that kept it
     assert c.get("/quarantine").status == 303  # ended for good
 
 

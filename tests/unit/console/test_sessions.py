@@ -125,12 +125,32 @@ def test_a_logged_out_token_is_refused_afterwards(app, db, clock):
     # the copy of the token is logged out, though it has 8 h to run
     r = copy.get("/quarantine")
     assert r.status == 303 and r.header("Location") == "/login"
+    copy.cookies[SESSION_COOKIE] = token  # kept by a client that ignores the clearing
     assert copy.post("/logout", {"csrf": csrf}).status == 403
     assert rows(db) == 1
     actions = [(e.action, e.who) for e in AuditLog(db()).list(10)[0]]
     assert actions[0] == ("logout", "alice")
     # logging in again is a new session
     assert logged_in(app).get("/quarantine").status == 200
+
+
+# what the login sets, emptied: the browser drops it
+CLEARED = "passerelle_console=; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=0"
+
+
+def test_a_logged_out_cookie_sent_again_is_cleared(app, clock):
+    c = logged_in(app)
+    token = c.cookies[SESSION_COOKIE]
+    r = c.post("/logout", {"csrf": c.get("/quarantine").csrf()})
+    assert r.cookie(SESSION_COOKIE) == CLEARED
+    clock.t += 60
+    old = Client(app, cookies={SESSION_COOKIE: token})  # a browser that kept it
+    r = old.get("/quarantine")
+    assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == [CLEARED]
+    assert old.get("/quarantine").set_cookies() == []  # gone: not cleared again
+    r = Client(app, cookies={SESSION_COOKIE: token}).post("/rules/add", {"name": "x"})
+    assert r.status == 403 and r.set_cookies() == [CLEARED]
 
 
 def test_expired_revocations_are_purged_by_the_pages(app, db, clock):

@@ -144,11 +144,49 @@ def test_login_form_without_its_token_is_refused(app):
     assert r.status == 403 and "passerelle_console" not in c.cookies
 
 
+# what the login sets, emptied: the browser drops it
+CLEARED = "passerelle_console=; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=0"
+
+
 def test_expired_session_goes_back_to_login(app, clock):
     c = logged_in(app)
     clock.t += 9 * 3600
     r = c.get("/quarantine")
     assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == [CLEARED]
+
+
+@pytest.mark.parametrize("value", ["garbage", "v2.x.y", ""])
+def test_an_unreadable_session_cookie_is_cleared(app, value):
+    r = Client(app, cookies={"passerelle_console": value}).get("/quarantine")
+    assert r.status == 303 and r.set_cookies() == [CLEARED]
+
+
+def test_no_session_cookie_no_set_cookie(app):
+    c = Client(app)
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == []
+    assert c.post("/rules/add", {"name": "x"}).set_cookies() == []
+    c.get("/login")  # the login form's own cookie only
+    assert "passerelle_console_login" in c.cookies
+    r = c.get("/quarantine")
+    assert r.status == 303 and r.set_cookies() == []
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_a_refused_cookie_is_cleared_with_the_logins_attributes(db, clock, secure):
+    def attributes(cookie: str) -> list[str]:
+        return [a for a in cookie.split("; ")[1:] if not a.startswith("Max-Age=")]
+
+    app = make_app(db, accounts(), SECRET, clock, secure_cookies=secure)
+    c = Client(app)
+    login = c.login("alice", "pw-a").cookie("passerelle_console")
+    assert login is not None and ("Secure" in attributes(login)) is secure
+    clock.t += 9 * 3600
+    cleared = c.get("/quarantine").cookie("passerelle_console")
+    assert cleared is not None and cleared.startswith("passerelle_console=;")
+    assert attributes(cleared) == attributes(login) and cleared.endswith("; Max-Age=0")
 
 
 def test_logout_removes_the_cookie(app):
@@ -461,6 +499,7 @@ def test_a_removed_account_loses_its_session(db, clock):
     c.app = app2
     r = c.get("/quarantine")
     assert r.status == 303 and r.header("Location") == "/login"
+    assert r.set_cookies() == [CLEARED]
 
 
 def test_routes_head_and_static(app):

@@ -27,6 +27,12 @@ class Reply:
     def set_cookies(self) -> list[str]:
         return [v for k, v in self.headers if k.lower() == "set-cookie"]
 
+    def cookie(self, name: str) -> str | None:
+        """The Set-Cookie header for ``name`` (None when the reply sets no such cookie)."""
+        found = [v for v in self.set_cookies() if v.split("=", 1)[0] == name]
+        assert len(found) <= 1, f"{name} set twice: {found}"
+        return found[0] if found else None
+
     def csrf(self) -> str:
         m = _CSRF.search(self.text)
         assert m, "no CSRF token in the page"
