@@ -17,7 +17,8 @@ blocking off, or the run could not apply its blocks), ``alert`` and ``whiteliste
 blocked).
 
 ``read_over`` reads it back bounded (``FILE_MAX`` bytes) and checks its shape; anything else
-raises ``OverFileError`` with why.
+raises ``OverFileError`` with why: ``OverFileMissing`` when no run has written it yet (the
+normal state after an install, until the guard's next run), a fault otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ COUNTS = ("local", "fleet")
 
 
 class OverFileError(Exception):
-    """The over file is missing, too large or not what a run writes."""
+    """The over file is missing, unreadable, too large or not what a run writes."""
+
+
+class OverFileMissing(OverFileError):
+    """No run has written the over file yet."""
 
 
 class _Decision(Protocol):
@@ -100,13 +105,14 @@ def _number(value: object) -> bool:
 
 
 def read_over(path: str | Path) -> dict[str, Any]:
-    """The file as written by a run (at most ``FILE_MAX`` bytes read); ``OverFileError``
-    (why) when it is missing, unreadable, too large or of another shape."""
+    """The file as written by a run (at most ``FILE_MAX`` bytes read); ``OverFileMissing``
+    when no run has written it yet, ``OverFileError`` (why) when it is unreadable, too large
+    or of another shape."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(FILE_MAX + 1)
     except FileNotFoundError:
-        raise OverFileError(f"{path}: no run has written it yet") from None
+        raise OverFileMissing(f"{path}: no run has written it yet") from None
     except OSError as exc:
         raise OverFileError(f"{path}: {exc.strerror or exc}") from None
     if len(data) > FILE_MAX:

@@ -11,8 +11,9 @@ Published (row ``connguard:GATEWAY``): the blocks read with the guard's own
 (``connwatch.guard.load_config``), the last run's status line (the Nagios line of
 ``connwatch.alerts``), and ``over``: the clients over the alert threshold in the last run, as
 that run wrote them (``connwatch.over``: ip, count, decision; the run's time, window and
-whether the counts are the fleet's), read bounded; when the file cannot be read (no run yet,
-unreadable, too large, of another shape) ``over`` is ``{"unknown": why}`` and the rest is
+whether the counts are the fleet's), read bounded; ``{"not_yet": true}`` while no run has
+written the file (after an install or an upgrade, until the guard's next run); when it cannot
+be read (unreadable, too large, of another shape) ``{"unknown": why}``. Either way the rest is
 published all the same.
 """
 
@@ -46,11 +47,14 @@ def _status_line(path: str) -> str:
 
 
 def _over(path: str) -> dict[str, Any]:
-    """The last run's over file, or ``{"unknown": why}``; never raises."""
-    from passerelle.connwatch.over import OverFileError, read_over
+    """The last run's over file, ``{"not_yet": True}`` when no run wrote it yet, or
+    ``{"unknown": why}``; never raises."""
+    from passerelle.connwatch.over import OverFileError, OverFileMissing, read_over
 
     try:
         return read_over(path)
+    except OverFileMissing:
+        return {"not_yet": True}
     except OverFileError as exc:
         return {"unknown": str(exc)}
     except Exception as exc:  # contained: the blocks are still published

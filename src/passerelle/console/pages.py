@@ -235,13 +235,17 @@ OVER_SHOWN = 500  # rows of a gateway's clients over the thresholds (connwatch.o
 
 def _over(value: object) -> dict[str, Any] | None:
     """A gateway's published ``over`` (the last run's clients over the alert threshold),
-    sanitized: None when not published (an older gateway, another shape); ``unknown`` (why)
-    when the gateway could not read the run's file; else its run time, window, whether the
-    counts are the fleet's, rows (ip, decision, count) and how many more were over."""
+    sanitized: None when not published (an older gateway, another shape); ``not_yet`` when
+    no guard run has written the file yet; ``unknown`` (why) when the gateway could not read
+    it (also how a gateway of the previous version says "not yet"); else its run time,
+    window, whether the counts are the fleet's, rows (ip, decision, count) and how many more
+    were over."""
     if not isinstance(value, dict):
         return None
+    if value.get("not_yet") is True:
+        return {"not_yet": True, "unknown": ""}
     if "unknown" in value:
-        return {"unknown": str(value["unknown"])[:300]}
+        return {"not_yet": False, "unknown": str(value["unknown"])[:300]}
     at, items = _num(value.get("at")), value.get("clients")
     if at is None or not isinstance(items, list):
         return None
@@ -250,6 +254,7 @@ def _over(value: object) -> dict[str, Any] | None:
         for c in _rows(items, ("ip", "decision"), ("count",))[:OVER_SHOWN]
     ]
     return {
+        "not_yet": False,
         "unknown": "",
         "at": at,
         "window": format_duration(_int(value.get("window"))),

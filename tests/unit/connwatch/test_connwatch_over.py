@@ -13,6 +13,7 @@ from passerelle.connwatch.over import (
     FILE_MAX,
     OVER_MAX,
     OverFileError,
+    OverFileMissing,
     over_record,
     read_over,
     write_over,
@@ -141,7 +142,6 @@ def test_the_list_is_bounded_and_counts_the_rest(tmp_path):
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (None, "no run has written it yet"),
         (b"{not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
         (b"[]", "not a version 1 over file"),
@@ -151,10 +151,23 @@ def test_the_list_is_bounded_and_counts_the_rest(tmp_path):
 )
 def test_read_over_refuses_what_a_run_does_not_write(tmp_path, content, why):
     path = tmp_path / "over.json"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(OverFileError, match=why):
+    path.write_bytes(content)
+    with pytest.raises(OverFileError, match=why) as refused:
         read_over(path)
+    assert not isinstance(refused.value, OverFileMissing)  # a fault, not "not yet"
+
+
+def test_a_missing_over_file_is_its_own_error(tmp_path):
+    """No run wrote it yet (the normal state after an install, until the next run): a
+    subclass, so a reader can tell it from a broken file and an older one still catches it."""
+    path = tmp_path / "over.json"
+    with pytest.raises(OverFileMissing, match=f"^{path}: no run has written it yet$") as missing:
+        read_over(path)
+    assert isinstance(missing.value, OverFileError)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OverFileError) as unreadable:  # there, but not a file
+        read_over(tmp_path / "dir")
+    assert not isinstance(unreadable.value, OverFileMissing)
 
 
 @pytest.mark.parametrize(

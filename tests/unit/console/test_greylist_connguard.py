@@ -306,7 +306,6 @@ def test_connguard_body_publishes_the_last_runs_clients_over(tmp_path):
 @pytest.mark.parametrize(
     "content, why",
     [
-        (None, "no run has written it yet"),
         (b'{"version": 1, "clients": [', "not JSON"),
         (b"[" * 200_000, "not JSON"),
         (b" " * (FILE_MAX + 1), f"larger than {FILE_MAX} bytes"),
@@ -315,12 +314,19 @@ def test_connguard_body_publishes_the_last_runs_clients_over(tmp_path):
 )
 def test_an_unreadable_over_file_is_published_as_unknown_with_why(tmp_path, content, why):
     cfg = _guard(tmp_path)
-    if content is not None:
-        Path(cfg.over_file).write_bytes(content)
+    Path(cfg.over_file).write_bytes(content)
     body = connguard_body(cfg)
     assert body["over"]["unknown"].startswith(cfg.over_file + ": ")
     assert why in body["over"]["unknown"]
     assert len(body["blocks"]) == 2 and body["status"].startswith("CRITICAL")  # the rest is there
+
+
+def test_a_missing_over_file_is_published_as_not_yet(tmp_path):
+    """No guard run has written it yet (after an install or an upgrade, until the next run):
+    the normal state, not an error."""
+    body = connguard_body(_guard(tmp_path))
+    assert body["over"] == {"not_yet": True}
+    assert len(body["blocks"]) == 2 and body["status"].startswith("CRITICAL")
 
 
 def test_an_unexpected_error_reading_the_over_file_is_contained(tmp_path, monkeypatch):
@@ -389,9 +395,7 @@ def test_pages_sync_with_the_greylist_and_guard_configs(conn, tmp_path):
     guard_row = state.get("connguard:gw1")
     assert guard_row is not None and len(guard_row.body["blocks"]) == 2
     # over_file unset: beside the status file, where no run has written yet
-    assert guard_row.body["over"] == {
-        "unknown": f"{tmp_path / 'connwatch-over.json'}: no run has written it yet"
-    }
+    assert guard_row.body["over"] == {"not_yet": True}
 
 
 def test_pages_sync_says_why_when_a_config_cannot_be_read(conn, tmp_path):

@@ -221,6 +221,26 @@ def test_connguard_page_with_nobody_over_and_with_an_unreadable_list(app, db):
     assert "not JSON &lt;b&gt;" in text
 
 
+NOT_YET = (
+    "Clients over the thresholds: no guard run has written its list yet"
+    " (the guard runs every hour by default)."
+)
+
+
+def test_connguard_page_before_the_guards_first_run(app, db):
+    state = PublishedState(db())
+    state.publish("connguard:gw1", "gw1", {**GUARD, "over": {"not_yet": True}}, T0)
+    # a gateway of the previous version says so as a reason it could not read the file
+    old = {"unknown": "/var/lib/passerelle/connwatch-over.json: no run has written it yet"}
+    state.publish("connguard:gw2", "gw2", {**GUARD, "over": old}, T0)
+    text = logged_in(app).get("/connguard").text
+    gw1 = text[text.index("<h2>gw1") : text.index("<h2>gw2")]
+    assert NOT_YET in gw1 and "unknown" not in gw1
+    gw2 = text[text.index("<h2>gw2") :]
+    assert "Clients over the thresholds: unknown (<code>/var/lib/passerelle/" in gw2
+    assert "no run has written it yet</code>)" in gw2 and NOT_YET not in gw2
+
+
 @pytest.mark.parametrize(
     "over",
     [
@@ -232,6 +252,9 @@ def test_connguard_page_with_nobody_over_and_with_an_unreadable_list(app, db):
         {"at": "soon", "clients": []},
         {"at": True, "clients": []},
         {"unknown": 7},
+        {"not_yet": "yes"},
+        {"not_yet": 1, "clients": "x"},
+        {"not_yet": True, "unknown": ["x"], "at": "soon"},
         {"at": 1e300, "window": "1h", "total": "all", "clients": [{"ip": 5, "count": "many"}, 3]},
         {"at": float("inf"), "clients": []},
         {"at": T0, "window": -5, "total": 10**30, "clients": [{"ip": "192.0.2.1", "count": 1e400}]},
