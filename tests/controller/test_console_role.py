@@ -151,7 +151,7 @@ def test_ldap_login_uses_the_routings_directory_and_the_labs_groups(tmp_path):
     )
     assert ldap["timeout"] == "5s" and ldap["user_filter"] == "(uid={name})"
     assert ldap["password_file"] == "/etc/passerelle/console-ldap.secret"
-    assert ldap["recheck"] == "5m"  # console_ldap_recheck's default
+    assert ldap["recheck"] == "30s"  # the lab's console_ldap_recheck (test_84 waits for it)
     slapd = inventory_vars("ldap1")
     # the group DNs are the console's own variables there (one place), unrendered here
     groups = {slapd[g["dn"].strip("{} ")]: g["members"] for g in slapd["slapd_groups"]}
@@ -178,7 +178,7 @@ def test_ldap_login_uses_the_routings_directory_and_the_labs_groups(tmp_path):
     (tmp_path / "console.toml").write_text(text)
     cfg = load_config(str(tmp_path / "console.toml"))
     assert cfg.ldap is not None and cfg.ldap_password == directory["bind_password"]
-    assert cfg.ldap.recheck == 300
+    assert cfg.ldap.recheck == 30
 
 
 def test_no_ldap_section_without_passerelle_ldap_or_without_a_group():
