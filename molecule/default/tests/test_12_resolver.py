@@ -12,6 +12,8 @@ import testinfra
 from labsmtp import PREFIX, podman_exec, present
 
 RESOLVING_HOSTS = present("gw1", "gw2", "smtpx1")
+# Slower than this is a stalled lookup (glibc retries a lost answer after 5 s).
+STALL = 4.0
 
 # Runs inside a container: 300 lookups of names that do not exist, 30 at a time.
 LOOKUPS = r"""
@@ -71,7 +73,10 @@ def test_lab_names_answered_locally_at_once(resolving_host):
     _, name = resolving_host
     out = json.loads(podman_exec(name, "python3", "-c", LOOKUPS))
     assert out["found"] == 0  # .example is a local zone of the lab: NXDOMAIN, not asked upstream
-    assert out["max"] < 1.0, out
+    # A lost answer costs glibc's 5 s retry: any lookup near 5 s is the stall this role ends.
+    # Below that, how long 30 threads wait for a core depends on the machine's load (CI runs
+    # three scenarios at once on 2 cores), not on the resolver.
+    assert out["max"] < STALL, out
 
 
 def test_lab_hosts_still_resolve_from_hosts_file():
@@ -82,4 +87,4 @@ def test_lab_hosts_still_resolve_from_hosts_file():
 def test_concurrent_sessions_do_not_stall_at_mail_from():
     out = json.loads(podman_exec("outside", "python3", "-c", SESSIONS, "gw1"))
     assert out["codes"] == [250], out
-    assert out["max"] < 2.0, out
+    assert out["max"] < STALL, out
