@@ -9,7 +9,7 @@ the accounts, the server secret, a clock), so a test drives it with environ dict
   copy. An LDAP session's groups are read again every ``[ldap] recheck``: a new role
   applies at once, a user in no console group any more (or gone) is logged out. A session
   cookie refused (logged out, ended, expired, unreadable) is cleared in the answer (the login
-  page, or 403 for a POST), so the browser stops sending it. The login form
+  page, the redirection to it, or 403 for a POST), so the browser stops sending it. The login form
   carries a token bound to a cookie of its own; every other form carries the session's CSRF
   token. A POST whose token is missing or wrong is refused (403) before anything is read or
   changed.
@@ -316,7 +316,12 @@ class Console:
         if req.path == "/login":
             if req.method == "POST":
                 return self._login_post(req, conn, now)
-            return self._login_form(req, None, 200, "")
+            resp = self._login_form(req, None, 200, "")
+            # A bookmark straight to the login page: a refused session cookie is dropped here
+            # too (a live one is kept: the user may just come back to the console).
+            if SESSION_COOKIE in req.cookies and self._user(req, conn, now) is None:
+                resp.headers.append(self._session_cookie("", 0))
+            return resp
         user = self._user(req, conn, now)
         if user is None:
             if req.method == "POST":

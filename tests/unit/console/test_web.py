@@ -174,6 +174,26 @@ def test_no_session_cookie_no_set_cookie(app):
     assert r.status == 303 and r.set_cookies() == []
 
 
+def test_the_login_page_clears_a_refused_session_cookie(app, clock):
+    # Straight to /login (a bookmark) with an expired session: the form, and the cookie dropped
+    c = logged_in(app)
+    clock.t += 9 * 3600
+    r = c.get("/login")
+    assert r.status == 200 and 'name="password"' in r.text
+    assert r.cookie("passerelle_console") == CLEARED
+    assert "passerelle_console" not in c.cookies
+    # ...and an unreadable one
+    r = Client(app, cookies={"passerelle_console": "garbage"}).get("/login")
+    assert r.status == 200 and r.cookie("passerelle_console") == CLEARED
+
+
+def test_the_login_page_keeps_a_live_session_cookie(app):
+    c = logged_in(app)
+    r = c.get("/login")
+    assert r.status == 200 and r.cookie("passerelle_console") is None
+    assert c.get("/quarantine").status == 200  # still logged in
+
+
 @pytest.mark.parametrize("secure", [True, False])
 def test_a_refused_cookie_is_cleared_with_the_logins_attributes(db, clock, secure):
     def attributes(cookie: str) -> list[str]:
