@@ -14,7 +14,7 @@ from passerelle.greylist.stats import HISTORY_DAYS_MAX
 from passerelle.greylist.store import SQLStore, open_store
 from passerelle.greylist.whitelist import KINDS, WhitelistError, validate_entry
 
-clock: Callable[[], float] = time.time  # the time of ``report`` (tests fix it)
+clock: Callable[[], float] = time.time  # the commands' time (tests fix it)
 SINCE_DEFAULT = "24h"  # ``report``'s window without --since or --days
 
 
@@ -80,7 +80,7 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for kind, entry, comment, created in store.whitelist_list():
-                when = time.strftime("%Y-%m-%d", time.localtime(created))
+                when = time.strftime("%Y-%m-%d", time.gmtime(created))  # UTC, as reports
                 print(f"{kind}\t{entry}\t{when}\t{comment}")
             return 0
         if not args.entry:
@@ -92,7 +92,7 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
             except WhitelistError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            new = store.whitelist_add(args.kind, args.entry, args.comment or "", time.time())
+            new = store.whitelist_add(args.kind, args.entry, args.comment or "", clock())
             print(f"{'added' if new else 'updated'} {args.kind} {args.entry}")
             return 0
         if store.whitelist_remove(args.kind, args.entry):

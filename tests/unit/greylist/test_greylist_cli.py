@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -73,8 +74,6 @@ def test_migrate_whitelist_purge_report(greylist_store_url, tmp_path, capsys):
     assert "sender\t@partner.example" in out
     assert main(["greylist", "whitelist", "remove", "192.0.2.0/24", "--config", str(p)]) == 0
     assert main(["greylist", "whitelist", "remove", "192.0.2.0/24", "--config", str(p)]) == 1
-
-    import time
 
     now = time.time()
     s = open_store(greylist_store_url)
@@ -202,3 +201,31 @@ def test_report_days_and_since_exclude_each_other(tmp_path, capsys):
         main(["greylist", "report", "--config", str(p), "--since", "1h", "--days", "3"])
     assert exc.value.code == 2
     assert "--days: not allowed with argument --since" in capsys.readouterr().err
+
+
+@pytest.fixture
+def east_of_utc(monkeypatch):
+    """The process's local time zone 9 hours east of UTC, put back afterwards."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_whitelist_add_takes_the_commands_clock_and_list_prints_utc_dates(
+    tmp_path, monkeypatch, capsys, east_of_utc
+):
+    # 2025-12-02 23:30 UTC: already the 3rd in Tokyo, still the 2nd in UTC (the reports' day)
+    monkeypatch.setattr(greylist_cli, "clock", lambda: MIDNIGHT + 23 * H + 1800)
+    p = cfg_file(tmp_path)
+    assert main(["greylist", "migrate", "--config", str(p)]) == 0
+    assert main(["greylist", "whitelist", "add", "192.0.2.0/24", "--config", str(p)]) == 0
+    s = open_store(f"sqlite:///{tmp_path}/g.sqlite")
+    try:
+        assert [row[3] for row in s.whitelist_list()] == [MIDNIGHT + 23 * H + 1800]
+    finally:
+        s.close()
+    capsys.readouterr()
+    assert main(["greylist", "whitelist", "list", "--config", str(p)]) == 0
+    assert capsys.readouterr().out == "client\t192.0.2.0/24\t2025-12-02\t\n"
