@@ -94,6 +94,22 @@ def history_days(days: object) -> int:
     return max(1, min(days, HISTORY_DAYS_MAX))
 
 
+def proportional_shares(counts: Sequence[int], total: int) -> list[int]:
+    """``total`` split over ``counts`` in proportion (largest remainders, ties to the first):
+    each share at most its count, ``min(total, sum(counts))`` in all."""
+    available = sum(max(0, c) for c in counts)
+    if total >= available:
+        return [max(0, c) for c in counts]
+    if total <= 0:
+        return [0] * len(counts)
+    exact = [max(0, c) * total / available for c in counts]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(counts)), key=lambda i: (shares[i] - exact[i], i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
 @dataclass
 class DayStats:
     """What the store counted for one UTC day (``day``: its midnight, epoch seconds).

@@ -13,6 +13,7 @@ from passerelle.greylist.stats import (
     DayStats,
     day_start,
     history_days,
+    proportional_shares,
 )
 from passerelle.greylist.store import Triplet, open_store
 
@@ -47,6 +48,23 @@ def test_day_start_is_utc_midnight():
 )
 def test_history_days_is_bounded(asked, got):
     assert history_days(asked) == got
+
+
+@pytest.mark.parametrize(
+    ("counts", "total", "shares"),
+    [
+        ([6, 6], 4, [2, 2]),
+        ([30, 10], 4, [3, 1]),
+        ([7, 1, 1, 7], 5, [2, 1, 0, 2]),  # 2.19, .31, .31, 2.19: the remainders, ties first
+        ([5, 0, 0], 3, [3, 0, 0]),
+        ([2, 3], 10, [2, 3]),  # fewer than asked: all of them
+        ([2, 3], 0, [0, 0]),
+        ([], 5, []),
+    ],
+)
+def test_proportional_shares(counts, total, shares):
+    assert proportional_shares(counts, total) == shares
+    assert sum(shares) == min(total, sum(counts))
 
 
 def test_build_history_fills_the_days_without_data_with_zeros():
@@ -169,6 +187,30 @@ def test_daily_stats_is_bounded(store):
     assert all(d == DayStats(d.day) for d in days)  # today is past the 60 days asked
     (today,) = store.daily_stats(MIDNIGHT, 1, delays_per_day=3)
     assert (today.returned, today.passed, len(today.delays)) == (5, 5, 3)
+
+
+def test_a_sampled_days_delays_come_from_all_its_hours(store):
+    # A busy day: 6 machines pass at 00:xx after 2 h, 6 at 18:xx after 1 h; 4 delays read.
+    # The sample spreads over the day's hours (not whatever rows the database reads first).
+    for i in range(6):
+        early, late = trip(f"192.0.2.{i}/32"), trip(f"198.51.100.{i}/32")
+        store.decide(early, MIDNIGHT - 2 * H + i, T)
+        store.decide(early, MIDNIGHT + i, T)
+        store.decide(late, MIDNIGHT + 17 * H + i, T)
+        store.decide(late, MIDNIGHT + 18 * H + i, T)
+    (day,) = store.daily_stats(MIDNIGHT, 1, delays_per_day=4)
+    assert day.passed == 12 and 2 <= len(day.delays) <= 4
+    assert set(day.delays) == {2 * H, H}
+    assert store.daily_stats(MIDNIGHT, 1, delays_per_day=4)[0].delays == day.delays
+    (whole,) = store.daily_stats(MIDNIGHT, 1, delays_per_day=12)  # not sampled: every delay
+    assert sorted(whole.delays) == [H] * 6 + [2 * H] * 6
+    # never more than asked, even when every hour has passes
+    for h in range(24):
+        t = trip(f"203.0.113.{h}/32")
+        store.decide(t, MIDNIGHT + h * H - 2400, T)
+        store.decide(t, MIDNIGHT + h * H + 10, T)
+    (busy,) = store.daily_stats(MIDNIGHT, 1, delays_per_day=5)
+    assert busy.passed == 36 and len(busy.delays) == 5
 
 
 def test_read_history_from_the_store(store):

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from passerelle.greylist.policy import Outcome, Record, Timing, evaluate
-from passerelle.greylist.stats import DAY, DELAYS_PER_DAY, DayStats, day_start, history_days
+from passerelle.greylist.stats import (
+    DAY,
+    DELAYS_PER_DAY,
+    DayStats,
+    day_start,
+    history_days,
+    proportional_shares,
+)
 
 SCHEMA_VERSION = 1
 DISPLAY_BYTES = 255  # sender/recipient kept for reports (the key hashes the full value)
@@ -427,7 +434,8 @@ class SQLStore:
 
         Bounded: two grouped reads of the stats table (one row per hour, and per decision
         reason) and, per day, a count and at most ``delays_per_day`` delays of the greylist
-        table (its passed_at index). The stats table keeps its hourly counters ``stats_ttl``;
+        table (its passed_at index; a day with more passes is sampled across its hours,
+        ``_day_delays``). The stats table keeps its hourly counters ``stats_ttl``;
         the greylist table only the triplets not purged yet (a passed one ``pass_ttl`` after
         its last use): for the older days, machines back and delays are those still kept."""
         start = day_start(first_day)
@@ -461,13 +469,36 @@ class SQLStore:
             passed, returned = cur.fetchone()
             d.passed, d.returned = int(passed or 0), int(returned or 0)
             if d.passed and delays_per_day > 0:
-                cur = self.execute(
-                    "SELECT passed_at - first_seen FROM greylist"
-                    " WHERE passed_at >= ? AND passed_at < ? LIMIT ?",
-                    (day, day + DAY, delays_per_day),
-                )
-                d.delays = [float(r[0]) for r in cur.fetchall()]
+                d.delays = self._day_delays(day, d.passed, delays_per_day)
         return list(out.values())
+
+    def _day_delays(self, day: float, passed: int, most: int) -> list[float]:
+        """The delays of the triplets passed on ``day``: all of them up to ``most``; beyond, a
+        sample spread over the day's hours in proportion to each hour's passes (the first of
+        each hour), ``most`` in all and the same on every read. Without an order the database
+        would hand back whichever rows it reads first (with SQLite, the day's earliest), and
+        a day's percentiles would be those of its first hours."""
+        sql = (
+            "SELECT passed_at - first_seen FROM greylist"
+            " WHERE passed_at >= ? AND passed_at < ? ORDER BY passed_at LIMIT ?"
+        )
+        if passed <= most:
+            cur = self.execute(sql, (day, day + DAY, most))
+            return [float(r[0]) for r in cur.fetchall()]
+        hours = [(day + h * 3600, day + (h + 1) * 3600) for h in range(24)]
+        counts = []
+        for start, end in hours:
+            cur = self.execute(
+                "SELECT COUNT(*) FROM greylist WHERE passed_at >= ? AND passed_at < ?",
+                (start, end),
+            )
+            counts.append(int(cur.fetchone()[0] or 0))
+        out: list[float] = []
+        for (start, end), share in zip(hours, proportional_shares(counts, most)):
+            if share:
+                cur = self.execute(sql, (start, end, share))
+                out.extend(float(r[0]) for r in cur.fetchall())
+        return out
 
     # -- maintenance -------------------------------------------------------------------
     def purge(
