@@ -434,10 +434,11 @@ class SQLStore:
 
         Bounded: two grouped reads of the stats table (one row per hour, and per decision
         reason) and, per day, a count and at most ``delays_per_day`` delays of the greylist
-        table (its passed_at index; a day with more passes is sampled across its hours,
-        ``_day_delays``). The stats table keeps its hourly counters ``stats_ttl``;
-        the greylist table only the triplets not purged yet (a passed one ``pass_ttl`` after
-        its last use): for the older days, machines back and delays are those still kept."""
+        table (its passed_at index; a day with more passes is sampled across its hours:
+        24 more counts and 24 short reads, ``_day_delays``). The stats table keeps its
+        hourly counters ``stats_ttl``; the greylist table only the triplets not purged yet
+        (a passed one ``pass_ttl`` after its last use): for the older days, machines back and
+        delays are those still kept."""
         start = day_start(first_day)
         n = history_days(days)
         end = start + n * DAY
