@@ -56,13 +56,28 @@ def _wait_active(host: str, unit: str) -> None:
 def _fresh_cache() -> None:
     """Restart the socket map daemon: its cache starts empty."""
     podman_exec(GATEWAY, "systemctl", "restart", "passerelle-route")
+    _wait_listening()
+
+
+def _wait_listening() -> None:
+    """Wait until the socket map daemon accepts connections on its socket.
+
+    The unit is Type=simple: "active" as soon as the process is forked, before Python has
+    loaded the package and bound the socket (seconds on a loaded machine), and a lookup in
+    between is a temporary failure. After a crash the old socket file is still there, so the
+    probe connects rather than looks for the file.
+    """
     _wait_active(GATEWAY, "passerelle-route")
-    probe = "test -S /run/passerelle/route.sock && echo ready"
-    for _ in range(20):
-        if podman_exec(GATEWAY, "sh", "-c", probe, check=False).strip() == "ready":
+    probe = (
+        "import socket; s = socket.socket(socket.AF_UNIX);"
+        " s.connect('/run/passerelle/route.sock'); print('ready')"
+    )
+    for _ in range(60):
+        out = podman_exec(GATEWAY, "python3", "-c", probe, check=False)
+        if out.strip() == "ready":
             return
         time.sleep(0.5)
-    raise AssertionError("passerelle-route did not create its socket")
+    raise AssertionError("passerelle-route does not accept connections on its socket")
 
 
 def _stop_slapd() -> None:
@@ -232,8 +247,7 @@ def test_socket_map_daemon_down_queues_never_bounces():
         assert not mailbox_has("outside", "dave", tag)  # not bounced
     finally:
         podman_exec(GATEWAY, "systemctl", "start", "passerelle-route")
-    _wait_active(GATEWAY, "passerelle-route")
-    time.sleep(1)
+    _wait_listening()
     # Without restarting sendmail, new sessions use the daemon again...
     _, d2 = _send("nobody-here@ldap-a.test")
     assert d2.reply("rcpt")[0] == 550, d2.transcript
@@ -255,8 +269,7 @@ def test_socket_map_daemon_restarted_after_a_crash():
         ).strip()
         if now not in ("0", str(before)):
             break
-    _wait_active(GATEWAY, "passerelle-route")
-    time.sleep(1)
+    _wait_listening()
     tag, d = _send("ana@ldap-a.test")
     assert d.last[1] == 250, d.transcript
     wait_for_mail("mailstore1", "ana", tag)
