@@ -270,6 +270,51 @@ def main_pid(host: str, unit: str = "sendmail") -> int:
     return int(podman_exec(host, "systemctl", "show", "-p", "MainPID", "--value", unit).strip())
 
 
+# Run in a lab host by unix_socket_answers: connect to a unix socket, send the hex-coded
+# bytes if any, print what comes back (or "connected"); any error is printed, never raised.
+SOCKET_PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+try:
+    s.connect(sys.argv[1])
+    if sys.argv[2]:
+        s.sendall(bytes.fromhex(sys.argv[2]))
+        print(s.recv(64).decode("latin-1"))
+    else:
+        print("connected")
+except OSError as exc:
+    print("error:", exc)
+"""
+
+
+def unix_socket_answers(host: str, path: str, send: bytes = b"", expect: str = "connected") -> bool:
+    """Whether a daemon on ``host`` accepts a connection on the unix socket ``path`` now (and,
+    with ``send``, answers it with ``expect`` in its reply).
+
+    A socket file left by a crashed daemon is still there, and systemd calls a Type=simple
+    unit active before it has bound its socket: a connection is the only sure sign.
+    """
+    out = podman_exec(host, "python3", "-c", SOCKET_PROBE, path, send.hex(), check=False)
+    return expect in out
+
+
+def wait_unix_socket(
+    host: str,
+    path: str,
+    send: bytes = b"",
+    expect: str = "connected",
+    timeout: float = 60,
+    interval: float = 0.5,
+) -> None:
+    """Wait until ``unix_socket_answers`` (same arguments) is true, at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not unix_socket_answers(host, path, send, expect):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing answers on {path} in {host} within {timeout} s")
+        time.sleep(interval)
+
+
 def wait_ldap_answers(host: str = "ldap1", timeout: float = 60) -> None:
     """Wait until slapd on ``host`` answers a search and listens on the LDAP port."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,15 @@ import uuid
 
 import pytest
 import testinfra
-from labsmtp import PREFIX, mailbox_has, podman_exec, smtp, wait_for_mail
+from labsmtp import (
+    PREFIX,
+    mailbox_has,
+    podman_exec,
+    smtp,
+    unix_socket_answers,
+    wait_for_mail,
+    wait_unix_socket,
+)
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MIRROR_DIR = "/srv/clamav-mirror"
@@ -50,22 +58,18 @@ def quarantined(host, sender):
     return [i for i in quarantine_items(host) if i["sender"] == sender]
 
 
+CLAMD_SOCKET = "/run/clamav/clamd.ctl"
+
+
+CLAMD_PING = {"send": b"zPING\0", "expect": "PONG"}
+
+
 def clamd_answers(host):
-    probe = (
-        "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(3); "
-        "s.connect('/run/clamav/clamd.ctl'); s.sendall(b'zPING\\0'); print(s.recv(16))"
-    )
-    out = podman_exec(host, "python3", "-c", probe, check=False)
-    return "PONG" in out
+    return unix_socket_answers(host, CLAMD_SOCKET, **CLAMD_PING)
 
 
 def wait_clamd(host, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if clamd_answers(host):
-            return
-        time.sleep(1)
-    raise AssertionError(f"clamd on {host} does not answer within {timeout} s")
+    wait_unix_socket(host, CLAMD_SOCKET, **CLAMD_PING, timeout=timeout, interval=1)
 
 
 def wait_file_contains(host, path, text, timeout=120):

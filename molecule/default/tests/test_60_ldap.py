@@ -26,6 +26,7 @@ from labsmtp import (
     smtp,
     wait_for_mail,
     wait_ldap_answers,
+    wait_unix_socket,
 )
 
 GATEWAY = "gw1"
@@ -68,16 +69,7 @@ def _wait_listening() -> None:
     probe connects rather than looks for the file.
     """
     _wait_active(GATEWAY, "passerelle-route")
-    probe = (
-        "import socket; s = socket.socket(socket.AF_UNIX);"
-        " s.connect('/run/passerelle/route.sock'); print('ready')"
-    )
-    for _ in range(60):
-        out = podman_exec(GATEWAY, "python3", "-c", probe, check=False)
-        if out.strip() == "ready":
-            return
-        time.sleep(0.5)
-    raise AssertionError("passerelle-route does not accept connections on its socket")
+    wait_unix_socket(GATEWAY, "/run/passerelle/route.sock", timeout=30)
 
 
 def _stop_slapd() -> None:
