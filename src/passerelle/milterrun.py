@@ -3,6 +3,8 @@
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
 - exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently (it
   applies to the answered steps; a no-reply step is handled by ``bind``, below);
+- systemd is told ``READY=1`` once libmilter listens on the socket (``Type=notify`` units:
+  sendmail, ordered after the milters, starts when they answer);
 - logs to syslog's mail facility (and stderr when run in the foreground): the daemon sets it up
   with ``passerelle.logsetup.setup_logging`` before it calls ``run_milter``;
 - one binding to pymilter for every milter: ``bind(MilterClass, context, name)``. pymilter makes
@@ -24,12 +26,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from passerelle import sdnotify
 
 Ctx = TypeVar("Ctx")
 log = logging.getLogger("passerelle")
@@ -246,5 +251,32 @@ def run_milter(name: str, binding: MilterBinding[Any], socket: str, timeout: int
     # libmilter creates the unix socket with the process umask: let sendmail (smmsp/mail
     # group) connect through the group bit.
     os.umask(0o007)
-    Milter.runmilter(f"passerelle-{name}", socket, timeout)
+    with _ready_once_listening():
+        Milter.runmilter(f"passerelle-{name}", socket, timeout)
     logging.getLogger("passerelle").info("%s milter stopped", name)
+
+
+@contextlib.contextmanager
+def _ready_once_listening() -> Iterator[None]:
+    """systemd is told READY=1 (``passerelle.sdnotify``) once libmilter listens.
+
+    pymilter's ``runmilter`` registers the callbacks, calls its C module's ``opensocket``
+    (libmilter creates, binds and listens on the socket; it raises when it cannot) and then
+    serves in ``main``, which never returns while the milter runs. ``opensocket`` is wrapped
+    for that call so that the notification comes between the two: after a failed
+    ``opensocket`` none is sent, and systemd sees the process exit.
+    """
+    import milter  # pymilter's C module, whose opensocket Milter.runmilter calls
+
+    open_socket = milter.opensocket
+
+    def opensocket_then_ready(rmsock: bool) -> Any:
+        opened = open_socket(rmsock)
+        sdnotify.ready()
+        return opened
+
+    milter.opensocket = opensocket_then_ready
+    try:
+        yield
+    finally:
+        milter.opensocket = open_socket

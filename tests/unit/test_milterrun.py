@@ -3,8 +3,15 @@ envelope decoding) gives what pymilter's own would."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import Milter
 
+import passerelle
 from passerelle.greylist.daemon import GreylistMilter
 from passerelle.milterrun import bind
 from passerelle.spam.milter import SpamMilter
@@ -106,3 +113,56 @@ def test_a_bytes_strategy_keeps_pymilters_decoding():
     m = bound(None)
     m.envrcpt_bytes(b"<x\xff@y>")
     assert m.seen == [("envrcpt", (b"<x\xff@y>",))]
+
+
+# run_milter in a process of its own (libmilter opens its socket once per process): main, where
+# libmilter would serve, is replaced by a probe of the socket and of the notification state.
+_RUN = r"""
+import os, socket, sys
+import milter
+from passerelle.greylist.daemon import GreylistMilter
+from passerelle.milterrun import bind, run_milter
+
+spec = sys.argv[1]
+
+def main():
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(spec.split(":", 1)[1])
+    probe.close()
+    print("listening", "notified" if "NOTIFY_SOCKET" not in os.environ else "not notified")
+
+milter.main = main
+run_milter("t", bind(GreylistMilter, None, "t"), spec, 5)
+"""
+
+
+def _run_milter_process(spec: str, notify: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    env = dict(
+        os.environ, NOTIFY_SOCKET=notify, PYTHONPATH=str(Path(passerelle.__file__).parents[1])
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(notify)
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN, spec], env=env, capture_output=True, text=True, timeout=60
+        )
+        listener.setblocking(False)
+        try:
+            received = listener.recv(100)
+        except BlockingIOError:
+            received = b""
+    return done, received
+
+
+def test_systemd_is_told_ready_once_the_socket_listens(tmp_path: Path) -> None:
+    done, received = _run_milter_process(f"unix:{tmp_path}/m.sock", str(tmp_path / "notify"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["listening", "notified"]  # before libmilter serves
+    assert received == b"READY=1"
+
+
+def test_no_ready_when_the_socket_cannot_be_opened(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 120) / "m.sock"  # past a unix socket address's 108 bytes
+    done, received = _run_milter_process(f"unix:{too_long}", str(tmp_path / "notify"))
+    assert done.returncode != 0
+    assert "listening" not in done.stdout
+    assert received == b""

@@ -292,8 +292,9 @@ def unix_socket_answers(host: str, path: str, send: bytes = b"", expect: str = "
     """Whether a daemon on ``host`` accepts a connection on the unix socket ``path`` now (and,
     with ``send``, answers it with ``expect`` in its reply).
 
-    A socket file left by a crashed daemon is still there, and systemd calls a Type=simple
-    unit active before it has bound its socket: a connection is the only sure sign.
+    A socket file left by a crashed daemon is still there, and a daemon restarted by systemd
+    after a crash (Restart=on-failure) is "activating" until it answers: a connection is the
+    only sure sign.
     """
     out = podman_exec(host, "python3", "-c", SOCKET_PROBE, path, send.hex(), check=False)
     return expect in out

@@ -2,7 +2,7 @@
 
 import pytest
 import testinfra
-from labsmtp import PREFIX, present
+from labsmtp import PREFIX, podman_exec, present, unix_socket_answers
 
 MAIL_HOSTS = present("gw1", "gw2", "smtpx1", "mailstore1", "mailstore2", "outside")
 
@@ -56,3 +56,24 @@ def test_sizing_from_profile():
     # A burst of connections waits in the listen queue (sendmail's default is 10).
     listen = host.check_output("ss -Hltn 'sport = :25'").split()
     assert listen[0] == "LISTEN" and listen[2] == "256", listen
+
+
+# The Passerelle daemons sendmail asks on a gateway, and the socket each listens on.
+GATEWAY_DAEMONS = {
+    "passerelle-greylist": "/run/passerelle/greylist.sock",
+    "passerelle-antivirus": "/run/passerelle/antivirus.sock",
+    "passerelle-spam": "/run/passerelle/spam.sock",
+    "passerelle-route": "/run/passerelle/route.sock",
+}
+
+
+@pytest.mark.parametrize("unit", list(GATEWAY_DAEMONS))
+def test_a_daemon_answers_as_soon_as_systemd_says_started(unit):
+    """Type=notify: the daemon tells systemd READY=1 once its socket listens, so sendmail
+    (ordered after it) starts when it answers, and a restart returns when it answers again:
+    no probe, no wait, right after ``systemctl restart``."""
+    assert podman_exec("gw1", "systemctl", "show", "-p", "Type", "--value", unit).strip() == (
+        "notify"
+    )
+    podman_exec("gw1", "systemctl", "restart", unit)
+    assert unix_socket_answers("gw1", GATEWAY_DAEMONS[unit]), f"{unit} started but not answering"

@@ -63,10 +63,9 @@ def _fresh_cache() -> None:
 def _wait_listening() -> None:
     """Wait until the socket map daemon accepts connections on its socket.
 
-    The unit is Type=simple: "active" as soon as the process is forked, before Python has
-    loaded the package and bound the socket (seconds on a loaded machine), and a lookup in
-    between is a temporary failure. After a crash the old socket file is still there, so the
-    probe connects rather than looks for the file.
+    The unit is Type=notify ("active" once the socket listens), but after a crash systemd
+    restarts it after RestartSec: in between the old socket file is still there and a lookup
+    is a temporary failure, so the probe connects rather than looks for the file.
     """
     _wait_active(GATEWAY, "passerelle-route")
     wait_unix_socket(GATEWAY, "/run/passerelle/route.sock", timeout=30)

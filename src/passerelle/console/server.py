@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from passerelle import sdnotify
 from passerelle.config import ConfigError, Section, load_toml, naming_file
 from passerelle.console.auth import SECRET_MIN, AccountError, Accounts
 from passerelle.console.cli import add_commands
@@ -243,6 +244,7 @@ def make_http_server(app: Any, host: str = "127.0.0.1", port: int = 8025) -> WSG
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8025) -> None:
     """Serve ``app`` until interrupted."""
     with make_http_server(app, host, port) as httpd:
+        sdnotify.ready()  # listening: Apache's proxy and the Nagios check get answers
         httpd.serve_forever()
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+from passerelle import sdnotify
 from passerelle.config import ConfigError, check_config_command
 from passerelle.routing.config import load_config
 from passerelle.routing.route import explain
@@ -107,6 +108,7 @@ def _socketmap(args: argparse.Namespace) -> int:
         sm.max_entries,
     )
     signal.signal(signal.SIGTERM, _stop)
+    sdnotify.ready()  # the socket listens (bound by SocketmapServer): sendmail may ask
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
+import passerelle
 from passerelle import cli
 from passerelle.config import ConfigError
 from passerelle.console.auth import hash_password
@@ -154,3 +160,35 @@ def test_every_console_asset_is_package_data():
     assert "static/console.css" in assets
     missing = [a for a in assets if not any(fnmatch(a, pat) for pat in patterns)]
     assert missing == [], f"not shipped in the package: {missing}"
+
+
+def test_serve_command_tells_systemd_once_it_answers(files, tmp_path):
+    """``passerelle console serve`` under a Type=notify unit: READY=1 once it listens."""
+    with socket.socket() as probe:  # a free port on loopback for the console
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(files, listen=f"127.0.0.1:{port}")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(passerelle.__file__).parents[1]),
+        "NOTIFY_SOCKET": str(tmp_path / "notify"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "passerelle.cli", "console", "serve", "--config", config],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert notify.recv(100) == b"READY=1"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # no wait: it answers
+        conn.request("GET", "/login")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        notify.close()
+        proc.terminate()
+        proc.communicate(timeout=10)

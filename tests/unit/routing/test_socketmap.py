@@ -393,7 +393,6 @@ def test_command_serves_and_answers_temp_when_the_directory_is_unreachable(tmp_p
     import signal
     import subprocess
     import sys
-    import time
 
     pytest.importorskip("ldap")
     config = tmp_path / "routing.toml"
@@ -404,21 +403,26 @@ def test_command_serves_and_answers_temp_when_the_directory_is_unreachable(tmp_p
     )
     sock = tmp_path / "run" / "route.sock"
     command = ["route", "socketmap", "--config", str(config), "--socket", str(sock)]
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's side (Type=notify)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
     proc = subprocess.Popen(
         [sys.executable, "-m", "passerelle.cli", *command],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3] / "src")},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).parents[3] / "src"),
+            "NOTIFY_SOCKET": str(tmp_path / "notify"),
+        },
     )
     try:
-        for _ in range(100):
-            if sock.is_socket():
-                break
-            time.sleep(0.1)
-        with _connect(str(sock)) as s:
+        assert notify.recv(100) == b"READY=1"
+        with _connect(str(sock)) as s:  # ready means answering: no wait for the socket
             s.sendall(encode("ldapmh ana@ldap-a.test"))
             assert _read_answer(s).startswith("TEMP directory unavailable: ldap://127.0.0.1:9")
     finally:
+        notify.close()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
