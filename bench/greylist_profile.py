@@ -37,7 +37,7 @@ from passerelle.logsetup import setup_logging
 from passerelle.milterrun import bind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from greylist_bench import preload_triplet
+from greylist_bench import preload_triplet, rebase
 
 
 class FakeContext:
@@ -86,6 +86,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="glprof") as d:
         db = Path(d) / "greylist.sqlite"
         shutil.copyfile(args.sqlite_template, db)
+        rebase(db, time.time())  # the mix of greylist_bench.py, whatever the template's age
         cfg = parse_config(
             {
                 "greylist": {
