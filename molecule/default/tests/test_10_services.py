@@ -58,6 +58,46 @@ def test_sizing_from_profile():
     assert listen[0] == "LISTEN" and listen[2] == "256", listen
 
 
+# Run in gw1: connect to its port 25 and print the greeting's first line (or the error).
+GREETING_PROBE = """
+import socket
+try:
+    with socket.create_connection(("127.0.0.1", 25), timeout=10) as s:
+        print(s.makefile("rb").readline().decode("latin-1").strip())
+        s.sendall(b"QUIT\\r\\n")
+except OSError as exc:
+    print("error:", exc)
+"""
+
+
+def test_a_reload_right_after_a_restart_keeps_sendmail_serving():
+    """sendmail handles SIGHUP only once it serves: a reload in a start's first moments (a
+    restart handler, then the resolver's reload in the same run) ended it, systemd took that for
+    a clean exit, and the gateway stayed closed until the process watch (60 to 120 s). The
+    unit's reload now waits until sendmail handles the signal, and returns once the
+    re-executed daemon listens again, so even two reloads in a row keep it serving."""
+    cursor = (
+        podman_exec("gw1", "journalctl", "-n", "0", "--show-cursor", "-q")
+        .split("cursor:", 1)[1]
+        .strip()
+    )
+    podman_exec(
+        "gw1",
+        "sh",
+        "-c",
+        "systemctl restart sendmail && systemctl reload sendmail && systemctl reload sendmail",
+    )
+    shown = podman_exec("gw1", "systemctl", "show", "-p", "ActiveState,NRestarts", "sendmail")
+    state = dict(line.split("=", 1) for line in shown.split())
+    assert state == {"ActiveState": "active", "NRestarts": "0"}, shown
+    assert podman_exec("gw1", "python3", "-c", GREETING_PROBE).startswith("220 "), (
+        "sendmail does not greet right after its reloads"
+    )
+    log = podman_exec("gw1", "journalctl", f"--after-cursor={cursor}", "-t", "sm-mta", "-o", "cat")
+    # (the connection guard's timer may reload it too meanwhile)
+    assert log.count("due to signal") >= 2, f"not reloaded twice: {log}"
+
+
 # The Passerelle daemons sendmail asks on a gateway, and the socket each listens on. The
 # route daemon runs where a domain is LDAP-routed: the fleets with the directory (ldap1; the
 # trixie scenario's gateway has only a static domain, and no such unit).
