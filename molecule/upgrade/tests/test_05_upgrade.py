@@ -6,7 +6,8 @@ from `outside` to both gateways (a message every 2 s to each, the other gateway 
 one does not accept, as a sending MTA does) and probes their banners every 0.5 s. Then: every
 host runs this version, every accepted message reached the mailbox on mailstore1 (none
 lost, none refused, none left unsent), no second went by without a gateway answering, the
-gateways were upgraded one at a time, and this version's site.yml changes nothing more.
+gateways were upgraded one at a time, each out of service only for its restarts (30 s at most
+in all), and this version's site.yml changes nothing more.
 """
 
 from __future__ import annotations
@@ -118,6 +119,14 @@ def test_one_gateway_always_answered(upgrade):
     r = upgrade.report
     assert r.seconds >= upgrade.seconds, upgrade.report_text
     assert not r.both_down, upgrade.report_text
+
+
+def test_each_gateway_was_out_of_service_only_for_its_restarts(upgrade):
+    """A gateway's restarts (sendmail, its milters) take a second or two each: 0 s seen in
+    every run but one, where sendmail, reloaded right after its restart, died and stayed down
+    until the process watch (89 s on gw2; fixed since by the unit's reload)."""
+    r = upgrade.report
+    assert all(seconds <= 30 for seconds in r.down.values()), upgrade.report_text
 
 
 def test_the_gateways_were_upgraded_one_at_a_time(upgrade):
