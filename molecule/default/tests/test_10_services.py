@@ -58,44 +58,54 @@ def test_sizing_from_profile():
     assert listen[0] == "LISTEN" and listen[2] == "256", listen
 
 
-# Run in gw1: connect to its port 25 and print the greeting's first line (or the error).
-GREETING_PROBE = """
-import socket
+# Run in gw1: connect to 127.0.0.1 on the port given, send the (hex-coded) bytes if any, and
+# print the first line of the answer (or the error).
+FIRST_LINE_PROBE = """
+import socket, sys
 try:
-    with socket.create_connection(("127.0.0.1", 25), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+        s.sendall(bytes.fromhex(sys.argv[2]))
         print(s.makefile("rb").readline().decode("latin-1").strip())
-        s.sendall(b"QUIT\\r\\n")
 except OSError as exc:
     print("error:", exc)
 """
 
+# The daemons that reload by executing themselves again on SIGHUP: the port they answer on,
+# what they are sent there, the first line they answer, where they log and what says reloaded.
+REEXEC_DAEMONS = {
+    "sendmail": (25, b"", "220 ", ["-t", "sm-mta"], "due to signal"),
+    "spamd": (783, b"PING SPAMC/1.5\r\n\r\n", "SPAMD/1.5 0 PONG", ["-u", "spamd"], "hit by SIGHUP"),
+}
 
-def test_a_reload_right_after_a_restart_keeps_sendmail_serving():
-    """sendmail handles SIGHUP only once it serves: a reload in a start's first moments (a
-    restart handler, then the resolver's reload in the same run) ended it, systemd took that for
-    a clean exit, and the gateway stayed closed until the process watch (60 to 120 s). The
-    unit's reload now waits until sendmail handles the signal, and returns once the
-    re-executed daemon listens again, so even two reloads in a row keep it serving."""
+
+@pytest.mark.parametrize("unit", list(REEXEC_DAEMONS))
+def test_a_reload_right_after_a_restart_keeps_the_daemon_serving(unit):
+    """sendmail and spamd handle SIGHUP only once they serve: a reload in a start's first
+    moments (a restart handler, then the resolver's reload in the same run) ended them, systemd
+    took that for a clean exit, and they stayed down until the process watch (60 to 120 s).
+    Their reload now waits until they handle the signal, and returns once the daemon, executed
+    again, listens again: even two reloads in a row keep it serving."""
+    port, send, greeting, journal, reloaded = REEXEC_DAEMONS[unit]
     cursor = (
         podman_exec("gw1", "journalctl", "-n", "0", "--show-cursor", "-q")
         .split("cursor:", 1)[1]
         .strip()
     )
+    restarts = podman_exec("gw1", "systemctl", "show", "-p", "NRestarts", "--value", unit).strip()
     podman_exec(
         "gw1",
         "sh",
         "-c",
-        "systemctl restart sendmail && systemctl reload sendmail && systemctl reload sendmail",
+        f"systemctl restart {unit} && systemctl reload {unit} && systemctl reload {unit}",
     )
-    shown = podman_exec("gw1", "systemctl", "show", "-p", "ActiveState,NRestarts", "sendmail")
+    shown = podman_exec("gw1", "systemctl", "show", "-p", "ActiveState,NRestarts", unit)
     state = dict(line.split("=", 1) for line in shown.split())
-    assert state == {"ActiveState": "active", "NRestarts": "0"}, shown
-    assert podman_exec("gw1", "python3", "-c", GREETING_PROBE).startswith("220 "), (
-        "sendmail does not greet right after its reloads"
-    )
-    log = podman_exec("gw1", "journalctl", f"--after-cursor={cursor}", "-t", "sm-mta", "-o", "cat")
-    # (the connection guard's timer may reload it too meanwhile)
-    assert log.count("due to signal") >= 2, f"not reloaded twice: {log}"
+    assert state == {"ActiveState": "active", "NRestarts": restarts}, shown
+    answer = podman_exec("gw1", "python3", "-c", FIRST_LINE_PROBE, str(port), send.hex())
+    assert answer.startswith(greeting), f"{unit} right after its reloads: {answer}"
+    log = podman_exec("gw1", "journalctl", f"--after-cursor={cursor}", *journal, "-o", "cat")
+    # (the connection guard's timer may reload sendmail too meanwhile)
+    assert log.count(reloaded) >= 2, f"{unit} not reloaded twice: {log}"
 
 
 # The Passerelle daemons sendmail asks on a gateway, and the socket each listens on. The
