@@ -47,6 +47,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def default_signal_actions() -> None:
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def started(starts: Path, times: int, timeout: float = 30) -> None:
+    """Wait until the daemon has written its start line ``times`` times."""
+    deadline = time.monotonic() + timeout
+    while not (starts.exists() and starts.read_text().count("start") >= times):
+        assert time.monotonic() < deadline, f"the daemon did not start within {timeout} s"
+        time.sleep(0.05)
+
+
 def listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -64,7 +77,9 @@ def start_daemon(tmp_path: Path) -> Iterator:
         program = tmp_path / "daemon.py"
         program.write_text(DAEMON)
         argv = [sys.executable, str(program), str(port), str(starts), str(delay), sig]
-        procs.append(subprocess.Popen(argv))
+        # A runner started under nohup ignores SIGHUP, and an ignored signal stays ignored
+        # across exec: the daemon starts with the default action, as under systemd.
+        procs.append(subprocess.Popen(argv, preexec_fn=default_signal_actions))
         return procs[-1], port, starts
 
     yield start
@@ -80,9 +95,10 @@ def reload(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_signal_before_the_handler_ends_the_daemon(start_daemon):
-    """What the script is for: kill -HUP in the daemon's first moments ends it."""
-    proc, _, _ = start_daemon(1.5)
-    time.sleep(0.3)
+    """What the script is for: kill -HUP in the daemon's first moments (started, no handler
+    yet) ends it."""
+    proc, _, starts = start_daemon(1.5)
+    started(starts, 1)
     os.kill(proc.pid, signal.SIGHUP)
     assert proc.wait(timeout=10) == -signal.SIGHUP
 
