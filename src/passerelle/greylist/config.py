@@ -17,7 +17,7 @@ Example (every key with its default)::
     on_store_error = "accept"    # accept | tempfail
     hostname = "<fqdn>"          # name given in X-Delayed / X-Greylist
     socket = "unix:/run/passerelle/greylist.sock"
-    milter_timeout = "600s"      # libmilter I/O timeout with sendmail
+    milter_timeout = "600s"      # a connection sendmail leaves idle is closed
     whitelist_refresh = "60s"    # reload of the database whitelist table
     stats_flush = "10s"          # counters written to the store every
     stats_ttl = "400d"           # counters kept

@@ -1,4 +1,5 @@
-"""pymilter glue: one ``GreylistMilter`` per SMTP connection, decisions at RCPT.
+"""The greylist milter: one ``GreylistMilter`` (a ``Milter.Base``) per SMTP connection, decisions
+at RCPT, served by ``passerelle.milterloop`` (one thread, no libmilter).
 
 Per recipient: a greylisted recipient gets ``451 4.7.1`` while the others of the same message
 go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of message, after
@@ -26,7 +27,8 @@ from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
 from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
-from passerelle.milterrun import bind, run_milter
+from passerelle.milterloop import run_milter_loop
+from passerelle.milterrun import bind
 
 log = logging.getLogger("passerelle.greylist")
 
@@ -138,10 +140,17 @@ def serve(cfg: GreylistConfig) -> None:
         store.discard()
     engine = Greylister(cfg, store)
     engine.start_background()
-    # libmilter handles SIGTERM/SIGINT/SIGHUP itself and returns from its main loop.
+    # One thread serves every connection (passerelle.milterloop); a decision on a networked
+    # store (MariaDB) may wait up to store_timeout, so RCPT runs on worker threads there.
+    blocking = frozenset() if store.serial else frozenset({b"R"})
     try:
-        run_milter(
-            "greylist", bind(GreylistMilter, engine, "greylist"), cfg.socket, cfg.milter_timeout
+        run_milter_loop(
+            "greylist",
+            bind(GreylistMilter, engine, "greylist"),
+            cfg.socket,
+            cfg.milter_timeout,
+            blocking_steps=blocking,
+            blocking_workers=max(4, cfg.store_threads * 2),
         )
     finally:
         engine.close()

@@ -100,8 +100,8 @@ class SQLiteStore(SQLStore):
         self.serial = serial
         # serial store: a call still running past this time.monotonic() is interrupted by the
         # checkpointer thread (set by the caller before each call; 0: no deadline). A watchdog
-        # thread rather than a progress handler: that would call Python back from inside
-        # sqlite3_step on a libmilter thread, whose thread state pymilter manages itself.
+        # thread rather than a progress handler: that would call Python back from inside every
+        # sqlite3_step, a cost on each decision for a bound that almost never applies.
         self.deadline = 0.0
         self._ckpt_stop = threading.Event()
         self._ckpt: threading.Thread | None = None
