@@ -53,6 +53,9 @@ log = logging.getLogger("passerelle")
 VERSION = 6  # the milter protocol version spoken (sendmail 8.14 and later)
 MAX_PACKET = 1024 * 1024  # longest packet accepted (sendmail sends at most 64 KiB of body)
 READ_SIZE = 65536
+# a connection holding more than this unread (packets sent while its step runs on a worker) or
+# unsent (answers it does not read) breaks the protocol: sendmail waits for each answer
+MAX_BUFFERED = 2 * MAX_PACKET
 
 # pymilter's return codes (Milter.CONTINUE, ...) and protocol bits, as numbers so that this
 # module's logic needs no pymilter import (the same values as libmilter's mfapi.h).
@@ -292,11 +295,7 @@ class MilterLoop:
                     elif key.data == "wake":
                         self._drain_wake()
                     else:
-                        conn = key.data
-                        if events & selectors.EVENT_WRITE:
-                            self._flush(conn)
-                        if events & selectors.EVENT_READ and conn.sock.fileno() >= 0:
-                            self._read(conn)
+                        self._serve_connection(key.data, events)
                 now = self.clock()
                 if now >= next_sweep:
                     self._sweep(now)
@@ -341,7 +340,7 @@ class MilterLoop:
         if fd < 0:
             return
         self.conns.pop(fd, None)
-        if not conn.eof:
+        with contextlib.suppress(KeyError, ValueError):  # unregistered at end of file
             self.sel.unregister(conn.sock)
         conn.sock.close()
         self._end_connection(conn)
@@ -363,6 +362,16 @@ class MilterLoop:
                 log.warning("%s milter: connection idle for %g s, closed", self.name, self.timeout)
                 self._close(conn)
 
+    def _serve_connection(self, conn: Connection, events: int) -> None:
+        try:
+            if events & selectors.EVENT_WRITE:
+                self._flush(conn)
+            if events & selectors.EVENT_READ and conn.sock.fileno() >= 0:
+                self._read(conn)
+        except Exception:  # never let one connection stop the loop: that one is closed
+            log.exception("%s milter: unexpected error on a connection, closed", self.name)
+            self._close(conn)
+
     def _read(self, conn: Connection) -> None:
         try:
             data = conn.sock.recv(READ_SIZE)
@@ -379,6 +388,14 @@ class MilterLoop:
             return
         conn.last = self.clock()
         conn.inbuf += data
+        if len(conn.inbuf) > MAX_BUFFERED or len(conn.outbuf) > MAX_BUFFERED:
+            log.warning(
+                "%s milter: the MTA sent %d bytes without waiting for the answers, closed",
+                self.name,
+                len(conn.inbuf),
+            )
+            self._close(conn)
+            return
         self._process(conn)
 
     def _process(self, conn: Connection) -> None:
@@ -435,14 +452,22 @@ class MilterLoop:
             conn, out, keep = self._done.pop(0)
             if conn.sock.fileno() < 0:
                 continue
-            conn.busy = False
-            conn.last = self.clock()
-            conn.outbuf += b"".join(out)
-            if not keep:
-                self._flush(conn)
+            try:
+                self._resume(conn, out, keep)
+            except Exception:
+                log.exception("%s milter: unexpected error on a connection, closed", self.name)
                 self._close(conn)
-                continue
-            self._process(conn)
+
+    def _resume(self, conn: Connection, out: list[bytes], keep: bool) -> None:
+        """A worker's step is answered: send it, go on with the packets that waited."""
+        conn.busy = False
+        conn.last = self.clock()
+        conn.outbuf += b"".join(out)
+        if not keep:
+            self._flush(conn)
+            self._close(conn)
+            return
+        self._process(conn)
 
     def _flush(self, conn: Connection) -> None:
         if conn.sock.fileno() < 0 or conn.eof:
@@ -497,9 +522,8 @@ class MilterLoop:
             family, addr = _family(rest[:1], rest[1:])
             return self._answer(conn, cmd, m.connect, _text(host), family, addr), True
         if cmd == b"H":
-            return self._answer(
-                conn, cmd, m.hello, _text(_cstrings(data)[0] if data else b"")
-            ), True
+            helo = _cstrings(data)
+            return self._answer(conn, cmd, m.hello, _text(helo[0] if helo else b"")), True
         if cmd == b"M":
             self._forget_message(ctx, keep=b"M")
             return self._answer(conn, cmd, m.envfrom_bytes, *_cstrings(data)), True

@@ -5,6 +5,7 @@ module's own encoder."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 import Milter
 import pytest
 
+from passerelle import milterloop
 from passerelle.milterloop import (
     MAX_PACKET,
     MilterLoop,
@@ -223,8 +225,18 @@ def test_an_exception_in_an_answered_step_tempfails(served: Served) -> None:
         _pkt(b"Z", b"what"),
         _pkt(b"C", b"no-nul-in-this-connect"),
         _pkt(b"O", b"\0\0\0\x06"),
+        _pkt(b"D", b"C{client_resolve}\0FAIL\0") + _pkt(b"C", b"[x]\x004\x00"),
+        _pkt(b"L", b"Subject"),
     ],
-    ids=["too-long", "zero-length", "unknown-command", "bad-connect", "short-optneg"],
+    ids=[
+        "too-long",
+        "zero-length",
+        "unknown-command",
+        "bad-connect",
+        "short-optneg",
+        "connect-without-address",
+        "header-without-value",
+    ],
 )
 def test_broken_input_closes_that_connection_only(served: Served, bad: bytes) -> None:
     other, _ = served.negotiated()
@@ -236,6 +248,48 @@ def test_broken_input_closes_that_connection_only(served: Served, bad: bytes) ->
     assert _closed(s)
     other.sendall(CONNECT + MAIL + _pkt(b"R", b"<ok@example.org>\0"))
     assert _recv(other) == (b"c", b"")
+
+
+def test_an_empty_helo_is_answered(served: Served) -> None:
+    s, _ = served.negotiated()
+    s.sendall(CONNECT + _pkt(b"H", b"\0"))
+    assert _recv(s) == (b"c", b"")
+
+
+def test_an_unexpected_error_closes_that_connection_only(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fam: bytes, rest: bytes) -> None:
+        raise KeyError(fam)
+
+    other, _ = served.negotiated()
+    s, _ = served.negotiated()
+    monkeypatch.setattr(milterloop, "_family", broken)
+    s.sendall(CONNECT)
+    assert _closed(s)
+    monkeypatch.undo()
+    other.sendall(CONNECT + MAIL + _pkt(b"R", b"<grey@example.org>\0"))
+    assert _recv(other)[0] == b"y"
+
+
+def test_a_flood_while_a_step_runs_aside_closes_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(milterloop, "MAX_BUFFERED", 10_000)
+    srv = Served(tmp_path, 30, frozenset({b"R"}))
+    try:
+        s, _ = srv.negotiated()
+        s.sendall(CONNECT + MAIL + _pkt(b"R", b"<slow@example.org>\0"))
+        time.sleep(0.2)
+        with contextlib.suppress(OSError):
+            s.sendall(_pkt(b"A") * 5000)  # 25,000 bytes, no answer awaited
+        assert _closed(s)
+        other, _ = srv.negotiated()
+        other.sendall(CONNECT + MAIL + _pkt(b"R", b"<ok@x>\0"))
+        assert _recv(other) == (b"c", b"")
+    finally:
+        srv.loop.stop()
+        srv.thread.join(10)
 
 
 def test_a_step_before_negotiation_closes_the_connection(served: Served) -> None:
