@@ -10,8 +10,8 @@ Modes:
   QUIT; a new connection each time (half known triplets, half new ones).
 
 ``--no-store``: the same sessions with every client trusted, so no decision reaches the store:
-what is left is the milter's own cost per session (pymilter, libmilter's thread per
-connection, the exemption path).
+what is left is the milter's own cost per session (the protocol loop, the connection object,
+the exemption path).
 
 Prints decisions/s (one decision = one RCPT answered), sessions/s (connections), p50/p99 RCPT
 latency, the milter's CPU (user + system, from /proc) per session and per decision, its RSS,
@@ -461,8 +461,8 @@ def main() -> int:
         "--no-store",
         action="store_true",
         help="every client trusted (the generated ones are in 10.0.0.0/8): the same sessions "
-        "without a store call, to tell the milter's own cost (pymilter, libmilter's thread per "
-        "connection) from the store's",
+        "without a store call, to tell the milter's own cost (the protocol loop, the connection "
+        "object) from the store's",
     )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="glbench") as d:

@@ -9,8 +9,9 @@ MAIL, one RCPT, abort, close; half known triplets, half new ones), driven throug
 own Python dispatch (``negotiate_callback``, ``connect_callback``, the ``*_bytes``
 decoders, ``close_callback``) with a fake milter context, on the milter's binding
 (``milterrun.bind``), engine and serial SQLite store (a copy of the template: make one with
-``greylist_bench.py --sqlite-template``). What it leaves out is libmilter, the socket I/O
-and the threads: the figures are the part of the milter's CPU per session that is ours.
+``greylist_bench.py --sqlite-template``). What it leaves out is the protocol loop
+(``passerelle.milterloop``) and the socket I/O: the figures are the part of the milter's CPU
+per session that is the callbacks, the engine and the store.
 """
 
 from __future__ import annotations
