@@ -636,15 +636,3 @@ def parse_packets_one(buf: bytearray) -> tuple[bytes, bytes] | None:
     cmd, data = bytes(buf[4:5]), bytes(buf[5 : 4 + n])
     del buf[: 4 + n]
     return cmd, data
-
-
-def run_milter_loop(
-    name: str,
-    binding: MilterBinding[Any],
-    spec: str,
-    timeout: float = 600,
-    blocking_steps: frozenset[bytes] = frozenset(),
-    blocking_workers: int = 8,
-) -> None:
-    """Serve ``binding`` until SIGTERM/SIGINT/SIGHUP (``run_milter``'s counterpart)."""
-    MilterLoop(name, binding, spec, timeout, blocking_steps, blocking_workers).serve()

@@ -27,7 +27,7 @@ from passerelle.greylist.engine import OWNED_HEADERS, Client, Greylister
 from passerelle.greylist.store import open_store
 from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
-from passerelle.milterloop import run_milter_loop
+from passerelle.milterloop import MilterLoop
 from passerelle.milterrun import bind
 
 log = logging.getLogger("passerelle.greylist")
@@ -144,13 +144,13 @@ def serve(cfg: GreylistConfig) -> None:
     # store (MariaDB) may wait up to store_timeout, so RCPT runs on worker threads there.
     blocking = frozenset() if store.serial else frozenset({b"R"})
     try:
-        run_milter_loop(
+        MilterLoop(
             "greylist",
             bind(GreylistMilter, engine, "greylist"),
             cfg.socket,
             cfg.milter_timeout,
             blocking_steps=blocking,
             blocking_workers=max(4, cfg.store_threads * 2),
-        )
+        ).serve()
     finally:
         engine.close()
