@@ -17,10 +17,10 @@ message, end of headers); a message's macros are forgotten at the next MAIL, at 
 after end of message. Replies: ``continue``, ``tempfail``, ``reject``, ``accept``, ``discard``,
 a ``setreply`` text for a tempfail or reject, and at end of message the header edits first.
 
-Steps whose callback may block (a decision on a networked store) run on ``blocking_workers``
-threads (``blocking_steps``): the connection waits for its answer, the others go on. A
-serial store (SQLite) answers in microseconds and runs in the loop itself, bounded by the
-store's own deadline.
+Every callback runs in the loop, so this transport is for a milter whose steps take
+microseconds: the greylist milter on its serial SQLite store (each call bounded by the store's
+own deadline). With the MariaDB store a decision is a network round trip that may wait up to
+``store_timeout``, and the greylist milter stays on libmilter there (``greylist.daemon``).
 
 Hostile or broken input from the MTA side never stops the loop: a packet longer than
 ``MAX_PACKET`` or of length 0, an unknown command, a malformed connect or option packet
@@ -32,7 +32,6 @@ connection idle longer than ``timeout`` seconds is closed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -53,8 +52,8 @@ log = logging.getLogger("passerelle")
 VERSION = 6  # the milter protocol version spoken (sendmail 8.14 and later)
 MAX_PACKET = 1024 * 1024  # longest packet accepted (sendmail sends at most 64 KiB of body)
 READ_SIZE = 65536
-# a connection holding more than this unread (packets sent while its step runs on a worker) or
-# unsent (answers it does not read) breaks the protocol: sendmail waits for each answer
+# a connection whose answers pile up unread past this breaks the protocol (sendmail reads each
+# answer before it sends the next step that has one): it is closed
 MAX_BUFFERED = 2 * MAX_PACKET
 
 # pymilter's return codes (Milter.CONTINUE, ...) and protocol bits, as numbers so that this
@@ -183,7 +182,7 @@ def _cstr(s: str) -> bytes:
 class Connection:
     """One MTA connection: its buffers, negotiated flags and connection object."""
 
-    __slots__ = ("busy", "ctx", "eof", "inbuf", "last", "outbuf", "protocol", "sock")
+    __slots__ = ("ctx", "inbuf", "last", "outbuf", "protocol", "sock")
 
     def __init__(self, sock: socket.socket, actions: int, now: float) -> None:
         self.sock = sock
@@ -191,8 +190,6 @@ class Connection:
         self.outbuf = bytearray()
         self.ctx = MilterContext(actions)
         self.protocol = 0
-        self.busy = False  # a step running on a worker thread: the next packets wait
-        self.eof = False
         self.last = now
 
 
@@ -220,27 +217,18 @@ class MilterLoop:
         binding: MilterBinding[Any],
         spec: str,
         timeout: float = 600,
-        blocking_steps: frozenset[bytes] = frozenset(),
-        blocking_workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.binding = binding
         self.spec = spec
         self.timeout = timeout
-        self.blocking_steps = blocking_steps
         self.clock = clock
         self.actions = binding.actions
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
         self.stopping = False
         self.listener: socket.socket | None = None
-        self._pool = (
-            concurrent.futures.ThreadPoolExecutor(blocking_workers, f"{name}-step")
-            if blocking_steps
-            else None
-        )
-        self._done: list[tuple[Connection, list[bytes], bool]] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -307,8 +295,6 @@ class MilterLoop:
     def _shutdown(self) -> None:
         for conn in list(self.conns.values()):
             self._close(conn)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.listener is not None:
             self.sel.unregister(self.listener)
             self.listener.close()
@@ -340,7 +326,7 @@ class MilterLoop:
         if fd < 0:
             return
         self.conns.pop(fd, None)
-        with contextlib.suppress(KeyError, ValueError):  # unregistered at end of file
+        with contextlib.suppress(KeyError, ValueError):  # never registered (accept failed)
             self.sel.unregister(conn.sock)
         conn.sock.close()
         self._end_connection(conn)
@@ -358,7 +344,7 @@ class MilterLoop:
 
     def _sweep(self, now: float) -> None:
         for conn in list(self.conns.values()):
-            if not conn.busy and now - conn.last > self.timeout:
+            if now - conn.last > self.timeout:
                 log.warning("%s milter: connection idle for %g s, closed", self.name, self.timeout)
                 self._close(conn)
 
@@ -380,27 +366,22 @@ class MilterLoop:
         except OSError:
             data = b""
         if not data:
-            if conn.busy:  # closed by the MTA during a worker's step: closed once it is done
-                conn.eof = True
-                self.sel.unregister(conn.sock)
-                return
             self._close(conn)
             return
         conn.last = self.clock()
         conn.inbuf += data
-        if len(conn.inbuf) > MAX_BUFFERED or len(conn.outbuf) > MAX_BUFFERED:
+        self._process(conn)
+        if conn.sock.fileno() >= 0 and len(conn.outbuf) > MAX_BUFFERED:
             log.warning(
-                "%s milter: the MTA sent %d bytes without waiting for the answers, closed",
+                "%s milter: the MTA leaves %d bytes of answers unread, closed",
                 self.name,
-                len(conn.inbuf),
+                len(conn.outbuf),
             )
             self._close(conn)
-            return
-        self._process(conn)
 
     def _process(self, conn: Connection) -> None:
-        """Handle the complete packets in ``conn.inbuf`` (until a step goes to a worker)."""
-        while not conn.busy:
+        """Handle the complete packets in ``conn.inbuf``."""
+        while True:
             try:
                 got = parse_packets_one(conn.inbuf)
             except ProtocolError as exc:
@@ -410,11 +391,6 @@ class MilterLoop:
             if got is None:
                 break
             cmd, data = got
-            if cmd in self.blocking_steps and self._pool is not None:
-                conn.busy = True
-                fut = self._pool.submit(self._step, conn, cmd, data)
-                fut.add_done_callback(lambda f, c=conn: self._finished(c, f))
-                break
             try:
                 out, keep = self._step(conn, cmd, data)
             except ProtocolError as exc:
@@ -426,21 +402,7 @@ class MilterLoop:
                 self._flush(conn)
                 self._close(conn)
                 return
-        if conn.eof and not conn.busy:
-            self._close(conn)
-            return
         self._flush(conn)
-
-    def _finished(self, conn: Connection, fut: concurrent.futures.Future[Any]) -> None:
-        """A worker's step is done (worker thread): hand the answer to the loop."""
-        try:
-            out, keep = fut.result()
-        except Exception as exc:  # ProtocolError, or cancelled at shutdown
-            log.warning("%s milter: step failed (%s), closed", self.name, type(exc).__name__)
-            out, keep = [], False
-        self._done.append((conn, out, keep))
-        with contextlib.suppress(OSError):  # a full pipe wakes the loop as well
-            self._wake_w.send(b"x")
 
     def _drain_wake(self) -> None:
         try:
@@ -448,29 +410,9 @@ class MilterLoop:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        while self._done:
-            conn, out, keep = self._done.pop(0)
-            if conn.sock.fileno() < 0:
-                continue
-            try:
-                self._resume(conn, out, keep)
-            except Exception:
-                log.exception("%s milter: unexpected error on a connection, closed", self.name)
-                self._close(conn)
-
-    def _resume(self, conn: Connection, out: list[bytes], keep: bool) -> None:
-        """A worker's step is answered: send it, go on with the packets that waited."""
-        conn.busy = False
-        conn.last = self.clock()
-        conn.outbuf += b"".join(out)
-        if not keep:
-            self._flush(conn)
-            self._close(conn)
-            return
-        self._process(conn)
 
     def _flush(self, conn: Connection) -> None:
-        if conn.sock.fileno() < 0 or conn.eof:
+        if conn.sock.fileno() < 0:
             return
         if conn.outbuf:
             try:

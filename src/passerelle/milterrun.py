@@ -2,8 +2,8 @@
 
 Two transports serve the same binding (``bind``, below): ``run_milter`` through libmilter
 (a thread per connection: the antivirus and spam milters, whose steps wait on clamd and
-spamd), and ``passerelle.milterloop.MilterLoop`` in one thread without libmilter (the
-greylist milter, whose steps take microseconds).
+spamd, and the greylist milter on MariaDB), and ``passerelle.milterloop.MilterLoop`` in one
+thread without libmilter (the greylist milter on SQLite, whose steps take microseconds).
 
 - socket spec as sendmail writes it (``unix:/run/x.sock``, ``inet:8890@127.0.0.1``);
 - exception policy TEMPFAIL: a bug delays mail, never loses it or rejects it permanently (it

@@ -1,5 +1,7 @@
 """The greylist milter: one ``GreylistMilter`` (a ``Milter.Base``) per SMTP connection, decisions
-at RCPT, served by ``passerelle.milterloop`` (one thread, no libmilter).
+at RCPT. With the SQLite store ``passerelle.milterloop`` serves it (one thread, no libmilter);
+with the MariaDB store libmilter does (a thread per connection: a decision may wait on the
+network).
 
 Per recipient: a greylisted recipient gets ``451 4.7.1`` while the others of the same message
 go on. The header (``X-Delayed`` or ``X-Greylist: skipped``) is added at end of message, after
@@ -28,7 +30,7 @@ from passerelle.greylist.store import open_store
 from passerelle.logsetup import setup_logging
 from passerelle.milterheaders import HeaderEdit, OwnedHeaders, apply
 from passerelle.milterloop import MilterLoop
-from passerelle.milterrun import bind
+from passerelle.milterrun import bind, run_milter
 
 log = logging.getLogger("passerelle.greylist")
 
@@ -140,17 +142,15 @@ def serve(cfg: GreylistConfig) -> None:
         store.discard()
     engine = Greylister(cfg, store)
     engine.start_background()
-    # One thread serves every connection (passerelle.milterloop); a decision on a networked
-    # store (MariaDB) may wait up to store_timeout, so RCPT runs on worker threads there.
-    blocking = frozenset() if store.serial else frozenset({b"R"})
+    binding = bind(GreylistMilter, engine, "greylist")
     try:
-        MilterLoop(
-            "greylist",
-            bind(GreylistMilter, engine, "greylist"),
-            cfg.socket,
-            cfg.milter_timeout,
-            blocking_steps=blocking,
-            blocking_workers=max(4, cfg.store_threads * 2),
-        ).serve()
+        if store.serial:
+            # SQLite: every decision takes microseconds; one thread serves every connection
+            # (passerelle.milterloop), without libmilter's thread per connection.
+            MilterLoop("greylist", binding, cfg.socket, cfg.milter_timeout).serve()
+        else:
+            # MariaDB: a decision is a round trip that may wait store_timeout; libmilter's
+            # threads let the other connections go on meanwhile.
+            run_milter("greylist", binding, cfg.socket, cfg.milter_timeout)
     finally:
         engine.close()
