@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
+import tomllib
 from labsmtp import message, podman_exec, wait_for_mail
 from test_30_greylist import (
     _assert_accepted,
@@ -23,8 +24,6 @@ from test_30_greylist import (
     _send,
     _sender,
 )
-
-import tomllib
 
 
 def test_a_first_attempt_is_greylisted_and_its_retry_delayed_on_sqlite():
