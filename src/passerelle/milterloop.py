@@ -383,16 +383,10 @@ class MilterLoop:
         """Handle the complete packets in ``conn.inbuf``."""
         while True:
             try:
-                got = parse_packets_one(conn.inbuf)
-            except ProtocolError as exc:
-                log.warning("%s milter: protocol error from the MTA (%s), closed", self.name, exc)
-                self._close(conn)
-                return
-            if got is None:
-                break
-            cmd, data = got
-            try:
-                out, keep = self._step(conn, cmd, data)
+                got = take_packet(conn.inbuf)
+                if got is None:
+                    break
+                out, keep = self._step(conn, *got)
             except ProtocolError as exc:
                 log.warning("%s milter: protocol error from the MTA (%s), closed", self.name, exc)
                 self._close(conn)
@@ -483,13 +477,11 @@ class MilterLoop:
         if cmd == b"B":
             return self._answer(conn, cmd, m.body, data), True
         if cmd == b"E":
-            out: list[bytes] = []
-            if data:
-                out += self._answer(conn, b"B", m.body, data)
-                if out and out[0][4:5] != b"c":  # the body's answer ends the message
+            if data:  # the last body chunk, sent with end of message
+                body = self._answer(conn, b"B", m.body, data)
+                if body and body[0][4:5] != b"c":  # the body's answer ends the message
                     self._forget_message(ctx)
-                    return out, True
-                out = []
+                    return body, True
             ctx.edits = []
             out = self._answer(conn, cmd, m.eom)
             if out and out[-1][4:5] in (b"a", b"c"):
@@ -547,10 +539,7 @@ class MilterLoop:
             rc = fn(*args)
         except Exception:
             log.exception("%s milter: %s failed, answered TEMPFAIL", self.name, fn.__name__)
-            if no_reply:
-                return []
-            ctx.edits = []
-            return [packet(b"t")]
+            return [] if no_reply else [packet(b"t")]
         if no_reply or rc == NOREPLY:
             return [] if no_reply else [packet(b"c")]
         if (
@@ -566,7 +555,7 @@ class MilterLoop:
         return [packet(code)]
 
 
-def parse_packets_one(buf: bytearray) -> tuple[bytes, bytes] | None:
+def take_packet(buf: bytearray) -> tuple[bytes, bytes] | None:
     """Take one complete packet off the front of ``buf``; None when it is not all there."""
     if len(buf) < 4:
         return None

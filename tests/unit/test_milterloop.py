@@ -22,8 +22,8 @@ from passerelle.milterloop import (
     MAX_PACKET,
     MilterLoop,
     ProtocolError,
-    parse_packets_one,
     reply_text,
+    take_packet,
 )
 from passerelle.milterrun import bind
 
@@ -155,14 +155,14 @@ def test_reply_text_is_what_sendmail_reads() -> None:
 
 def test_packets_are_taken_whole_and_bad_lengths_refused() -> None:
     buf = bytearray(_pkt(b"R", b"<x>\0")[:5])
-    assert parse_packets_one(buf) is None  # not all there yet
+    assert take_packet(buf) is None  # not all there yet
     buf += _pkt(b"R", b"<x>\0")[5:] + _pkt(b"A")
-    assert parse_packets_one(buf) == (b"R", b"<x>\0")
-    assert parse_packets_one(buf) == (b"A", b"")
+    assert take_packet(buf) == (b"R", b"<x>\0")
+    assert take_packet(buf) == (b"A", b"")
     assert buf == bytearray()
     for n in (0, MAX_PACKET + 1):
         with pytest.raises(ProtocolError):
-            parse_packets_one(bytearray(struct.pack("!I", n) + b"Q"))
+            take_packet(bytearray(struct.pack("!I", n) + b"Q"))
 
 
 def test_negotiation_offers_the_classs_steps_and_a_session_is_answered(served: Served) -> None:
