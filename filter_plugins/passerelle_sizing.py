@@ -96,7 +96,7 @@ OVERRIDABLE: dict[str, tuple[str, ...]] = {
         "max_queue_children",
         "max_runners_per_queue",
     ),
-    "spamd": ("max_children", "min_children"),
+    "spamd": ("max_children", "min_children", "max_spare"),
     "clamd": ("max_threads",),
     "mariadb": ("innodb_buffer_pool_size_mb", "innodb_log_file_size_mb", "tmp_table_size_mb"),
     "greylist": ("store_threads",),
@@ -237,10 +237,15 @@ def sendmail_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dic
 
 
 def spamd_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dict[str, int]:
-    """spamd: max_children = min(3 x cores, spamd pool / 100 MB), >= 2; min = max / 3, >= 1."""
+    """spamd: max_children = min(3 x cores, spamd pool / 100 MB), >= 2; min = max / 3, >= 1;
+    max_spare (idle children kept) = max_children: the pool never shrinks."""
     children = pool_mb(memory_mb, services, "spamd") // SPAMD_CHILD_MB
     max_children = _clamp(min(3 * cores, children), 2, 256)
-    return {"max_children": max_children, "min_children": max(1, max_children // 3)}
+    return {
+        "max_children": max_children,
+        "min_children": max(1, max_children // 3),
+        "max_spare": max_children,
+    }
 
 
 def clamd_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dict[str, Any]:
@@ -315,6 +320,8 @@ def passerelle_sizing(
     }
     if "max_children" in over["spamd"] and "min_children" not in over["spamd"]:
         over["spamd"]["min_children"] = max(1, over["spamd"]["max_children"] // 3)
+    if "max_children" in over["spamd"] and "max_spare" not in over["spamd"]:
+        over["spamd"]["max_spare"] = over["spamd"]["max_children"]
     for daemon, values in over.items():
         limits[daemon].update(values)
     plan = memory_plan(memory, services, limits)

@@ -84,6 +84,7 @@ BAD = [
     # An override counts in the plan: 40 spamd children of 100 MB on a 4 GB lab gateway.
     ({"spamassassin_max_children": 40}, "gw1: planned memory"),
     ({"clamav_max_threads": "lots"}, "clamd max_threads must be a positive integer"),
+    ({"spamassassin_max_spare": "all"}, "spamd max_spare must be a positive integer"),
 ]
 
 

@@ -41,8 +41,8 @@ def test_gwx_2008_gateway():
         "max_queue_children": 16,
         "max_runners_per_queue": 8,
     }
-    # spamd: 796.7 / 100 = 7 (cap 3 x 4 = 12), a third pre-forked
-    assert s["spamd"] == {"max_children": 7, "min_children": 2}
+    # spamd: 796.7 / 100 = 7 (cap 3 x 4 = 12), a third pre-forked, every idle one kept
+    assert s["spamd"] == {"max_children": 7, "min_children": 2, "max_spare": 7}
     # clamd: 597.5 / 100 = 5 (cap 16); 4 GB < 8 GB: no concurrent reload
     assert s["clamd"] == {"max_threads": 5, "concurrent_reload": False}
     assert s["greylist"] == {"store_threads": 8}
@@ -97,7 +97,7 @@ def test_small_2024_lab_hosts():
     gw = sizing("small-2024", ["gateways"])
     # same memory as gwx-2008, 2 cores: 74 - 8 = 66 children, spamd capped at 3 x 2 = 6
     assert gw["sendmail"]["max_daemon_children"] == 66
-    assert gw["spamd"] == {"max_children": 6, "min_children": 2}
+    assert gw["spamd"] == {"max_children": 6, "min_children": 2, "max_spare": 6}
     assert gw["clamd"]["max_threads"] == 5
     assert gw["greylist"]["store_threads"] == 4
     # smtpx: fixed 1506, left 2590 / 8 = 323.75 a weight: 971 / 8 = 121 - 8 -> cap 100
@@ -124,7 +124,7 @@ def test_database_host_buffers():
 def test_large_2024_is_capped_by_cores():
     s = sizing("large-2024", ["gateways"])
     assert s["sendmail"]["max_daemon_children"] == 800  # 50 x 16
-    assert s["spamd"] == {"max_children": 48, "min_children": 16}
+    assert s["spamd"] == {"max_children": 48, "min_children": 16, "max_spare": 48}
     assert s["clamd"] == {"max_threads": 64, "concurrent_reload": True}
     assert s["greylist"]["store_threads"] == 16
     assert s["memory"]["clamd"] == 2 * 1200 + 64 * 100
@@ -139,6 +139,7 @@ def test_floors_on_the_smallest_host():
     assert s["sendmail"]["max_daemon_children"] == 10
     assert s["spamd"]["max_children"] == 2
     assert s["spamd"]["min_children"] == 1
+    assert s["spamd"]["max_spare"] == 2
     assert s["clamd"]["max_threads"] == 2
     assert s["fits"] is False
     db = sizing({"cores": 1, "memory_mb": 512}, ["greylist_db"])
@@ -213,12 +214,20 @@ def test_overrides_replace_values_and_count_in_the_plan():
     )
     assert s["sendmail"]["max_daemon_children"] == 200
     assert s["sendmail"]["queue_la"] == 20  # "" = formula
-    assert s["spamd"] == {"max_children": 9, "min_children": 3}
+    # the idle children kept follow an overridden max_children
+    assert s["spamd"] == {"max_children": 9, "min_children": 3, "max_spare": 9}
     assert s["clamd"]["max_threads"] == 5
     assert s["memory"]["sendmail"] == (200 + 16) * 8
     assert s["memory"]["spamd"] == 100 + 900
     assert s["memory"]["total"] == 256 + 150 + 1728 + 1000 + 1700
     assert s["fits"] is False  # 4834 MB in 4096
+
+
+def test_spamd_max_spare_override_alone():
+    """spamd's own default (2 idle children) back: the other limits keep their formula."""
+    s = sizing("gwx-2008", ["gateways"], overrides={"spamd": {"max_spare": "2"}})
+    assert s["spamd"] == {"max_children": 7, "min_children": 2, "max_spare": 2}
+    assert s["memory"]["spamd"] == 100 + 700
 
 
 def test_mariadb_override_counts_its_own_buffers():
@@ -236,6 +245,8 @@ def test_mariadb_override_counts_its_own_buffers():
     [
         ({"spamd": {"max_children": "many"}}, "spamd max_children must be a positive integer"),
         ({"spamd": {"max_children": 0}}, "spamd max_children must be a positive integer"),
+        ({"spamd": {"max_spare": "all"}}, "spamd max_spare must be a positive integer"),
+        ({"spamd": {"max_spare": -1}}, "spamd max_spare must be a positive integer"),
         ({"clamd": {"max_threads": True}}, "clamd max_threads must be a positive integer"),
         ({"clamd": {"threads": 4}}, "clamd has no limit 'threads'"),
         ({"postfix": {}}, "no overridable limits for 'postfix'"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -103,7 +104,17 @@ def test_spamd_children_running():
     cmd = gw.run("systemctl show -p ExecStart --value spamd").stdout
     assert f"--max-children={GW['spamd_max']}" in cmd
     assert f"--min-children={max(1, GW['spamd_max'] // 3)}" in cmd
+    # Every idle child kept (spamd's own 2 forked and killed children under load, issue 21):
+    # the whole pool is forked at start and stays.
+    assert f"--max-spare={GW['spamd_max']}" in cmd
     assert gw.service("spamd").is_running
+    children = 0
+    for _ in range(30):
+        children = int(gw.run("pgrep -c -f '^spamd child'").stdout.strip() or 0)
+        if children == GW["spamd_max"]:
+            break
+        time.sleep(1)
+    assert children == GW["spamd_max"]
 
 
 def test_greylist_store_threads_and_sqlite():
