@@ -88,3 +88,17 @@ def test_concurrent_sessions_do_not_stall_at_mail_from():
     out = json.loads(podman_exec("outside", "python3", "-c", SESSIONS, "gw1"))
     assert out["codes"] == [250], out
     assert out["max"] < STALL, out
+
+
+@pytest.mark.parametrize("store", present("mailstore1", "mailstore2"))
+def test_lab_mailstores_ask_no_resolver(store):
+    """The lab's sinks look host names up in /etc/hosts only (role sendmail, kind mailstore):
+    with the package's "files dns" they asked the machine's nameserver about the test domains,
+    and under the fleet benchmark's load its lost answers left mail queued on them (4.4.3)."""
+    out = podman_exec(store, "sh", "-c", "printf '/map host static-a.test\\n' | sendmail -bt -d8.2")
+    assert "map_lookup: host (static-a.test)" in out, out
+    assert "no match" in out, out  # not in /etc/hosts: the name stays as it is, nothing deferred
+    assert "dns_getcanonname" not in out, out  # and no DNS query was tried
+    # The names of the lab's hosts still come from /etc/hosts.
+    out = podman_exec(store, "sh", "-c", "printf '/map host gw1\\n' | sendmail -bt")
+    assert "gw1.lab.passerelle.test" in out, out
