@@ -86,6 +86,12 @@ def figures(
     scanned = [mid for mid, e in accepted.items() if mid in delivered]
     last_delivery = max((delivered[m] for m in scanned), default=end)
     series = per_second(events, start, end)
+    # spamd scanned every accepted message once (the spam milter at end of message; a
+    # refused one never reaches it): its CPU over the run per accepted message (issue 21).
+    spamd_s = [
+        h["cpu_seconds"]["spamd"] for h in samples.values() if "spamd" in h.get("cpu_seconds", {})
+    ]
+    spamd_ms = round(1000 * sum(spamd_s) / len(accepted), 1) if spamd_s and accepted else None
     return {
         "duration_s": round(duration, 1),
         "concurrency": load.get("concurrency"),
@@ -106,6 +112,7 @@ def figures(
         "latency_p50_s": percentile(latencies, 50),
         "latency_p99_s": percentile(latencies, 99),
         "latency_max_s": max(latencies, default=None),
+        "spamd_cpu_ms_per_accepted": spamd_ms,
         "steps": step_figures(events),
         "hosts": samples,
     }
@@ -184,6 +191,7 @@ def print_table(f: dict[str, Any], out: TextIO = sys.stdout) -> None:
         ("latency p50 (s, send -> mailbox)", fmt(f["latency_p50_s"])),
         ("latency p99 (s)", fmt(f["latency_p99_s"])),
         ("latency max (s)", fmt(f["latency_max_s"])),
+        ("spamd CPU per accepted message (ms)", fmt(f["spamd_cpu_ms_per_accepted"])),
     ]
     for name, v in f.get("steps", {}).items():
         rows.append(

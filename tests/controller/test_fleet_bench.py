@@ -77,6 +77,26 @@ def test_figures():
     assert f["accepted"] == 2 and f["delivered"] == 1 and f["lost_or_late"] == 1
     assert f["latency_p50_s"] == pytest.approx(1.0)
     assert f["per_second"]["deferred"] == {"min": 0, "median": 0.5, "max": 1}
+    assert f["spamd_cpu_ms_per_accepted"] is None  # no sample, no figure
+
+
+def test_spamd_cpu_per_accepted_message():
+    """spamd's CPU of every gateway over the messages accepted (2 here): 0.3 s / 2 = 150 ms."""
+    load = {
+        "start": 0.0,
+        "end": 1.0,
+        "events": [
+            [0.1, 0.2, "ham", "accepted", 250, "gw1", "b1"],
+            [0.1, 0.3, "eicar", "rejected", 550, "gw1", None],
+            [0.2, 0.4, "ham", "accepted", 250, "gw2", "b2"],
+        ],
+    }
+    samples = {
+        "gw1": {"cpu_seconds": {"spamd": 0.1, "sendmail": 2.0}},
+        "gw2": {"cpu_seconds": {"spamd": 0.2}},
+        "db1": {"cpu_seconds": {"mariadbd": 1.0}},
+    }
+    assert run.figures(load, {}, samples)["spamd_cpu_ms_per_accepted"] == 150.0
 
 
 def test_step_figures_show_where_sessions_stall():
