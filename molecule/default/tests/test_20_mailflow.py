@@ -2,7 +2,17 @@
 the manual blacklist; the outbound relay's client and sender checks."""
 
 import pytest
-from labsmtp import LAB_DOMAIN, NET, mailbox_has, message, needs, present, smtp, wait_for_mail
+from labsmtp import (
+    LAB_DOMAIN,
+    NET,
+    mailbox_has,
+    message,
+    needs,
+    podman_exec,
+    present,
+    smtp,
+    wait_for_mail,
+)
 
 GW1 = f"gw1.{LAB_DOMAIN}"
 
@@ -27,6 +37,16 @@ def test_managed_domain_reaches_its_mailstore(gateway, rcpt, store, other):
     assert f"by {gateway}.{LAB_DOMAIN}" in mbox  # went through the gateway
     if present(other):  # a fleet without the other mailstore cannot misroute there
         assert not mailbox_has(other, user, tag)
+
+
+@pytest.mark.parametrize("store", present("mailstore1", "mailstore2"))
+def test_mailstore_mailboxes_exist_before_any_mail(store):
+    """mail.local makes a missing mailbox as root, then gives it to its user: a second first
+    delivery in that instant found it root's and bounced (5.0.0 "wrong ownership"). The role
+    makes every user's mailbox beforehand (postmaster-lab gets no mail in these tests)."""
+    for user in ("alice", "bob", "carol", "postmaster-lab"):
+        out = podman_exec(store, "stat", "-c", "%U %G %a", f"/var/mail/{user}")
+        assert out.split() == [user, user, "600"], (store, user, out)
 
 
 def test_unknown_user_on_a_managed_domain_is_refused_by_the_backend():
