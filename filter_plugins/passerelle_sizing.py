@@ -240,7 +240,11 @@ def spamd_limits(cores: int, memory_mb: int, services: frozenset[str]) -> dict[s
     """spamd: max_children = min(3 x cores, spamd pool / 100 MB), >= 2; min = max / 3, >= 1;
     max_spare (idle children kept) = max_children: the pool never shrinks."""
     children = pool_mb(memory_mb, services, "spamd") // SPAMD_CHILD_MB
-    max_children = _clamp(min(3 * cores, children), 2, 256)
+    return spamd_pool(_clamp(min(3 * cores, children), 2, 256))
+
+
+def spamd_pool(max_children: int) -> dict[str, int]:
+    """spamd's limits that follow max_children (the formula's or an override)."""
     return {
         "max_children": max_children,
         "min_children": max(1, max_children // 3),
@@ -318,10 +322,8 @@ def passerelle_sizing(
         "mariadb": mariadb_limits(memory, services),
         "greylist": greylist_limits(cores),
     }
-    if "max_children" in over["spamd"] and "min_children" not in over["spamd"]:
-        over["spamd"]["min_children"] = max(1, over["spamd"]["max_children"] // 3)
-    if "max_children" in over["spamd"] and "max_spare" not in over["spamd"]:
-        over["spamd"]["max_spare"] = over["spamd"]["max_children"]
+    if "max_children" in over["spamd"]:
+        limits["spamd"] = spamd_pool(over["spamd"]["max_children"])
     for daemon, values in over.items():
         limits[daemon].update(values)
     plan = memory_plan(memory, services, limits)
