@@ -3,10 +3,10 @@
     .venv/bin/python bench/spam_profile.py --host gw1 --messages 60 [--top 25]
 
 Builds the fleet benchmark's scanned mix (``bench/fleet/loadgen.py``: ham, spam with GTUBE,
-a 48 kB attachment; weights as in its default mix), each with the Received line a gateway
-adds, writes them as one mbox into the lab container ``$PASSERELLE_LAB_PREFIX<host>`` and runs
-the host's own SpamAssassin configuration over it in one process
-(``spamassassin --mbox -t -D timing``, with the rule timing plugin of
+a 48 kB attachment; weights as in its default mix; a partner's sender, dated now), each with
+the Received line a gateway adds, writes them as one mbox into the lab container
+``$PASSERELLE_LAB_PREFIX<host>`` and runs the host's own SpamAssassin configuration over it
+in one process (``spamassassin --mbox -t -D timing``, with the rule timing plugin of
 ``bench/spamassassin/PasserelleRuleTiming.pm`` loaded only for this run). Prints the mean
 milliseconds per message of each phase of SpamAssassin's timing log (parse, metadata, each
 priority of tests, Bayes...), then the rules that cost the most, summed over the run.
@@ -15,26 +15,31 @@ before it goes into the role (e.g. ``--cf 'use_bayes 0'``).
 
 ``--spamd`` measures the running daemon instead, as the spam milter uses it: the same
 messages sent one after another to the host's spamd (``SYMBOLS``, user ``passerelle``), and
-spamd's CPU (its processes' user+system time, reaped children included) per message.
+spamd's CPU (its processes' user+system time, the children its parent reaped included) per
+message (``bench/spamassassin/spamd_run.py``, run in the host).
 """
 
 from __future__ import annotations
 
 import argparse
+import email.utils
 import os
 import random
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fleet"))
 
-from loadgen import DEFAULT_MIX, build_message, parse_mix  # noqa: E402
+from loadgen import DEFAULT_MIX, build_message, parse_mix, partner_address  # noqa: E402
 
 PLUGIN = HERE / "spamassassin" / "PasserelleRuleTiming.pm"
+SPAMD_RUN = HERE / "spamassassin" / "spamd_run.py"
+LAB_NET = os.environ.get("PASSERELLE_LAB_NET", "10.89.77")
 # Paths inside the lab container (its own /tmp, written by root through podman exec).
 MBOX = "/tmp/passerelle-profile.mbox"  # noqa: S108
 PLUGIN_IN_HOST = "/tmp/PasserelleRuleTiming.pm"  # noqa: S108
@@ -50,7 +55,12 @@ def scanned_mix(mix: str) -> list[tuple[str, int]]:
     return [(k, weights[k]) for k in SCANNED_KINDS if weights.get(k)]
 
 
-def build_mbox(count: int, mix: str, seed: int) -> str:
+def build_mbox(count: int, mix: str, seed: int, now: float | None = None) -> str:
+    """``count`` messages of the mix as the fleet benchmark sends them (a partner's sender,
+    HELO client.bench.test from outside's address, dated ``now``), each with the Received line
+    gw1 adds, as one mbox."""
+    now = time.time() if now is None else now
+    stamp = email.utils.formatdate(now, usegmt=True)
     rng = random.Random(seed)
     kinds = scanned_mix(mix)
     names = [k for k, _ in kinds]
@@ -60,15 +70,16 @@ def build_mbox(count: int, mix: str, seed: int) -> str:
         kind = rng.choices(names, weights)[0]
         msg_id = f"profile-{seed}-{i}"
         received = (
-            "Received: from client.internet.test (outside.lab.passerelle.test [10.89.77.250])\n"
+            f"Received: from client.bench.test (outside [{LAB_NET}.250])\n"
             f"\tby gw1.lab.passerelle.test (8.17.1.9/8.17.1.9) with ESMTP id 5B1K{i:06d}\n"
-            f"\tfor <alice@static-a.test>; Tue, 1 Dec 2026 20:00:00 +0000\n"
+            f"\tfor <alice@static-a.test>; {stamp}\n"
         )
-        body = build_message(kind, msg_id, "dave@internet.test", "alice@static-a.test", rng)
+        sender = partner_address(rng)
+        body = build_message(kind, msg_id, sender, "alice@static-a.test", rng, now=now)
         # mbox: escape "From " at line starts of the message.
         text = received + body
         text = re.sub(r"(?m)^(>*From )", r">\1", text)
-        out.append(f"From dave@internet.test Tue Dec  1 20:00:00 2026\n{text}\n")
+        out.append(f"From {sender} {time.asctime(time.gmtime(now))}\n{text}\n")
     return "".join(out)
 
 
@@ -96,51 +107,6 @@ def parse_rules(tsv: str) -> list[tuple[str, str, int, float]]:
     return sorted(rows, key=lambda r: r[3], reverse=True)
 
 
-# Runs inside the gateway: every message of the mbox to spamd, spamd's CPU before and after.
-SPAMD_RUN = r"""
-import mailbox, os, socket, sys, time
-TICK = os.sysconf("SC_CLK_TCK")
-def is_spamd(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-        return any(a.endswith(b"/spamd") or a.startswith(b"spamd") for a in args[:3])
-    except OSError:
-        return False
-def ticks():
-    total = 0
-    for d in os.listdir("/proc"):
-        if d.isdigit() and is_spamd(d):
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            fields = st[st.rindex(")") + 2 :].split()
-            total += sum(int(x) for x in fields[11:15])
-    return total
-def ask(msg):
-    s = socket.create_connection(("127.0.0.1", 783), timeout=120)
-    head = b"SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\nUser: passerelle\r\n\r\n" % len(msg)
-    s.sendall(head + msg)
-    s.shutdown(socket.SHUT_WR)
-    out = b""
-    while chunk := s.recv(65536):
-        out += chunk
-    s.close()
-    return out
-msgs = [m.as_bytes().replace(b"\n", b"\r\n") for m in mailbox.mbox(sys.argv[1])]
-ask(msgs[0])  # a warm child
-t0, c0 = time.monotonic(), ticks()
-spam = 0
-for m in msgs:
-    r = ask(m)
-    spam += b"Spam: True" in r
-t1, c1 = time.monotonic(), ticks()
-print(f"SPAMD {len(msgs)} {(c1 - c0) / TICK:.3f} {t1 - t0:.3f} {spam}")
-"""
-
-
 def podman(host: str, script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["podman", "exec", "-i", host, "sh", "-c", script],
@@ -152,7 +118,7 @@ def podman(host: str, script: str, stdin: str = "") -> subprocess.CompletedProce
 
 
 def measure_spamd(host: str, a: argparse.Namespace) -> int:
-    r = podman(host, f"python3 -c {subprocess.list2cmdline([SPAMD_RUN])} {MBOX}")
+    r = podman(host, f"python3 - {MBOX}", SPAMD_RUN.read_text())
     line = next((x for x in r.stdout.splitlines() if x.startswith("SPAMD ")), "")
     if not line:
         print(f"spamd run failed in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)

@@ -80,11 +80,26 @@ def body_text(rng: random.Random, words: int) -> str:
     return "\n".join(lines)
 
 
-def build_message(kind: str, msg_id: str, mail_from: str, rcpt: str, rng: random.Random) -> str:
-    sent = f"{time.time():.6f}"
+def partner_address(rng: random.Random, domain: str = "") -> str:
+    """A sender of the whitelisted traffic: a word and a number at one of 50 partner domains
+    (the lab's DNS answers SPF and DMARC for them: their mail from outside passes)."""
+    domain = domain or f"partner{rng.randrange(50)}.example"
+    return f"{rng.choice(WORDS)}{rng.randrange(1000)}@{domain}"
+
+
+def build_message(
+    kind: str,
+    msg_id: str,
+    mail_from: str,
+    rcpt: str,
+    rng: random.Random,
+    now: float | None = None,
+) -> str:
+    sent_at = time.time() if now is None else now
+    sent = f"{sent_at:.6f}"
     head = (
         f"From: <{mail_from}>\nTo: <{rcpt}>\nSubject: bench {kind} {msg_id}\n"
-        f"Date: {email.utils.formatdate(localtime=True)}\n"
+        f"Date: {email.utils.formatdate(sent_at, localtime=True)}\n"
         f"Message-ID: <{msg_id}@bench.test>\nX-Bench-Id: {msg_id}\nX-Bench-Kind: {kind}\n"
         f"X-Bench-Sent: {sent}\nMIME-Version: 1.0\n"
     )
@@ -169,8 +184,7 @@ def session(
         source = sh.greylist_source
     else:
         source = sh.whitelisted_source
-        domain = sh.from_domain or f"partner{rng.randrange(50)}.example"
-        mail_from = f"{rng.choice(WORDS)}{rng.randrange(1000)}@{domain}"
+        mail_from = partner_address(rng, sh.from_domain)
         rcpt = rng.choice(sh.rcpts)
     try:
         s = smtplib.SMTP(timeout=60, source_address=(source, 0) if source else None)
