@@ -57,7 +57,7 @@ class Spamd:
         stop_process(self.proc)
 
 
-def start_spamd(workdir: Path, children: int = 2) -> Spamd:
+def start_spamd(workdir: Path, children: int = 2, extra: Sequence[str] = ()) -> Spamd:
     if not (Path(SPAMD).exists() or shutil.which(SPAMD)):
         pytest.fail(
             f"spamd not found at {SPAMD}: install the Debian packages spamd and spamassassin "
@@ -76,6 +76,7 @@ def start_spamd(workdir: Path, children: int = 2) -> Spamd:
         "--nouser-config",
         "--syslog=stderr",
         f"--helper-home-dir={workdir}",
+        *extra,
     ]
     if os.geteuid() == 0:
         argv.append("--username=nobody")

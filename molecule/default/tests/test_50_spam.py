@@ -133,6 +133,19 @@ def test_units_restart_on_failure(gw_host):
         assert out.strip() == "on-failure", unit
 
 
+def test_spamd_keeps_its_configuration_between_messages(gw_host):
+    # Issue 21: spamd put its whole configuration back after every message (~14 ms of CPU a
+    # message) though it reads no user's settings; the role's plugin, loaded through spamd's
+    # --cf, makes that restore a no-op (tests/protocol/test_spamd_keep_config.py).
+    plugin = "/etc/spamassassin/PasserelleSpamdKeepConfig.pm"
+    assert gw_host.file(plugin).is_file
+    argv = gw_host.check_output("systemctl show -p ExecStart --value spamd")
+    assert f"--cf=loadplugin PasserelleSpamdKeepConfig {plugin}" in argv
+    pid = gw_host.check_output("systemctl show -p MainPID --value spamd").strip()
+    log = gw_host.check_output(f"journalctl _PID={pid} -o cat --no-pager")
+    assert "passerelle: spamd keeps its configuration between messages" in log
+
+
 def test_spam_milter_is_last_in_sendmail(gw_host):
     cf = gw_host.file("/etc/mail/sendmail.cf").content_string
     line = next(x for x in cf.splitlines() if x.startswith("O InputMailFilters="))
