@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from spam_fixtures import GTUBE, spamd, start_spamd  # noqa: F401  (fixtures)
 
+from passerelle.spam.spamc import build_request
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "roles/spamassassin/files/PasserelleSpamdKeepConfig.pm"
 LOAD = f"--cf=loadplugin PasserelleSpamdKeepConfig {PLUGIN}"
@@ -58,16 +60,14 @@ def test_with_user_rules_allowed_the_plugin_restores_as_spamd_does():
 
 
 def _symbols(port: int, message: bytes) -> bytes:
+    """spamd's answer to the spam milter's request (``SYMBOLS``, its user), status line off."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.sendall(
-            b"SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\nUser: passerelle\r\n\r\n" % len(message)
-            + message
-        )
+        s.sendall(build_request(message, user="passerelle"))
         s.shutdown(socket.SHUT_WR)
         out = b""
         while chunk := s.recv(65536):
             out += chunk
-    return out.split(b"\r\n", 1)[1]  # without the status line
+    return out.split(b"\r\n", 1)[1]
 
 
 def _message(i: int, body: str) -> bytes:
