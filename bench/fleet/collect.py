@@ -1,9 +1,11 @@
 """Collector, run *inside* a mailstore (python3 standard library only).
 
 Reads sendmail's log in the journal since a time (microsecond timestamps) and prints, as
-JSON, ``{bench id: delivery time}`` for every benchmark message delivered to a local
-mailbox: the ``from=`` line gives the queue id's Message-ID (``<ID@bench.test>``), the
-``to=... mailer=local ... stat=Sent`` line its delivery time.
+JSON, ``{"delivered": {bench id: delivery time}, "received": {bench id: time}}`` for every
+benchmark message delivered to a local mailbox: the ``from=`` line gives the queue id's
+Message-ID (``<ID@bench.test>``) and the time the mailstore took the message from the
+gateway (the gateway's part ends there), the ``to=... mailer=local ... stat=Sent`` line its
+delivery time.
 
     python3 collect.py SINCE_EPOCH
 """
@@ -34,6 +36,16 @@ def parse(lines: list[tuple[float, str]]) -> dict[str, float]:
     return out
 
 
+def received(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """(timestamp, message) lines -> {bench id: when the mailstore first took it}."""
+    out: dict[str, float] = {}
+    for ts, msg in lines:
+        m = FROM.match(msg)
+        if m:
+            out.setdefault(m.group(2), ts)
+    return out
+
+
 def main() -> int:
     since = float(sys.argv[1])
     res = subprocess.run(
@@ -51,7 +63,7 @@ def main() -> int:
         msg = entry.get("MESSAGE")
         if isinstance(msg, str):
             lines.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, msg))
-    json.dump(parse(lines), sys.stdout)
+    json.dump({"delivered": parse(lines), "received": received(lines)}, sys.stdout)
     return 0
 
 

@@ -67,9 +67,16 @@ def step_figures(events: list[list[Any]], slow: float = 1.0) -> dict[str, dict[s
 
 
 def figures(
-    load: dict[str, Any], delivered: dict[str, float], samples: dict[str, dict[str, Any]]
+    load: dict[str, Any],
+    delivered: dict[str, float],
+    samples: dict[str, dict[str, Any]],
+    received: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Everything the report prints, from the raw results (pure: no I/O)."""
+    """Everything the report prints, from the raw results (pure: no I/O).
+
+    ``delivered``: when each message reached its mailbox; ``received``: when its mailstore
+    took it from the gateway (the end of the gateways' part of the latency).
+    """
     events = load["events"]
     start, end = load["start"], load["end"]
     # Sessions per second over the load window (sessions still running at its end finish
@@ -84,6 +91,8 @@ def figures(
     accepted = {e[6]: e for e in events if e[3] == "accepted" and e[6]}
     latencies = [delivered[mid] - e[0] for mid, e in accepted.items() if mid in delivered]
     scanned = [mid for mid, e in accepted.items() if mid in delivered]
+    received = received or {}
+    handoffs = [received[mid] - accepted[mid][0] for mid in scanned if mid in received]
     last_delivery = max((delivered[m] for m in scanned), default=end)
     series = per_second(events, start, end)
     # spamd scanned every accepted message once (the spam milter at end of message; a
@@ -112,10 +121,43 @@ def figures(
         "latency_p50_s": percentile(latencies, 50),
         "latency_p99_s": percentile(latencies, 99),
         "latency_max_s": max(latencies, default=None),
+        "handoff_p50_s": percentile(handoffs, 50),
+        "handoff_p99_s": percentile(handoffs, 99),
         "spamd_cpu_ms_per_accepted": spamd_ms,
         "steps": step_figures(events),
         "hosts": samples,
     }
+
+
+BAYES_COUNTS = ("nspam", "nham")
+
+
+def bayes_counts(magic: str) -> dict[str, int] | None:
+    """nspam and nham from ``sa-learn --dump magic``; None when it shows neither."""
+    out: dict[str, int] = {}
+    for line in magic.splitlines():
+        words = line.split()
+        # "0.000  0  201  0  non-token data: nspam": the count is the third column
+        if len(words) == 7 and words[4:6] == ["non-token", "data:"] and words[6] in BAYES_COUNTS:
+            try:
+                out[words[6]] = int(words[2])
+            except ValueError:
+                return None
+    return out if len(out) == 2 else None
+
+
+def bayes_state(prefix: str, gateway: str) -> dict[str, int] | None:
+    """What the gateway's Bayes store has learnt (shared store: one gateway tells)."""
+    try:
+        res = subprocess.run(
+            ["podman", "exec", prefix + gateway, "sa-learn", "--dump", "magic"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bayes_counts(res.stdout) if res.returncode == 0 else None
 
 
 def podman_py(prefix: str, host: str, script: Path, *args: str, **kw: Any) -> subprocess.Popen:
@@ -191,8 +233,20 @@ def print_table(f: dict[str, Any], out: TextIO = sys.stdout) -> None:
         ("latency p50 (s, send -> mailbox)", fmt(f["latency_p50_s"])),
         ("latency p99 (s)", fmt(f["latency_p99_s"])),
         ("latency max (s)", fmt(f["latency_max_s"])),
+        (
+            "to the mailstore p50 / p99 (s, send -> taken)",
+            f"{fmt(f['handoff_p50_s'])} / {fmt(f['handoff_p99_s'])}",
+        ),
         ("spamd CPU per accepted message (ms)", fmt(f["spamd_cpu_ms_per_accepted"])),
     ]
+    if "bayes" in f:
+        b = f["bayes"]
+        rows.append(
+            (
+                "Bayes store at the start (spam / ham learnt)",
+                "-" if b is None else f"{b['nspam']} / {b['nham']}",
+            )
+        )
     for name, v in f.get("steps", {}).items():
         rows.append(
             (
@@ -246,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sample_hosts = [h for h in a.sample.split(",") if h]
     mailstores = [h for h in a.mailstores.split(",") if h]
+    # spamd's cost depends on what Bayes knows (it scores once 200 spam and 200 ham are learnt)
+    bayes = bayes_state(a.prefix, a.gateways.split(",")[0])
 
     samplers = {
         h: podman_py(a.prefix, h, HERE / "sample.py", "1", stdin=subprocess.PIPE)
@@ -281,18 +337,22 @@ def main(argv: list[str] | None = None) -> int:
     for h, p in samplers.items():
         samples[h] = finish(p, f"sampler on {h}", stop=True)
     delivered: dict[str, float] = {}
+    received: dict[str, float] = {}
     for h in mailstores:
-        delivered.update(
-            finish(
-                podman_py(a.prefix, h, HERE / "collect.py", str(load["start"])), f"collector on {h}"
-            )
+        got = finish(
+            podman_py(a.prefix, h, HERE / "collect.py", str(load["start"])), f"collector on {h}"
         )
-    f = figures(load, delivered, samples)
+        delivered.update(got["delivered"])
+        received.update(got["received"])
+    f = figures(load, delivered, samples, received)
     f["drain_wait_s"] = round(waited, 1)
+    f["bayes"] = bayes
     print_table(f)
     print(f"  (queues drained {f['drain_wait_s']} s after the load ended)")
     if a.json:
-        a.json.write_text(json.dumps({"figures": f, "load": load, "delivered": delivered}))
+        a.json.write_text(
+            json.dumps({"figures": f, "load": load, "delivered": delivered, "received": received})
+        )
     return 0
 
 

@@ -3,7 +3,8 @@
 Every --interval seconds: the mail queue depth (qf files under /var/spool/mqueue*), each
 daemon's resident memory (sum over its processes) and the container's cgroup memory. At the
 end: each daemon's CPU seconds over the run (utime + stime of its processes, plus what reaped
-children left in their parent's cutime/cstime), the container's CPU (cpuacct), the peaks.
+children left in their parent's cutime/cstime; what the container's init reaped, the orphans,
+apart), the container's CPU (cpuacct), the peaks.
 Prints one JSON document.
 """
 
@@ -19,6 +20,7 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CG = "/sys/fs/cgroup"
+ORPHANS = 0  # no process has pid 0: the key of what init reaped
 
 
 def daemon_of(comm: str, cmdline: str) -> str:
@@ -41,24 +43,31 @@ def daemon_of(comm: str, cmdline: str) -> str:
     return "other"
 
 
-def processes() -> dict[int, tuple[str, int, int]]:
-    """pid -> (daemon, cpu ticks incl. reaped children, rss bytes)."""
+def processes(proc: str = "/proc") -> dict[int, tuple[str, int, int]]:
+    """pid -> (daemon, cpu ticks incl. reaped children, rss bytes); ORPHANS -> init's reaped."""
     out: dict[int, tuple[str, int, int]] = {}
     me = str(os.getpid())
-    for d in os.listdir("/proc"):
+    for d in os.listdir(proc):
         if not d.isdigit() or d == me:  # not the sampler itself (its code names the daemons)
             continue
         try:
-            with open(f"/proc/{d}/stat") as f:
+            with open(f"{proc}/{d}/stat") as f:
                 stat = f.read()
-            with open(f"/proc/{d}/cmdline", "rb") as f:
+            with open(f"{proc}/{d}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         # fields[11..14] = utime stime cutime cstime; fields[21] = rss pages
-        ticks = sum(int(x) for x in fields[11:15])
+        if d == "1":
+            # The container's init reaps the orphans: processes whose parent exited first
+            # (sendmail's background deliveries, forked by an SMTP session that has ended).
+            # What they leave in its cutime/cstime is theirs, not init's: counted apart.
+            out[ORPHANS] = ("orphans", sum(int(x) for x in fields[13:15]), 0)
+            ticks = sum(int(x) for x in fields[11:13])
+        else:
+            ticks = sum(int(x) for x in fields[11:15])
         out[int(d)] = (daemon_of(comm, cmd), ticks, int(fields[21]) * PAGE)
     return out
 
@@ -141,8 +150,9 @@ def main() -> int:
         procs = processes()
         last = procs
         per: dict[str, int] = {}
-        for daemon, _, rss in procs.values():
-            per[daemon] = per.get(daemon, 0) + rss
+        for pid, (daemon, _, rss) in procs.items():
+            if pid != ORPHANS:
+                per[daemon] = per.get(daemon, 0) + rss
         for daemon, rss in per.items():
             rss_peak[daemon] = max(rss_peak.get(daemon, 0), rss)
         rss_total_peak = max(rss_total_peak, sum(per.values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,8 @@ def test_collector_joins_queue_ids():
         (12.1, "7EF: to=<bob@static-a.test>, mailer=local, stat=Deferred: x"),
     ]
     assert collect.parse(lines) == {"b1": 10.5}
+    # when the mailstore took each message from the gateway (delivered or not)
+    assert collect.received(lines) == {"b1": 10.0, "b2": 12.0}
 
 
 def test_percentile_nearest_rank():
@@ -78,6 +81,35 @@ def test_figures():
     assert f["latency_p50_s"] == pytest.approx(1.0)
     assert f["per_second"]["deferred"] == {"min": 0, "median": 0.5, "max": 1}
     assert f["spamd_cpu_ms_per_accepted"] is None  # no sample, no figure
+    assert f["handoff_p99_s"] is None  # no mailstore's reception times, no figure
+
+
+def _row(out: io.StringIO, name: str) -> str | None:
+    """The value printed on the report's row ``name`` (the columns are padded)."""
+    for line in out.getvalue().splitlines():
+        if line.strip().startswith(name):
+            return line.strip()[len(name) :].strip()
+    return None
+
+
+def test_latency_to_the_mailstore_is_the_gateways_part():
+    load = {
+        "start": 100.0,
+        "end": 110.0,
+        "events": [
+            [100.0, 101.0, "ham", "accepted", 250, "gw1", "b1"],
+            [101.0, 102.0, "ham", "accepted", 250, "gw2", "b2"],
+            [102.0, 103.0, "ham", "accepted", 250, "gw2", "b3"],  # not delivered: no figure
+        ],
+    }
+    # b1 taken by its mailstore 1.5 s after it was sent, in its mailbox 2 s later
+    f = run.figures(load, {"b1": 103.5, "b2": 102.5}, {}, {"b1": 101.5, "b2": 102.0, "b3": 104.0})
+    assert f["latency_p99_s"] == pytest.approx(3.5)
+    assert f["handoff_p50_s"] == pytest.approx(1.0)
+    assert f["handoff_p99_s"] == pytest.approx(1.5)
+    out = io.StringIO()
+    run.print_table(f, out)
+    assert _row(out, "to the mailstore p50 / p99 (s, send -> taken)") == "1.000 / 1.500"
 
 
 def test_spamd_cpu_per_accepted_message():
@@ -186,3 +218,56 @@ def test_a_refused_session_is_tried_again_only_when_asked(
     loadgen.worker(sh, 1)
     assert len(calls) == tries
     assert [e[3] for e in sh.events] == [outcome]  # one session, its last outcome
+
+
+def _proc_entry(root: Path, pid: int, comm: str, cmdline: str, ticks: tuple[int, ...]) -> None:
+    d = root / str(pid)
+    d.mkdir()
+    # fields after "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    # cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime vsize rss
+    fields = ["S", "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", *map(str, ticks)]
+    fields += ["20", "0", "1", "0", "0", "0", "25"]
+    (d / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
+    (d / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
+
+
+def test_what_init_reaps_is_counted_apart_from_init(tmp_path):
+    sample = _load("sample")
+    tick = sample.TICK
+    # init's own 3 + 1 ticks; 40 + 20 left by orphans it reaped (sendmail's deliveries)
+    _proc_entry(tmp_path, 1, "systemd", "/sbin/init", (3, 1, 40, 20))
+    _proc_entry(tmp_path, 50, "sendmail", "sendmail: MTA: accepting connections", (5, 2, 7, 1))
+    procs = sample.processes(str(tmp_path))
+    assert procs[1][:2] == ("other", 4)
+    assert procs[sample.ORPHANS][:2] == ("orphans", 60)
+    assert procs[50][:2] == ("sendmail", 15)  # a daemon's own reaped children stay its own
+    later = dict(procs)
+    later[sample.ORPHANS] = ("orphans", 60 + 3 * tick, 0)
+    assert sample.cpu_by_daemon(procs, later) == {"other": 0.0, "orphans": 3.0, "sendmail": 0.0}
+
+
+MAGIC = """\
+0.000          0          3          0  non-token data: bayes db version
+0.000          0        201          0  non-token data: nspam
+0.000          0        209          0  non-token data: nham
+0.000          0        980          0  non-token data: ntokens
+"""
+
+
+def test_bayes_counts_from_sa_learn_magic():
+    assert run.bayes_counts(MAGIC) == {"nspam": 201, "nham": 209}
+    assert run.bayes_counts("") is None  # no store: no figure
+    assert run.bayes_counts(MAGIC.replace(" 209 ", " x ")) is None
+
+
+def test_report_shows_the_bayes_state():
+    load = {"events": [], "start": 0.0, "end": 60.0, "deadline": 60.0, "concurrency": 1}
+    f = run.figures(load, {}, {})
+    f["bayes"] = {"nspam": 201, "nham": 209}
+    out = io.StringIO()
+    run.print_table(f, out)
+    assert _row(out, "Bayes store at the start (spam / ham learnt)") == "201 / 209"
+    f["bayes"] = None
+    out = io.StringIO()
+    run.print_table(f, out)
+    assert _row(out, "Bayes store at the start (spam / ham learnt)") == "-"
