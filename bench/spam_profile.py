@@ -22,7 +22,6 @@ message (``bench/spamassassin/spamd_run.py``, run in the host).
 from __future__ import annotations
 
 import argparse
-import email.utils
 import os
 import random
 import re
@@ -36,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fleet"))
 
 from loadgen import DEFAULT_MIX, build_message, parse_mix, partner_address  # noqa: E402
+
+from passerelle.spam.marking import received_header  # noqa: E402
 
 PLUGIN = HERE / "spamassassin" / "PasserelleRuleTiming.pm"
 SPAMD_RUN = HERE / "spamassassin" / "spamd_run.py"
@@ -58,9 +59,9 @@ def scanned_mix(mix: str) -> list[tuple[str, int]]:
 def build_mbox(count: int, mix: str, seed: int, now: float | None = None) -> str:
     """``count`` messages of the mix as the fleet benchmark sends them (a partner's sender,
     HELO client.bench.test from outside's address, dated ``now``), each with the Received line
-    gw1 adds, as one mbox."""
+    gw1's spam milter puts on top for spamd (``received_header``: envelope sender included),
+    as one mbox."""
     now = time.time() if now is None else now
-    stamp = email.utils.formatdate(now, usegmt=True)
     rng = random.Random(seed)
     kinds = scanned_mix(mix)
     names = [k for k, _ in kinds]
@@ -69,12 +70,19 @@ def build_mbox(count: int, mix: str, seed: int, now: float | None = None) -> str
     for i in range(count):
         kind = rng.choices(names, weights)[0]
         msg_id = f"profile-{seed}-{i}"
-        received = (
-            f"Received: from client.bench.test (outside [{LAB_NET}.250])\n"
-            f"\tby gw1.lab.passerelle.test (8.17.1.9/8.17.1.9) with ESMTP id 5B1K{i:06d}\n"
-            f"\tfor <alice@static-a.test>; {stamp}\n"
-        )
         sender = partner_address(rng)
+        # the Received line the spam milter puts on top for spamd, envelope sender included
+        # (SpamAssassin's SPF check of the sender reads it)
+        received = "Received: " + received_header(
+            "client.bench.test",
+            "outside",
+            f"{LAB_NET}.250",
+            "gw1.lab.passerelle.test",
+            f"5B1K{i:06d}",
+            now,
+            sender,
+        )
+        received += "\n"
         body = build_message(kind, msg_id, sender, "alice@static-a.test", rng, now=now)
         # mbox: escape "From " at line starts of the message.
         text = received + body

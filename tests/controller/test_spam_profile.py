@@ -62,3 +62,6 @@ def test_profile_messages_look_like_the_fleets_at_the_time_of_the_run(tmp_path: 
         # a partner's address in From:
         assert received.startswith("from client.bench.test (outside [")
         assert "@partner" in m["From"] and m["From"].rstrip(">").endswith(".example")
+        # the envelope sender, as the spam milter writes it for spamd (SPF of the sender)
+        sender = m.get_from().split()[0]
+        assert f"(envelope-from <{sender}>)" in received, received
