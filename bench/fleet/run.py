@@ -133,7 +133,7 @@ BAYES_COUNTS = ("nspam", "nham")
 
 
 def bayes_counts(magic: str) -> dict[str, int] | None:
-    """nspam and nham from ``sa-learn --dump magic``; None when it shows neither."""
+    """nspam and nham from ``sa-learn --dump magic``; None unless it shows both as numbers."""
     out: dict[str, int] = {}
     for line in magic.splitlines():
         words = line.split()
