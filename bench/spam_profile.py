@@ -17,6 +17,16 @@ before it goes into the role (e.g. ``--cf 'use_bayes 0'``).
 messages sent one after another to the host's spamd (``SYMBOLS``, user ``passerelle``), and
 spamd's CPU (its processes' user+system time, the children its parent reaped included) per
 message (``bench/spamassassin/spamd_run.py``, run in the host).
+
+``--ab LINE`` compares spamd without and with one configuration line, on the same messages:
+``--rounds`` rounds (4 by default) of a run without, then a run with the line (written to
+``/etc/spamassassin/zz-passerelle-ab.cf``, which spamd reads after local.cf, and checked by
+``spamassassin --lint`` first), spamd restarted before each run and ``--warmup`` messages
+(20) sent before the counted ones. Prints each run, the mean, min and max of each variant
+and the ratio of each round (with / without). The line is taken away and spamd restarted at
+the end, also when a run fails. On this 2-core VM the same spamd moves from one minute to the
+next by up to 30 % (64-106 ms a message on 2026-12-05): compare alternated rounds, never two
+single runs.
 """
 
 from __future__ import annotations
@@ -25,10 +35,13 @@ import argparse
 import os
 import random
 import re
+import shlex
+import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +58,8 @@ LAB_NET = os.environ.get("PASSERELLE_LAB_NET", "10.89.77")
 MBOX = "/tmp/passerelle-profile.mbox"  # noqa: S108
 PLUGIN_IN_HOST = "/tmp/PasserelleRuleTiming.pm"  # noqa: S108
 SCANNED_KINDS = ("ham", "spam", "attach")
+# spamd reads every *.cf of its configuration folder in name order: after local.cf.
+AB_CF = "/etc/spamassassin/zz-passerelle-ab.cf"
 # "dbg: timing: total 165 ms - init: 10 (6.1%), parse: 0.8 (0.5%), tests_pri_0: 90 (54%)"
 TIMING_RE = re.compile(r"timing: total (?P<total>[\d.]+) ms - (?P<parts>.*)$")
 PART_RE = re.compile(r"(?P<name>[\w\-:.]+): (?P<ms>[\d.]+)(?: \([\d.]+%\))?")
@@ -125,19 +140,114 @@ def podman(host: str, script: str, stdin: str = "") -> subprocess.CompletedProce
     )
 
 
-def measure_spamd(host: str, a: argparse.Namespace) -> int:
-    r = podman(host, f"python3 - {MBOX}", SPAMD_RUN.read_text())
+def spamd_figures(r: subprocess.CompletedProcess[str]) -> tuple[int, float, float, int] | None:
+    """Messages, CPU and wall seconds, and messages called spam, from the runner's line."""
     line = next((x for x in r.stdout.splitlines() if x.startswith("SPAMD ")), "")
     if not line:
-        print(f"spamd run failed in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
-        return 1
+        return None
     _, n, cpu, wall, spam = line.split()
-    count = int(n)
-    print(
+    return int(n), float(cpu), float(wall), int(spam)
+
+
+def spamd_line(host: str, fig: tuple[int, float, float, int]) -> str:
+    count, cpu, wall, spam = fig
+    return (
         f"{host} spamd: {count} messages one at a time, "
-        f"{1000 * float(cpu) / count:.1f} ms CPU/msg, "
-        f"{1000 * float(wall) / count:.1f} ms wall/msg, {spam} called spam"
+        f"{1000 * cpu / count:.1f} ms CPU/msg, {1000 * wall / count:.1f} ms wall/msg, "
+        f"{spam} called spam"
     )
+
+
+def run_spamd(
+    host: str, warmup: int, run: Callable[..., subprocess.CompletedProcess[str]]
+) -> tuple[int, float, float, int] | None:
+    r = run(host, f"python3 - {MBOX} {warmup}", SPAMD_RUN.read_text())
+    fig = spamd_figures(r)
+    if fig is None:
+        print(f"spamd run failed in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
+    return fig
+
+
+def measure_spamd(host: str, a: argparse.Namespace) -> int:
+    fig = run_spamd(host, 1, podman)
+    if fig is None:
+        return 1
+    print(spamd_line(host, fig))
+    return 0
+
+
+def ab_plan(rounds: int) -> list[bool]:
+    """Run order, False without the line, True with it: alternated, so that the machine's
+    drift falls on both."""
+    return [v for _ in range(rounds) for v in (False, True)]
+
+
+def ab_summary(runs: list[tuple[bool, float]]) -> dict:
+    """Each variant's runs, mean, min and max (ms per message), and each round's ratio of the
+    run with the line to the run without it just before."""
+    out: dict = {}
+    for name, v in (("without", False), ("with", True)):
+        ms = [x for w, x in runs if w is v]
+        out[name] = {"runs": len(ms), "mean": statistics.fmean(ms), "min": min(ms), "max": max(ms)}
+    ratios = [
+        round(runs[i + 1][1] / runs[i][1], 3)
+        for i in range(0, len(runs) - 1, 2)
+        if runs[i][0] is False and runs[i + 1][0] is True
+    ]
+    out["ratios"] = ratios
+    out["median_ratio"] = statistics.median(ratios)
+    return out
+
+
+def write_cf_script(line: str | None, path: str = AB_CF) -> str:
+    """Shell that writes ``line`` as the file's only line (``None``: removes the file)."""
+    if line is None:
+        return f"rm -f {path}"
+    return f"printf '%s\\n' {shlex.quote(line)} > {path} && chmod 0644 {path}"
+
+
+def switch_script(line: str | None, path: str = AB_CF) -> str:
+    """Put ``line`` in spamd's configuration (or take it away), lint it, restart spamd."""
+    lint = ""
+    if line is not None:
+        lint = (
+            "if ! out=$(spamassassin --lint 2>&1); then "
+            f'rm -f {path}; echo "$out" | tail -5; exit 3; fi; '
+        )
+    return (
+        f"{write_cf_script(line, path)} && {lint}"
+        "systemctl reset-failed spamd 2>/dev/null; systemctl restart spamd"
+    )
+
+
+def run_ab(
+    host: str,
+    line: str,
+    rounds: int,
+    warmup: int,
+    run: Callable[..., subprocess.CompletedProcess[str]] = podman,
+) -> int:
+    runs: list[tuple[bool, float]] = []
+    try:
+        for with_line in ab_plan(rounds):
+            r = run(host, switch_script(line if with_line else None))
+            if r.returncode != 0:
+                print(f"cannot switch spamd in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
+                return 2 if with_line else 1
+            fig = run_spamd(host, warmup, run)
+            if fig is None:
+                return 1
+            runs.append((with_line, 1000 * fig[1] / fig[0]))
+            print(f"{'with   ' if with_line else 'without'} {spamd_line(host, fig)}", flush=True)
+    finally:
+        run(host, switch_script(None))
+    s = ab_summary(runs)
+    print(f"\n{'variant':<8} {'runs':>4} {'mean':>7} {'min':>7} {'max':>7}  (spamd CPU ms/msg)")
+    for name in ("without", "with"):
+        v = s[name]
+        print(f"{name:<8} {v['runs']:>4} {v['mean']:7.1f} {v['min']:7.1f} {v['max']:7.1f}")
+    print(f"with / without, round by round: {s['ratios']}, median {s['median_ratio']:.3f}")
+    print(f"line: {line}")
     return 0
 
 
@@ -150,8 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--cf", action="append", default=[], help="extra config line, this run only")
     ap.add_argument("--spamd", action="store_true", help="measure the running spamd's CPU")
+    ap.add_argument("--ab", metavar="LINE", help="spamd without and with this config line")
+    ap.add_argument("--rounds", type=int, default=4, help="--ab: rounds (a run of each)")
+    ap.add_argument("--warmup", type=int, default=20, help="--ab: messages before each run")
     a = ap.parse_args(argv)
     host = os.environ.get("PASSERELLE_LAB_PREFIX", "lab-") + a.host
+    if a.ab is not None and ("\n" in a.ab or "\r" in a.ab or not a.ab.strip()):
+        print("--ab takes one configuration line", file=sys.stderr)
+        return 2
+    if a.rounds < 1 or a.warmup < 0:
+        print("--rounds must be at least 1 and --warmup at least 0", file=sys.stderr)
+        return 2
 
     for path, text in (
         (MBOX, build_mbox(a.messages, a.mix, a.seed)),
@@ -161,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.returncode != 0:
             print(f"cannot write {path} in {host}: {r.stderr.strip()}", file=sys.stderr)
             return 2
+    if a.ab is not None:
+        return run_ab(host, a.ab, a.rounds, a.warmup)
     if a.spamd:
         return measure_spamd(host, a)
     cf = [f"loadplugin PasserelleRuleTiming {PLUGIN_IN_HOST}", *a.cf]

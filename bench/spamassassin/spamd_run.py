@@ -2,7 +2,11 @@
 local spamd, one after another, as the spam milter sends them (``SYMBOLS``, user
 ``passerelle``, CRLF line ends), and spamd's CPU over the run.
 
-    python3 spamd_run.py MBOX   ->   "SPAMD <messages> <cpu seconds> <wall seconds> <spam>"
+    python3 spamd_run.py MBOX [WARMUP]   ->   "SPAMD <messages> <cpu seconds> <wall seconds> <spam>"
+
+It first waits (up to two minutes) until spamd answers ``PING`` (after a restart its parent
+listens before its children have read the rules), then sends the first WARMUP messages (1 by
+default) without counting them.
 
 spamd's CPU is the user + system time of its processes, the parent's reaped children
 included: a child that reaches ``--max-conn-per-child`` during the run exits and its time
@@ -16,6 +20,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 PROC = "/proc"
 
@@ -58,10 +63,40 @@ def ask(msg: bytes, port: int = 783) -> bytes:
     return out
 
 
+def ping(port: int = 783) -> bool:
+    """spamd answers ``PING`` with ``PONG``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"PING SPAMC/1.5\r\n\r\n")
+            return b"PONG" in s.recv(256)
+    except OSError:
+        return False
+
+
+def wait_ready(
+    ping_fn: Callable[[], bool] = ping,
+    timeout: float = 120.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """True once spamd answers, False if it has not by ``timeout`` seconds."""
+    deadline = clock() + timeout
+    while not ping_fn():
+        if clock() >= deadline:
+            return False
+        sleep(0.5)
+    return True
+
+
 def main() -> int:
     tick = os.sysconf("SC_CLK_TCK")
     msgs = [m.as_bytes().replace(b"\n", b"\r\n") for m in mailbox.mbox(sys.argv[1])]
-    ask(msgs[0])  # a warm child
+    warmup = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    if not wait_ready():
+        print("spamd does not answer PING on 127.0.0.1:783", file=sys.stderr)
+        return 1
+    for i in range(max(1, warmup)):  # warm children, not counted
+        ask(msgs[i % len(msgs)])
     t0, c0 = time.monotonic(), ticks()
     spam = 0
     for m in msgs:

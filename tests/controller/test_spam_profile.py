@@ -65,3 +65,95 @@ def test_profile_messages_look_like_the_fleets_at_the_time_of_the_run(tmp_path: 
         # the envelope sender, as the spam milter writes it for spamd (SPF of the sender)
         sender = m.get_from().split()[0]
         assert f"(envelope-from <{sender}>)" in received, received
+
+
+def test_spamd_runner_waits_for_spamd_to_answer():
+    # After a restart spamd's parent listens before its children have read the rules: the
+    # runner asks PING until PONG comes, and gives up at its deadline.
+    now = [0.0]
+    answers = iter([False, False, True])
+    slept = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    assert spamd_run.wait_ready(lambda: next(answers), 10.0, lambda: now[0], sleep)
+    assert len(slept) == 2
+    now[0] = 0.0
+    assert not spamd_run.wait_ready(lambda: False, 3.0, lambda: now[0], sleep)
+    assert now[0] >= 3.0
+
+
+def test_ab_runs_alternate_the_two_variants():
+    assert spam_profile.ab_plan(3) == [False, True, False, True, False, True]
+
+
+def test_ab_summary_pairs_each_round():
+    # Round by round: the machine's speed drifts, so each "with" is set against the "without"
+    # just before it.
+    runs = [(False, 80.0), (True, 72.0), (False, 100.0), (True, 95.0), (False, 90.0), (True, 81.0)]
+    s = spam_profile.ab_summary(runs)
+    assert s["without"] == {"runs": 3, "mean": 90.0, "min": 80.0, "max": 100.0}
+    assert s["with"]["runs"] == 3 and round(s["with"]["mean"], 2) == 82.67
+    assert s["ratios"] == [0.9, 0.95, 0.9]
+    assert s["median_ratio"] == 0.9
+
+
+def test_ab_line_is_written_as_given(tmp_path: Path):
+    import subprocess
+
+    cf = tmp_path / "zz-ab.cf"
+    line = 'describe FOO it\'s "quoted"; $(touch pwned) `x` \\n'
+    subprocess.run(
+        ["sh", "-c", spam_profile.write_cf_script(line, str(cf))], check=True, cwd=tmp_path
+    )
+    assert cf.read_text() == line + "\n"
+    assert not (tmp_path / "pwned").exists()
+    subprocess.run(["sh", "-c", spam_profile.write_cf_script(None, str(cf))], check=True)
+    assert not cf.exists()
+
+
+class _Done:
+    def __init__(self, rc: int, out: str = "") -> None:
+        self.returncode, self.stdout, self.stderr = rc, out, ""
+
+
+def test_ab_puts_spamd_back_when_a_run_fails(capsys):
+    calls: list[str] = []
+    measured = iter(["SPAMD 120 9.6 10.0 30\n", "SPAMD 120 9.0 9.4 30\n", "Traceback\n"])
+
+    def run(host: str, script: str, stdin: str = "") -> _Done:
+        calls.append(script)
+        if script.startswith("python3"):
+            return _Done(0, next(measured))
+        return _Done(0)
+
+    assert spam_profile.run_ab("lab-gw1", "score FOO 0", 2, 20, run) == 1
+    # without, with, without (whose run fails)
+    assert "FOO" not in calls[0] and "FOO" in calls[2] and "FOO" not in calls[4]
+    # the last call takes the line away again
+    assert calls[-1] == spam_profile.switch_script(None)
+    assert "spamd run failed" in capsys.readouterr().err
+
+
+def test_ab_refuses_a_line_spamassassin_does_not_lint(capsys):
+    calls: list[str] = []
+
+    def run(host: str, script: str, stdin: str = "") -> _Done:
+        calls.append(script)
+        if script.startswith("python3"):
+            return _Done(0, "SPAMD 120 9.6 10.0 30\n")
+        if "FOO" in script:
+            return _Done(3, "config: failed to parse line, skipping: scoore FOO 0")
+        return _Done(0)
+
+    assert spam_profile.run_ab("lab-gw1", "scoore FOO 0", 2, 20, run) == 2
+    # without (switched, measured), with (refused), and spamd put back
+    assert len(calls) == 4 and calls[-1] == spam_profile.switch_script(None)
+    assert "failed to parse line" in capsys.readouterr().err
+    assert "--lint" in spam_profile.switch_script("score FOO 0")
+
+
+def test_ab_takes_one_line_only():
+    assert spam_profile.main(["--ab", "score FOO 0\nscore BAR 0"]) == 2
