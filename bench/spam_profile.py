@@ -18,8 +18,8 @@ messages sent one after another to the host's spamd (``SYMBOLS``, user ``passere
 spamd's CPU (its processes' user+system time, the children its parent reaped included) per
 message (``bench/spamassassin/spamd_run.py``, run in the host).
 
-``--ab LINE`` compares spamd without and with one configuration line, on the same messages:
-``--rounds`` rounds (4 by default) of a run without, then a run with the line (written to
+``--ab LINE`` (repeatable) compares spamd without and with configuration lines, on the same
+messages: ``--rounds`` rounds (4 by default) of a run without, then a run with the lines (written to
 ``/etc/spamassassin/zz-passerelle-ab.cf``, which spamd reads after local.cf, and checked by
 ``spamassassin --lint`` first), spamd restarted before each run and ``--warmup`` messages
 (20) sent before the counted ones. Prints each run, the mean, min and max of each variant
@@ -199,30 +199,31 @@ def ab_summary(runs: list[tuple[bool, float]]) -> dict:
     return out
 
 
-def write_cf_script(line: str | None, path: str = AB_CF) -> str:
-    """Shell that writes ``line`` as the file's only line (``None``: removes the file)."""
-    if line is None:
+def write_cf_script(lines: list[str] | None, path: str = AB_CF) -> str:
+    """Shell that writes ``lines`` as the file's lines (``None``: removes the file)."""
+    if lines is None:
         return f"rm -f {path}"
-    return f"printf '%s\\n' {shlex.quote(line)} > {path} && chmod 0644 {path}"
+    quoted = " ".join(shlex.quote(x) for x in lines)
+    return f"printf '%s\\n' {quoted} > {path} && chmod 0644 {path}"
 
 
-def switch_script(line: str | None, path: str = AB_CF) -> str:
-    """Put ``line`` in spamd's configuration (or take it away), lint it, restart spamd."""
+def switch_script(lines: list[str] | None, path: str = AB_CF) -> str:
+    """Put ``lines`` in spamd's configuration (or take them away), lint, restart spamd."""
     lint = ""
-    if line is not None:
+    if lines is not None:
         lint = (
             "if ! out=$(spamassassin --lint 2>&1); then "
             f'rm -f {path}; echo "$out" | tail -5; exit 3; fi; '
         )
     return (
-        f"{write_cf_script(line, path)} && {lint}"
+        f"{write_cf_script(lines, path)} && {lint}"
         "systemctl reset-failed spamd 2>/dev/null; systemctl restart spamd"
     )
 
 
 def run_ab(
     host: str,
-    line: str,
+    lines: list[str],
     rounds: int,
     warmup: int,
     run: Callable[..., subprocess.CompletedProcess[str]] = podman,
@@ -230,7 +231,7 @@ def run_ab(
     runs: list[tuple[bool, float]] = []
     try:
         for with_line in ab_plan(rounds):
-            r = run(host, switch_script(line if with_line else None))
+            r = run(host, switch_script(lines if with_line else None))
             if r.returncode != 0:
                 print(f"cannot switch spamd in {host}:\n{r.stdout}{r.stderr}", file=sys.stderr)
                 return 2 if with_line else 1
@@ -247,7 +248,7 @@ def run_ab(
         v = s[name]
         print(f"{name:<8} {v['runs']:>4} {v['mean']:7.1f} {v['min']:7.1f} {v['max']:7.1f}")
     print(f"with / without, round by round: {s['ratios']}, median {s['median_ratio']:.3f}")
-    print(f"line: {line}")
+    print("lines: " + " | ".join(lines))
     return 0
 
 
@@ -260,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--cf", action="append", default=[], help="extra config line, this run only")
     ap.add_argument("--spamd", action="store_true", help="measure the running spamd's CPU")
-    ap.add_argument("--ab", metavar="LINE", help="spamd without and with this config line")
+    ap.add_argument(
+        "--ab", metavar="LINE", action="append", help="spamd without and with these config lines"
+    )
     ap.add_argument("--rounds", type=int, default=4, help="--ab: rounds (a run of each)")
     ap.add_argument("--warmup", type=int, default=20, help="--ab: messages before each run")
     a = ap.parse_args(argv)
     host = os.environ.get("PASSERELLE_LAB_PREFIX", "lab-") + a.host
-    if a.ab is not None and ("\n" in a.ab or "\r" in a.ab or not a.ab.strip()):
-        print("--ab takes one configuration line", file=sys.stderr)
+    if a.ab is not None and any("\n" in x or "\r" in x or not x.strip() for x in a.ab):
+        print("--ab takes one configuration line each time", file=sys.stderr)
         return 2
     if a.rounds < 1 or a.warmup < 0:
         print("--rounds must be at least 1 and --warmup at least 0", file=sys.stderr)

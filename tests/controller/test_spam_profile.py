@@ -100,15 +100,16 @@ def test_ab_summary_pairs_each_round():
     assert s["median_ratio"] == 0.9
 
 
-def test_ab_line_is_written_as_given(tmp_path: Path):
+def test_ab_lines_are_written_as_given(tmp_path: Path):
     import subprocess
 
     cf = tmp_path / "zz-ab.cf"
     line = 'describe FOO it\'s "quoted"; $(touch pwned) `x` \\n'
+    lines = [line, "score DMARC_PASS 0"]
     subprocess.run(
-        ["sh", "-c", spam_profile.write_cf_script(line, str(cf))], check=True, cwd=tmp_path
+        ["sh", "-c", spam_profile.write_cf_script(lines, str(cf))], check=True, cwd=tmp_path
     )
-    assert cf.read_text() == line + "\n"
+    assert cf.read_text() == line + "\nscore DMARC_PASS 0\n"
     assert not (tmp_path / "pwned").exists()
     subprocess.run(["sh", "-c", spam_profile.write_cf_script(None, str(cf))], check=True)
     assert not cf.exists()
@@ -129,7 +130,7 @@ def test_ab_puts_spamd_back_when_a_run_fails(capsys):
             return _Done(0, next(measured))
         return _Done(0)
 
-    assert spam_profile.run_ab("lab-gw1", "score FOO 0", 2, 20, run) == 1
+    assert spam_profile.run_ab("lab-gw1", ["score FOO 0"], 2, 20, run) == 1
     # without, with, without (whose run fails)
     assert "FOO" not in calls[0] and "FOO" in calls[2] and "FOO" not in calls[4]
     # the last call takes the line away again
@@ -148,12 +149,13 @@ def test_ab_refuses_a_line_spamassassin_does_not_lint(capsys):
             return _Done(3, "config: failed to parse line, skipping: scoore FOO 0")
         return _Done(0)
 
-    assert spam_profile.run_ab("lab-gw1", "scoore FOO 0", 2, 20, run) == 2
+    assert spam_profile.run_ab("lab-gw1", ["scoore FOO 0"], 2, 20, run) == 2
     # without (switched, measured), with (refused), and spamd put back
     assert len(calls) == 4 and calls[-1] == spam_profile.switch_script(None)
     assert "failed to parse line" in capsys.readouterr().err
-    assert "--lint" in spam_profile.switch_script("score FOO 0")
+    assert "--lint" in spam_profile.switch_script(["score FOO 0"])
 
 
 def test_ab_takes_one_line_only():
     assert spam_profile.main(["--ab", "score FOO 0\nscore BAR 0"]) == 2
+    assert spam_profile.main(["--ab", "score FOO 0", "--ab", " "]) == 2
