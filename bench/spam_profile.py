@@ -18,15 +18,15 @@ messages sent one after another to the host's spamd (``SYMBOLS``, user ``passere
 spamd's CPU (its processes' user+system time, the children its parent reaped included) per
 message (``bench/spamassassin/spamd_run.py``, run in the host).
 
-``--ab LINE`` (repeatable) compares spamd without and with configuration lines, on the same
-messages: ``--rounds`` rounds (4 by default) of a run without, then a run with the lines (written to
-``/etc/spamassassin/zz-passerelle-ab.cf``, which spamd reads after local.cf, and checked by
-``spamassassin --lint`` first), spamd restarted before each run and ``--warmup`` messages
-(20) sent before the counted ones. Prints each run, the mean, min and max of each variant
-and the ratio of each round (with / without). The line is taken away and spamd restarted at
-the end, also when a run fails. On this 2-core VM the same spamd moves from one minute to the
-next by up to 30 % (64-106 ms a message on 2026-12-05): compare alternated rounds, never two
-single runs.
+``--ab LINE`` (repeatable) compares spamd without and with configuration lines, on the
+same messages: ``--rounds`` rounds (4 by default) of a run without, then a run with the lines
+(written to ``/etc/spamassassin/zz-passerelle-ab.cf``, which spamd reads after local.cf, and
+checked by ``spamassassin --lint`` first), spamd restarted before each run and ``--warmup``
+messages (20) sent before the counted ones. Prints each run, the mean, min and max of each
+variant and the ratio of each round (with / without). The lines are taken away and spamd
+restarted at the end, also when a run fails. On the 2-core lab VM the same spamd moved from
+one minute to the next by up to 30 % (64-106 ms a message on 2026-12-05): compare alternated
+rounds, never two single runs.
 """
 
 from __future__ import annotations
@@ -270,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     host = os.environ.get("PASSERELLE_LAB_PREFIX", "lab-") + a.host
     if a.ab is not None and any("\n" in x or "\r" in x or not x.strip() for x in a.ab):
         print("--ab takes one configuration line each time", file=sys.stderr)
+        return 2
+    if a.ab is not None and a.cf:
+        print(
+            "--cf is for the one-process profile; with --ab give every line as --ab",
+            file=sys.stderr,
+        )
         return 2
     if a.rounds < 1 or a.warmup < 0:
         print("--rounds must be at least 1 and --warmup at least 0", file=sys.stderr)

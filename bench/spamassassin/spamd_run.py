@@ -2,7 +2,8 @@
 local spamd, one after another, as the spam milter sends them (``SYMBOLS``, user
 ``passerelle``, CRLF line ends), and spamd's CPU over the run.
 
-    python3 spamd_run.py MBOX [WARMUP]   ->   "SPAMD <messages> <cpu seconds> <wall seconds> <spam>"
+    python3 spamd_run.py MBOX [WARMUP]
+        ->   "SPAMD <messages> <cpu seconds> <wall seconds> <spam>"
 
 It first waits (up to two minutes) until spamd answers ``PING`` (after a restart its parent
 listens before its children have read the rules), then sends the first WARMUP messages (1 by

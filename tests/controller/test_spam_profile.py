@@ -156,6 +156,11 @@ def test_ab_refuses_a_line_spamassassin_does_not_lint(capsys):
     assert "--lint" in spam_profile.switch_script(["score FOO 0"])
 
 
-def test_ab_takes_one_line_only():
+def test_ab_takes_one_line_only(capsys):
+    # refused before anything is written into a container
     assert spam_profile.main(["--ab", "score FOO 0\nscore BAR 0"]) == 2
+    assert "one configuration line each time" in capsys.readouterr().err
     assert spam_profile.main(["--ab", "score FOO 0", "--ab", " "]) == 2
+    assert "one configuration line each time" in capsys.readouterr().err
+    assert spam_profile.main(["--ab", "score FOO 0", "--cf", "score BAR 0"]) == 2
+    assert "give every line as --ab" in capsys.readouterr().err
