@@ -277,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if a.rounds < 1 or a.warmup < 0:
-        print("--rounds must be at least 1 and --warmup at least 0", file=sys.stderr)
+    if a.rounds < 1 or a.warmup < 1:
+        # the runner warms one spamd child at least
+        print("--rounds must be at least 1 and --warmup at least 1", file=sys.stderr)
         return 2
 
     for path, text in (

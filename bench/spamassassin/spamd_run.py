@@ -7,7 +7,7 @@ local spamd, one after another, as the spam milter sends them (``SYMBOLS``, user
 
 It first waits (up to two minutes) until spamd answers ``PING`` (after a restart its parent
 listens before its children have read the rules), then sends the first WARMUP messages (1 by
-default) without counting them.
+default, 1 at least) without counting them.
 
 spamd's CPU is the user + system time of its processes, the parent's reaped children
 included: a child that reaches ``--max-conn-per-child`` during the run exits and its time

@@ -164,3 +164,6 @@ def test_ab_takes_one_line_only(capsys):
     assert "one configuration line each time" in capsys.readouterr().err
     assert spam_profile.main(["--ab", "score FOO 0", "--cf", "score BAR 0"]) == 2
     assert "give every line as --ab" in capsys.readouterr().err
+    # the runner always warms one child: 0 would not mean none
+    assert spam_profile.main(["--ab", "score FOO 0", "--warmup", "0"]) == 2
+    assert "--warmup at least 1" in capsys.readouterr().err
